@@ -1,0 +1,99 @@
+//! The command line: `serve` (default), `migrate`, `token`.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::auth::{DEV_JWT_SECRET, issue_token};
+use crate::config::{Config, ConfigError};
+use crate::domain::UserId;
+use crate::startup::{Application, StartupError, prepare_database};
+
+/// The presence service: who is online, from PostgreSQL, over plain HTTP polling.
+#[derive(Debug, Parser)]
+#[command(name = "presence", version, about)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and migrate the database if needed, then serve HTTP.
+    Serve {
+        /// Use a fixed, public development secret when PRESENCE_JWT_SECRET is unset.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Create the database if missing, apply the migrations, and exit.
+    Migrate,
+    /// Print a bearer token for a user, for curl scripts and local development.
+    Token {
+        /// The user the token speaks for (a UUID).
+        #[arg(value_parser = UserId::parse)]
+        user_id: UserId,
+        /// How long the token stays valid.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Sign with the development secret when PRESENCE_JWT_SECRET is unset (as `serve --dev` does).
+        #[arg(long)]
+        dev: bool,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The server could not start.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// The server stopped with an I/O error.
+    #[error("the server stopped: {0}")]
+    Serve(#[from] std::io::Error),
+    /// A token could not be signed.
+    #[error("could not sign the token: {0}")]
+    Token(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Runs the command the user asked for.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let mut config = Config::from_env()?;
+    match cli.command.unwrap_or(Command::Serve { dev: false }) {
+        Command::Serve { dev } => {
+            config.jwt_secret = jwt_secret(&config, dev)?;
+            let application = Application::build(&config).await?;
+            tracing::info!(addr = %config.addr, port = application.port(), "serving");
+            application.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            prepare_database(&config).await?;
+            tracing::info!("the database is migrated");
+        }
+        Command::Token { user_id, ttl, dev } => {
+            let secret = jwt_secret(&config, dev)?.ok_or(StartupError::MissingJwtSecret)?;
+            println!("{}", issue_token(&secret, user_id, ttl)?);
+        }
+    }
+    Ok(())
+}
+
+/// The configured secret, or with `--dev` and none configured, the development one.
+fn jwt_secret(config: &Config, dev: bool) -> Result<Option<SecretString>, StartupError> {
+    match (&config.jwt_secret, dev) {
+        (Some(secret), _) => Ok(Some(secret.clone())),
+        (None, true) => {
+            tracing::warn!(
+                "DEVELOPMENT MODE: PRESENCE_JWT_SECRET is unset, so tokens are signed with a fixed, \
+                 PUBLIC secret. Anyone can forge a token. Never run --dev in production."
+            );
+            Ok(Some(SecretString::from(DEV_JWT_SECRET)))
+        }
+        (None, false) => Err(StartupError::MissingJwtSecret),
+    }
+}

@@ -1,0 +1,240 @@
+//! Configuration from the environment (and `.env`): typed, every error naming its variable.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use secrecy::SecretString;
+
+use crate::presence::Thresholds;
+
+/// The longest duration any setting accepts, so that instant arithmetic cannot overflow.
+const LONGEST_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The server's settings (contract section 5).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the database lives; created if missing.
+    pub database_url: SecretString,
+    /// The address to listen on.
+    pub addr: String,
+    /// The token signing secret; `None` when unset (only `--dev` runs without it).
+    pub jwt_secret: Option<SecretString>,
+    /// The status thresholds: idle, away, offline.
+    pub thresholds: Thresholds,
+    /// Device entries whose last ping is older than this are removed by the prune job.
+    pub prune_after: Duration,
+    /// How often the server runs the prune job; zero disables it.
+    pub prune_every: Duration,
+    /// How many `PUT /api/status` a user may send in a burst.
+    pub put_burst: NonZeroU32,
+    /// The sustained `PUT /api/status` rate a user may keep up, per second.
+    pub put_per_second: f64,
+    /// The most devices a user keeps; a new one beyond replaces the least recently seen.
+    pub max_devices: NonZeroU32,
+    /// How long a status read may be served from the in-process cache; zero disables it.
+    pub cache_ttl: Duration,
+    /// How long a timestamp-only ping may be held back before it is written.
+    pub write_coalesce: Duration,
+}
+
+/// A setting that could not be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong with it and what is expected.
+    pub message: String,
+}
+
+impl Config {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup`, which returns a variable's value if set.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(&lookup);
+        let idle_after = vars.duration("PRESENCE_IDLE_AFTER", "5m")?;
+        let away_after = vars.duration("PRESENCE_AWAY_AFTER", "30m")?;
+        let offline_after = vars.duration("PRESENCE_OFFLINE_AFTER", "60s")?;
+        for (variable, value) in [
+            ("PRESENCE_IDLE_AFTER", idle_after),
+            ("PRESENCE_OFFLINE_AFTER", offline_after),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(variable, "must be longer than 0"));
+            }
+        }
+        if away_after < idle_after {
+            return Err(ConfigError::new(
+                "PRESENCE_AWAY_AFTER",
+                "must not be shorter than PRESENCE_IDLE_AFTER",
+            ));
+        }
+        let put_per_second = vars.text("PRESENCE_PUT_PER_SECOND", "2");
+        let put_per_second = put_per_second
+            .parse::<f64>()
+            .ok()
+            .filter(|rate| rate.is_finite() && *rate >= 1e-6)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "PRESENCE_PUT_PER_SECOND",
+                    format!("expected a positive number such as 2 or 0.5, not {put_per_second:?}"),
+                )
+            })?;
+        let max_devices = vars.count("PRESENCE_MAX_DEVICES", "10")?;
+        if max_devices.get() > 1000 {
+            return Err(ConfigError::new("PRESENCE_MAX_DEVICES", "must be at most 1000"));
+        }
+        Ok(Self {
+            database_url: SecretString::from(
+                vars.text("DATABASE_URL", "postgres://postgres@localhost:5432/presence"),
+            ),
+            addr: vars.text("PRESENCE_ADDR", "127.0.0.1:8080"),
+            jwt_secret: lookup("PRESENCE_JWT_SECRET")
+                .filter(|secret| !secret.is_empty())
+                .map(SecretString::from),
+            thresholds: Thresholds {
+                idle_after: to_delta(idle_after),
+                away_after: to_delta(away_after),
+                offline_after: to_delta(offline_after),
+            },
+            prune_after: vars.duration("PRESENCE_PRUNE_AFTER", "5m")?,
+            prune_every: vars.duration("PRESENCE_PRUNE_EVERY", "60s")?,
+            put_burst: vars.count("PRESENCE_PUT_BURST", "20")?,
+            put_per_second,
+            max_devices,
+            cache_ttl: vars.duration("PRESENCE_CACHE_TTL", "1s")?,
+            write_coalesce: vars.duration("PRESENCE_WRITE_COALESCE", "5s")?,
+        })
+    }
+
+    /// How often clients should heartbeat: half the offline threshold, at least a second.
+    pub fn ping_interval_seconds(&self) -> u64 {
+        (self.thresholds.offline_after.num_seconds() / 2).max(1).unsigned_abs()
+    }
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+struct Vars<'a, F>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
+    fn text(&self, name: &str, default: &str) -> String {
+        (self.0)(name)
+            .filter(|value| !value.trim().is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    fn duration(&self, name: &'static str, default: &str) -> Result<Duration, ConfigError> {
+        let text = self.text(name, default);
+        let value = humantime::parse_duration(text.trim()).map_err(|_| {
+            ConfigError::new(
+                name,
+                format!("expected a duration such as 250ms, 90s or 5m, not {text:?}"),
+            )
+        })?;
+        if value > LONGEST_DURATION {
+            return Err(ConfigError::new(name, "must be at most 100 years"));
+        }
+        Ok(value)
+    }
+
+    fn count(&self, name: &'static str, default: &str) -> Result<NonZeroU32, ConfigError> {
+        let text = self.text(name, default);
+        text.trim().parse::<NonZeroU32>().map_err(|_| {
+            ConfigError::new(name, format!("expected a whole number of at least 1, not {text:?}"))
+        })
+    }
+}
+
+fn to_delta(duration: Duration) -> TimeDelta {
+    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config_with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = config_with(&[]).expect("defaults are valid");
+        assert_eq!(config.addr, "127.0.0.1:8080");
+        assert_eq!(config.thresholds.idle_after, TimeDelta::minutes(5));
+        assert_eq!(config.thresholds.away_after, TimeDelta::minutes(30));
+        assert_eq!(config.thresholds.offline_after, TimeDelta::seconds(60));
+        assert_eq!(config.prune_after, Duration::from_secs(300));
+        assert_eq!(config.prune_every, Duration::from_secs(60));
+        assert_eq!(config.put_burst.get(), 20);
+        assert!((config.put_per_second - 2.0).abs() < f64::EPSILON);
+        assert_eq!(config.max_devices.get(), 10);
+        assert_eq!(config.cache_ttl, Duration::from_secs(1));
+        assert_eq!(config.write_coalesce, Duration::from_secs(5));
+        assert!(config.jwt_secret.is_none());
+        assert_eq!(config.ping_interval_seconds(), 30);
+    }
+
+    #[test]
+    fn durations_take_the_humantime_format() {
+        let config = config_with(&[("PRESENCE_IDLE_AFTER", "250ms"), ("PRESENCE_AWAY_AFTER", "1m 30s"), ("PRESENCE_CACHE_TTL", "0")])
+            .expect("valid");
+        assert_eq!(config.thresholds.idle_after, TimeDelta::milliseconds(250));
+        assert_eq!(config.thresholds.away_after, TimeDelta::seconds(90));
+        assert_eq!(config.cache_ttl, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let cases = [
+            ("PRESENCE_IDLE_AFTER", "soon"),
+            ("PRESENCE_AWAY_AFTER", "5"),
+            ("PRESENCE_OFFLINE_AFTER", "0s"),
+            ("PRESENCE_PRUNE_EVERY", "-1s"),
+            ("PRESENCE_PUT_BURST", "0"),
+            ("PRESENCE_PUT_PER_SECOND", "fast"),
+            ("PRESENCE_PUT_PER_SECOND", "-2"),
+            ("PRESENCE_MAX_DEVICES", "ten"),
+            ("PRESENCE_MAX_DEVICES", "5000"),
+            ("PRESENCE_CACHE_TTL", "1000 years"),
+        ];
+        for (variable, value) in cases {
+            let error = config_with(&[(variable, value)]).expect_err(value);
+            assert_eq!(error.variable, variable, "{variable}={value}");
+            assert!(error.to_string().starts_with(variable), "{error}");
+        }
+    }
+
+    #[test]
+    fn away_may_not_come_before_idle() {
+        let error = config_with(&[("PRESENCE_IDLE_AFTER", "10m"), ("PRESENCE_AWAY_AFTER", "5m")])
+            .expect_err("away before idle");
+        assert_eq!(error.variable, "PRESENCE_AWAY_AFTER");
+    }
+
+    #[test]
+    fn the_secret_never_shows_in_debug_output() {
+        let config = config_with(&[("PRESENCE_JWT_SECRET", "hunter2"), ("DATABASE_URL", "postgres://u:pw@db/presence")])
+            .expect("valid");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!debug.contains("pw@db"), "{debug}");
+    }
+}

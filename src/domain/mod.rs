@@ -1,0 +1,17 @@
+//! Newtypes that parse client input once; the rest of the code trusts them.
+
+mod device_id;
+mod manual_status;
+mod ping;
+mod platform;
+mod status_message;
+mod timestamp;
+mod user_id;
+
+pub use device_id::DeviceId;
+pub use manual_status::ManualStatus;
+pub use ping::{Patch, Ping, PingBody, SettingChange};
+pub use platform::Platform;
+pub use status_message::StatusMessage;
+pub use timestamp::{Timestamp, parse_timestamp};
+pub use user_id::UserId;

@@ -1,0 +1,192 @@
+//! The API's one error type: every failure a client can see, with its status and code.
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// How long a client should wait before retrying when the database is unreachable.
+const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
+/// Every error the API answers with; see the contract's error table.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not the JSON the endpoint takes.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// A user id is not a UUID, or names the caller where that makes no sense.
+    #[error("{0}")]
+    InvalidUserId(String),
+    /// A device id breaks the device id rules.
+    #[error("{0}")]
+    InvalidDeviceId(String),
+    /// A manual status is not one that can be set.
+    #[error("{0}")]
+    InvalidStatus(String),
+    /// A status message is too long or holds control characters.
+    #[error("{0}")]
+    InvalidStatusMessage(String),
+    /// A timestamp is malformed or not in the future.
+    #[error("{0}")]
+    InvalidTimestamp(String),
+    /// More ids than a batch read takes.
+    #[error("{0}")]
+    TooManyIds(String),
+    /// The bearer token is missing or not acceptable.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// No such route, device or resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not with this method.
+    #[error("this method is not allowed on this route")]
+    MethodNotAllowed,
+    /// The body is larger than the endpoint accepts.
+    #[error("the body must be at most {limit} bytes")]
+    PayloadTooLarge {
+        /// The endpoint's limit in bytes.
+        limit: usize,
+    },
+    /// The body is not `application/json`.
+    #[error("the body must be JSON, sent with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// The caller sent too many requests; retry after the given number of seconds.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Whole seconds until a request will be accepted, at least 1.
+        retry_after_secs: u64,
+    },
+    /// The database could not be reached in time.
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    /// Anything else; the cause goes to the log, never to the client.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// The contract's code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidBody(_) => "INVALID_BODY",
+            Self::InvalidUserId(_) => "INVALID_USER_ID",
+            Self::InvalidDeviceId(_) => "INVALID_DEVICE_ID",
+            Self::InvalidStatus(_) => "INVALID_STATUS",
+            Self::InvalidStatusMessage(_) => "INVALID_STATUS_MESSAGE",
+            Self::InvalidTimestamp(_) => "INVALID_TIMESTAMP",
+            Self::TooManyIds(_) => "TOO_MANY_IDS",
+            Self::Unauthorized(_) => "UNAUTHORIZED",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// Maps a JSON body extractor failure to the contract's error.
+    pub fn from_json_error(error: JsonPayloadError, _request: &HttpRequest) -> actix_web::Error {
+        match error {
+            JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
+                Self::PayloadTooLarge { limit }
+            }
+            JsonPayloadError::ContentType => Self::UnsupportedMediaType,
+            JsonPayloadError::Deserialize(error) => Self::InvalidBody(format!("invalid JSON body: {error}")),
+            other => Self::InvalidBody(format!("could not read the body: {other}")),
+        }
+        .into()
+    }
+
+    /// Maps a path extractor failure to the contract's error.
+    pub fn from_path_error(error: PathError, _request: &HttpRequest) -> actix_web::Error {
+        Self::InvalidBody(format!("invalid path: {error}")).into()
+    }
+
+    /// Maps a query string extractor failure to the contract's error.
+    pub fn from_query_error(error: QueryPayloadError, _request: &HttpRequest) -> actix_web::Error {
+        Self::InvalidBody(format!("invalid query string: {error}")).into()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                Self::DatabaseUnavailable(error)
+            }
+            other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidBody(_)
+            | Self::InvalidUserId(_)
+            | Self::InvalidDeviceId(_)
+            | Self::InvalidStatus(_)
+            | Self::InvalidStatusMessage(_)
+            | Self::InvalidTimestamp(_)
+            | Self::TooManyIds(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status_code().is_server_error() {
+            tracing::error!(error = %error_chain(self), code = self.code(), "request failed");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        let retry_after = match self {
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::DatabaseUnavailable(_) => Some(DATABASE_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(seconds)));
+        }
+        if matches!(self, Self::Unauthorized(_)) {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        })
+    }
+}
+
+/// The error and all its causes on one line, for the log.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,18 @@
+//! presence: a polling-only HTTP service that tells an application who is online.
+//!
+//! A request flows: HTTP extractor ([`routes`], [`auth`]) → domain types
+//! ([`domain`]) → the status rules ([`presence`], pure) ← the store ([`store`], SQL).
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod presence;
+pub mod rate_limit;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

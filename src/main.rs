@@ -1,0 +1,23 @@
+//! The `presence` binary: reads `.env`, starts logging, parses the command line, runs it.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use presence::cli::{Cli, run};
+use presence::telemetry::init_telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // A missing .env is the normal case in production.
+    let _ = dotenvy::dotenv();
+    init_telemetry();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

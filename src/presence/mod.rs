@@ -1,0 +1,7 @@
+//! The presence rules: what a viewer is shown of a user, as a pure function of the stored row.
+
+mod rules;
+mod stored;
+
+pub use rules::{EffectiveStatus, OwnView, Status, Thresholds, calculate_effective_status};
+pub use stored::{StoredDevice, StoredStatus};

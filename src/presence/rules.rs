@@ -1,0 +1,210 @@
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use super::{StoredDevice, StoredStatus};
+use crate::domain::{ManualStatus, Platform, UserId};
+
+/// A user's effective status, as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Active within `idle_after`, on a live device.
+    Online,
+    /// Last active between `idle_after` and `away_after` ago, on a live device.
+    Idle,
+    /// Last active longer than `away_after` ago, or manually away.
+    Away,
+    /// Manually "do not disturb".
+    Dnd,
+    /// No live device, never seen, or hidden from this viewer.
+    Offline,
+}
+
+/// The durations the rules are computed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Activity older than this makes a user `idle`.
+    pub idle_after: TimeDelta,
+    /// Activity older than this makes a user `away`.
+    pub away_after: TimeDelta,
+    /// A device whose last ping is this old is no longer live.
+    pub offline_after: TimeDelta,
+}
+
+/// What one viewer is shown of one user at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveStatus {
+    /// The user shown.
+    pub user_id: UserId,
+    /// The effective status.
+    pub status: Status,
+    /// The last activity this viewer may know of.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The status message, when this viewer may see it and it has not expired.
+    pub status_message: Option<String>,
+    /// The platforms of the live devices, in a fixed order.
+    pub platforms: Vec<Platform>,
+    /// When, with no further pings, this view will next change by itself.
+    pub next_change_at: Option<DateTime<Utc>>,
+    /// The fields only the user sees of themselves; `None` for any other viewer.
+    pub own: Option<OwnView>,
+}
+
+/// The part of the view only the user sees of themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnView {
+    /// The manual status, `None` once expired.
+    pub manual_status: Option<ManualStatus>,
+    /// When the manual status ends, `None` once expired or when it lasts until cleared.
+    pub manual_status_until: Option<DateTime<Utc>>,
+    /// Whether the user appears offline to others.
+    pub invisible: bool,
+    /// When the status message ends, `None` once expired or when it lasts until cleared.
+    pub status_message_until: Option<DateTime<Utc>>,
+    /// Every stored device, live or not, most recently pinged first.
+    pub devices: Vec<StoredDevice>,
+}
+
+/// Computes what `viewer` is shown of a user at `now` (contract section 2).
+///
+/// `row` is `None` for a user who never pinged. Pure: no clock, no I/O.
+pub fn calculate_effective_status(
+    user_id: UserId,
+    row: Option<&StoredStatus>,
+    viewer: UserId,
+    now: DateTime<Utc>,
+    thresholds: &Thresholds,
+) -> EffectiveStatus {
+    let Some(row) = row else {
+        return EffectiveStatus {
+            user_id,
+            status: Status::Offline,
+            last_seen: None,
+            status_message: None,
+            platforms: Vec::new(),
+            next_change_at: None,
+            own: None,
+        };
+    };
+    let is_self = viewer == row.user_id;
+    let shape = Shape::at(row, is_self, now, thresholds);
+    let own = is_self.then(|| OwnView {
+        manual_status: shape.manual_status,
+        manual_status_until: row.manual_status_until.filter(|_| shape.manual_status.is_some()),
+        invisible: row.invisible,
+        status_message_until: row.status_message_until.filter(|_| shape.message_shown),
+        devices: row.devices.clone(),
+    });
+    EffectiveStatus {
+        user_id,
+        status: shape.status,
+        last_seen: shape.last_seen,
+        status_message: row.status_message.clone().filter(|_| shape.message_shown),
+        platforms: Platform::ALL
+            .into_iter()
+            .filter(|platform| shape.platforms & platform.bit() != 0)
+            .collect(),
+        next_change_at: next_change(row, is_self, now, thresholds, &shape),
+        own,
+    }
+}
+
+/// Everything in a view that time alone can change, cheap to compute and compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    status: Status,
+    last_seen: Option<DateTime<Utc>>,
+    platforms: u8,
+    message_shown: bool,
+    manual_status: Option<ManualStatus>,
+}
+
+impl Shape {
+    fn at(row: &StoredStatus, is_self: bool, at: DateTime<Utc>, thresholds: &Thresholds) -> Self {
+        let live_platforms = row
+            .devices
+            .iter()
+            .filter(|device| at < device.last_ping + thresholds.offline_after)
+            .fold(0, |set, device| set | device.platform.bit());
+        let manual_status = row
+            .manual_status
+            .filter(|_| row.manual_status_until.is_none_or(|until| at < until));
+        let message_active = row.status_message.is_some()
+            && row.status_message_until.is_none_or(|until| at < until);
+        let own_manual_status = manual_status.filter(|_| is_self);
+
+        if row.invisible && !is_self {
+            return Self::offline(row.last_seen_before_invisible, false, None);
+        }
+        if live_platforms == 0 {
+            return Self::offline(row.last_seen, is_self && message_active, own_manual_status);
+        }
+        let status = match manual_status {
+            Some(ManualStatus::Away) => Status::Away,
+            Some(ManualStatus::Dnd) => Status::Dnd,
+            None => status_by_activity(row.last_seen, at, thresholds),
+        };
+        Self {
+            status,
+            last_seen: row.last_seen,
+            platforms: live_platforms,
+            message_shown: message_active,
+            manual_status: own_manual_status,
+        }
+    }
+
+    fn offline(
+        last_seen: Option<DateTime<Utc>>,
+        message_shown: bool,
+        manual_status: Option<ManualStatus>,
+    ) -> Self {
+        Self {
+            status: Status::Offline,
+            last_seen,
+            platforms: 0,
+            message_shown,
+            manual_status,
+        }
+    }
+}
+
+fn status_by_activity(
+    last_seen: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
+    thresholds: &Thresholds,
+) -> Status {
+    match last_seen.map(|last_seen| at - last_seen) {
+        Some(quiet) if quiet < thresholds.idle_after => Status::Online,
+        Some(quiet) if quiet < thresholds.away_after => Status::Idle,
+        _ => Status::Away,
+    }
+}
+
+/// The first instant after `now` at which the view differs from `current`.
+///
+/// The view only changes when `now` crosses one of the row's deadlines, so the
+/// deadlines are tried in order; one that changes nothing the viewer sees (a
+/// second device of the same platform expiring, say) is skipped.
+fn next_change(
+    row: &StoredStatus,
+    is_self: bool,
+    now: DateTime<Utc>,
+    thresholds: &Thresholds,
+    current: &Shape,
+) -> Option<DateTime<Utc>> {
+    let mut deadlines: Vec<DateTime<Utc>> = row
+        .devices
+        .iter()
+        .map(|device| device.last_ping + thresholds.offline_after)
+        .chain(row.last_seen.map(|seen| seen + thresholds.idle_after))
+        .chain(row.last_seen.map(|seen| seen + thresholds.away_after))
+        .chain(row.manual_status_until)
+        .chain(row.status_message_until)
+        .filter(|deadline| *deadline > now)
+        .collect();
+    deadlines.sort_unstable();
+    deadlines.dedup();
+    deadlines
+        .into_iter()
+        .find(|deadline| Shape::at(row, is_self, *deadline, thresholds) != *current)
+}

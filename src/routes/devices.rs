@@ -1,0 +1,22 @@
+use actix_web::{HttpResponse, web};
+
+use crate::auth::Viewer;
+use crate::domain::DeviceId;
+use crate::error::ApiError;
+use crate::startup::AppState;
+use crate::store;
+
+/// `DELETE /api/status/devices/{deviceId}`: signs one of the caller's devices out at once.
+#[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
+pub async fn delete_device(
+    Viewer(viewer): Viewer,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let device = DeviceId::parse(&path).map_err(ApiError::InvalidDeviceId)?;
+    if store::remove_device(&state.pool, viewer, &device).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!("you have no device {device:?}", device = device.as_str())))
+    }
+}

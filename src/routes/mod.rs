@@ -1,0 +1,46 @@
+//! Thin HTTP handlers: extract, parse, call the store and the rules, shape the response.
+
+mod devices;
+mod health;
+mod status;
+mod status_body;
+
+use actix_web::{HttpResponse, ResponseError, web};
+
+use crate::error::ApiError;
+
+pub use status_body::StatusBody;
+
+/// Registers every route of the API, each answering unknown methods with `405`.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/healthz")
+                .route(web::get().to(health::health))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/status")
+                .route(web::put().to(status::put_status))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/status/devices/{deviceId}")
+                .route(web::delete().to(devices::delete_device))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/status/{userId}")
+                .route(web::get().to(status::get_status))
+                .default_service(web::to(method_not_allowed)),
+        );
+}
+
+/// The answer to a request for a route that does not exist.
+pub async fn not_found() -> HttpResponse {
+    ApiError::NotFound("no such route".to_owned()).error_response()
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    ApiError::MethodNotAllowed.error_response()
+}

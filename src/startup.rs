@@ -1,0 +1,197 @@
+//! Building the application: database, state, routes, listener; and running it.
+
+use std::net::TcpListener;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use secrecy::ExposeSecret;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+use tokio::task::JoinHandle;
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::TokenVerifier;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::presence::Thresholds;
+use crate::rate_limit::UserRateLimiter;
+use crate::{routes, store};
+
+/// The largest body `PUT /api/status` accepts.
+const BODY_LIMIT_BYTES: usize = 16 * 1024;
+/// How long a request waits for a database connection before it gets `503`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long in-flight requests may take to finish after SIGTERM.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+/// How often the rate limiter forgets users whose budget has recovered.
+const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// What every handler shares.
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+    /// The status thresholds.
+    pub thresholds: Thresholds,
+    /// The most devices a user keeps.
+    pub max_devices: u32,
+    /// How often clients should heartbeat, returned by each ping.
+    pub ping_interval_seconds: u64,
+    /// The per-user limit on `PUT /api/status`.
+    pub put_limiter: UserRateLimiter,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// `PRESENCE_JWT_SECRET` is unset and `--dev` was not given.
+    #[error(
+        "PRESENCE_JWT_SECRET is not set: set it to a long random string (e.g. `openssl rand -hex 32`), \
+         or run `presence serve --dev` for local development with a fixed, public secret"
+    )]
+    MissingJwtSecret,
+    /// `DATABASE_URL` is not a Postgres URL.
+    #[error("DATABASE_URL: {0}")]
+    DatabaseUrl(#[source] sqlx::Error),
+    /// The database could not be reached or created.
+    #[error("could not reach or create the database: {0}")]
+    Database(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("could not apply the migrations: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The listening address could not be bound.
+    #[error("PRESENCE_ADDR: could not listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built server, listening, ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    housekeeping: JoinHandle<()>,
+}
+
+impl Application {
+    /// Creates and migrates the database if needed, then builds the server on the system clock.
+    pub async fn build(config: &Config) -> Result<Self, StartupError> {
+        let pool = prepare_database(config).await?;
+        Self::build_with_pool(config, pool, Arc::new(SystemClock))
+    }
+
+    /// Builds the server on an existing pool and clock (tests pass their own).
+    pub fn build_with_pool(
+        config: &Config,
+        pool: PgPool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let secret = config.jwt_secret.as_ref().ok_or(StartupError::MissingJwtSecret)?;
+        let listener = TcpListener::bind(&config.addr).map_err(|source| StartupError::Bind {
+            addr: config.addr.clone(),
+            source,
+        })?;
+        let port = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: config.addr.clone(),
+            source,
+        })?.port();
+
+        let state = web::Data::new(AppState {
+            pool,
+            clock,
+            thresholds: config.thresholds,
+            max_devices: config.max_devices.get(),
+            ping_interval_seconds: config.ping_interval_seconds(),
+            put_limiter: UserRateLimiter::new(config.put_burst, config.put_per_second),
+        });
+        let verifier = web::Data::new(TokenVerifier::new(secret));
+        let housekeeping = tokio::spawn(sweep_rate_limiter(state.clone()));
+
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .app_data(verifier.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(BODY_LIMIT_BYTES)
+                        .error_handler(ApiError::from_json_error),
+                )
+                .app_data(web::PathConfig::default().error_handler(ApiError::from_path_error))
+                .app_data(web::QueryConfig::default().error_handler(ApiError::from_query_error))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            addr: config.addr.clone(),
+            source,
+        })?
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .run();
+
+        Ok(Self {
+            port,
+            server,
+            housekeeping,
+        })
+    }
+
+    /// The port the server listens on (useful when it was asked for port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.housekeeping.abort();
+        result
+    }
+}
+
+/// Options for the server's connection pool: a request never waits long for a connection.
+pub fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
+/// Creates the database if it is missing, connects, and applies the migrations.
+pub async fn prepare_database(config: &Config) -> Result<PgPool, StartupError> {
+    let url = config.database_url.expose_secret();
+    let options = PgConnectOptions::from_str(url).map_err(StartupError::DatabaseUrl)?;
+    if !Postgres::database_exists(url).await.map_err(StartupError::Database)? {
+        tracing::info!("creating the database");
+        if let Err(error) = Postgres::create_database(url).await {
+            // Another instance starting at the same moment may have won the race.
+            if !Postgres::database_exists(url).await.unwrap_or(false) {
+                return Err(StartupError::Database(error));
+            }
+        }
+    }
+    let pool = pool_options()
+        .connect_with(options)
+        .await
+        .map_err(StartupError::Database)?;
+    store::MIGRATOR.run(&pool).await.map_err(StartupError::Migrate)?;
+    Ok(pool)
+}
+
+async fn sweep_rate_limiter(state: web::Data<AppState>) {
+    let mut every = tokio::time::interval(LIMITER_SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        state.put_limiter.forget_recovered_users();
+    }
+}
