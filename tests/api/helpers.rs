@@ -1,0 +1,160 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use presence::auth::issue_token;
+use presence::clock::ManualClock;
+use presence::config::Config;
+use presence::domain::UserId;
+use presence::startup::Application;
+use reqwest::{Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The secret every test server signs with.
+pub const TEST_SECRET: &str = "test-secret-for-the-presence-suite";
+
+/// A running server on a per-test database, with a clock the test moves.
+pub struct TestApp {
+    pub address: String,
+    pub clock: ManualClock,
+    pub pool: PgPool,
+    client: reqwest::Client,
+}
+
+/// The instant every test clock starts at.
+pub fn start_time() -> DateTime<Utc> {
+    "2026-11-23T10:00:00Z".parse().expect("valid instant")
+}
+
+/// A fresh random user id.
+pub fn new_user() -> UserId {
+    UserId::from(Uuid::new_v4())
+}
+
+/// Starts the app with test settings: default thresholds, a generous rate limit.
+pub async fn spawn_app(pool: PgPool) -> TestApp {
+    spawn_app_with(pool, &[]).await
+}
+
+/// Starts the app with some settings overridden (`PRESENCE_...` variables).
+pub async fn spawn_app_with(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_on_clock(pool, overrides, ManualClock::starting_at(start_time())).await
+}
+
+/// Starts the app on a given clock, so several instances can share one.
+pub async fn spawn_app_on_clock(pool: PgPool, overrides: &[(&str, &str)], clock: ManualClock) -> TestApp {
+    let mut vars: HashMap<String, String> = [
+        ("PRESENCE_ADDR", "127.0.0.1:0"),
+        ("PRESENCE_JWT_SECRET", TEST_SECRET),
+        ("PRESENCE_PUT_BURST", "10000"),
+        ("PRESENCE_PUT_PER_SECOND", "10000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    vars.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("valid test config");
+    let application = Application::build_with_pool(&config, pool.clone(), Arc::new(clock.clone()))
+        .expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        clock,
+        pool,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// A token for `user`, valid for an hour.
+pub fn token_for(user: UserId) -> String {
+    issue_token(&SecretString::from(TEST_SECRET), user, std::time::Duration::from_secs(3600))
+        .expect("token signs")
+}
+
+impl TestApp {
+    /// Moves the server's clock forward.
+    pub fn advance(&self, by: TimeDelta) {
+        self.clock.advance(by);
+    }
+
+    /// `PUT /api/status` as `user` with a JSON body.
+    pub async fn ping(&self, user: UserId, body: Value) -> Response {
+        self.client
+            .put(format!("{}/api/status", self.address))
+            .bearer_auth(token_for(user))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `PUT /api/status` that must succeed; returns the self view.
+    pub async fn ping_ok(&self, user: UserId, body: Value) -> Value {
+        let response = self.ping(user, body).await;
+        assert_eq!(response.status(), StatusCode::OK, "ping failed");
+        response.json().await.expect("JSON body")
+    }
+
+    /// `GET /api/status/{user}` as `viewer`.
+    pub async fn get_status(&self, viewer: UserId, user: &str) -> Response {
+        self.client
+            .get(format!("{}/api/status/{user}", self.address))
+            .bearer_auth(token_for(viewer))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The status `viewer` is shown of `user`, which must be readable.
+    pub async fn status_of(&self, viewer: UserId, user: UserId) -> Value {
+        let response = self.get_status(viewer, &user.to_string()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("JSON body")
+    }
+
+    /// `DELETE /api/status/devices/{device}` as `user`.
+    pub async fn delete_device(&self, user: UserId, device: &str) -> Response {
+        self.client
+            .delete(format!("{}/api/status/devices/{device}", self.address))
+            .bearer_auth(token_for(user))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// A request with any method, path, headers and raw body, for error cases.
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Response {
+        let mut request = self.client.request(method, format!("{}{path}", self.address));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        request.send().await.expect("request sent")
+    }
+}
+
+/// Reads an error response: its status, and the contract's code, checking the body's shape.
+pub async fn error_code(response: Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: Value = response.json().await.expect("errors are JSON");
+    let code = body["error"]["code"].as_str().expect("error.code is a string").to_owned();
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error.message: {body}");
+    (status, code)
+}
+
+/// The timestamp `at` as the API writes it.
+pub fn iso(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

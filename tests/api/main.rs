@@ -1,0 +1,12 @@
+//! HTTP-level tests: the real server on port 0 against a per-test Postgres database.
+
+mod auth;
+mod cli;
+mod concurrency;
+mod devices;
+mod errors;
+mod health;
+mod helpers;
+mod ping;
+mod rate_limit;
+mod status_rules;
