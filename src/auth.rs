@@ -74,14 +74,18 @@ impl TokenVerifier {
         let value = request
             .headers()
             .get(header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("an Authorization: Bearer <token> header is required"))?;
+            .ok_or(ApiError::Unauthorized(
+                "an Authorization: Bearer <token> header is required",
+            ))?;
         let token = value
             .to_str()
             .ok()
             .and_then(|value| value.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .ok_or(ApiError::Unauthorized("the Authorization header must read Bearer <token>"))?;
+            .ok_or(ApiError::Unauthorized(
+                "the Authorization header must read Bearer <token>",
+            ))?;
         self.verify(token)
     }
 }
@@ -132,14 +136,21 @@ mod tests {
     fn an_issued_token_verifies_as_its_user() {
         let user = UserId::parse("0b6c3f1e-8f4a-4e55-9a2b-1c2d3e4f5a6b").expect("uuid");
         let token = issue_token(&secret("s3cret"), user, Duration::from_secs(60)).expect("signs");
-        assert_eq!(TokenVerifier::new(&secret("s3cret")).verify(&token).expect("valid"), user);
+        assert_eq!(
+            TokenVerifier::new(&secret("s3cret"))
+                .verify(&token)
+                .expect("valid"),
+            user
+        );
     }
 
     #[test]
     fn a_token_signed_with_another_secret_is_refused() {
         let user = UserId::parse("0b6c3f1e-8f4a-4e55-9a2b-1c2d3e4f5a6b").expect("uuid");
         let token = issue_token(&secret("other"), user, Duration::from_secs(60)).expect("signs");
-        let error = TokenVerifier::new(&secret("s3cret")).verify(&token).expect_err("refused");
+        let error = TokenVerifier::new(&secret("s3cret"))
+            .verify(&token)
+            .expect_err("refused");
         assert_eq!(error.code(), "UNAUTHORIZED");
     }
 }

@@ -87,12 +87,16 @@ impl Config {
             })?;
         let max_devices = vars.count("PRESENCE_MAX_DEVICES", "10")?;
         if max_devices.get() > 1000 {
-            return Err(ConfigError::new("PRESENCE_MAX_DEVICES", "must be at most 1000"));
+            return Err(ConfigError::new(
+                "PRESENCE_MAX_DEVICES",
+                "must be at most 1000",
+            ));
         }
         Ok(Self {
-            database_url: SecretString::from(
-                vars.text("DATABASE_URL", "postgres://postgres@localhost:5432/presence"),
-            ),
+            database_url: SecretString::from(vars.text(
+                "DATABASE_URL",
+                "postgres://postgres@localhost:5432/presence",
+            )),
             addr: vars.text("PRESENCE_ADDR", "127.0.0.1:8080"),
             jwt_secret: lookup("PRESENCE_JWT_SECRET")
                 .filter(|secret| !secret.is_empty())
@@ -114,7 +118,9 @@ impl Config {
 
     /// How often clients should heartbeat: half the offline threshold, at least a second.
     pub fn ping_interval_seconds(&self) -> u64 {
-        (self.thresholds.offline_after.num_seconds() / 2).max(1).unsigned_abs()
+        (self.thresholds.offline_after.num_seconds() / 2)
+            .max(1)
+            .unsigned_abs()
     }
 }
 
@@ -153,7 +159,10 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
     fn count(&self, name: &'static str, default: &str) -> Result<NonZeroU32, ConfigError> {
         let text = self.text(name, default);
         text.trim().parse::<NonZeroU32>().map_err(|_| {
-            ConfigError::new(name, format!("expected a whole number of at least 1, not {text:?}"))
+            ConfigError::new(
+                name,
+                format!("expected a whole number of at least 1, not {text:?}"),
+            )
         })
     }
 }
@@ -169,8 +178,10 @@ mod tests {
     use super::*;
 
     fn config_with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> =
-            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -194,8 +205,12 @@ mod tests {
 
     #[test]
     fn durations_take_the_humantime_format() {
-        let config = config_with(&[("PRESENCE_IDLE_AFTER", "250ms"), ("PRESENCE_AWAY_AFTER", "1m 30s"), ("PRESENCE_CACHE_TTL", "0")])
-            .expect("valid");
+        let config = config_with(&[
+            ("PRESENCE_IDLE_AFTER", "250ms"),
+            ("PRESENCE_AWAY_AFTER", "1m 30s"),
+            ("PRESENCE_CACHE_TTL", "0"),
+        ])
+        .expect("valid");
         assert_eq!(config.thresholds.idle_after, TimeDelta::milliseconds(250));
         assert_eq!(config.thresholds.away_after, TimeDelta::seconds(90));
         assert_eq!(config.cache_ttl, Duration::ZERO);
@@ -224,15 +239,21 @@ mod tests {
 
     #[test]
     fn away_may_not_come_before_idle() {
-        let error = config_with(&[("PRESENCE_IDLE_AFTER", "10m"), ("PRESENCE_AWAY_AFTER", "5m")])
-            .expect_err("away before idle");
+        let error = config_with(&[
+            ("PRESENCE_IDLE_AFTER", "10m"),
+            ("PRESENCE_AWAY_AFTER", "5m"),
+        ])
+        .expect_err("away before idle");
         assert_eq!(error.variable, "PRESENCE_AWAY_AFTER");
     }
 
     #[test]
     fn the_secret_never_shows_in_debug_output() {
-        let config = config_with(&[("PRESENCE_JWT_SECRET", "hunter2"), ("DATABASE_URL", "postgres://u:pw@db/presence")])
-            .expect("valid");
+        let config = config_with(&[
+            ("PRESENCE_JWT_SECRET", "hunter2"),
+            ("DATABASE_URL", "postgres://u:pw@db/presence"),
+        ])
+        .expect("valid");
         let debug = format!("{config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(!debug.contains("pw@db"), "{debug}");

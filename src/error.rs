@@ -90,22 +90,31 @@ impl ApiError {
     /// Maps a JSON body extractor failure to the contract's error.
     pub fn from_json_error(error: JsonPayloadError, _request: &HttpRequest) -> actix_web::Error {
         match error {
-            JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
-                Self::PayloadTooLarge { limit }
-            }
+            JsonPayloadError::OverflowKnownLength { limit, .. }
+            | JsonPayloadError::Overflow { limit } => Self::PayloadTooLarge { limit },
             JsonPayloadError::ContentType => Self::UnsupportedMediaType,
-            JsonPayloadError::Deserialize(error) => Self::InvalidBody(format!("invalid JSON body: {error}")),
+            JsonPayloadError::Deserialize(error) => {
+                Self::InvalidBody(format!("invalid JSON body: {error}"))
+            }
             other => Self::InvalidBody(format!("could not read the body: {other}")),
         }
         .into()
     }
 
     /// Maps a path extractor failure to the contract's error.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "actix hands the error over by value"
+    )]
     pub fn from_path_error(error: PathError, _request: &HttpRequest) -> actix_web::Error {
         Self::InvalidBody(format!("invalid path: {error}")).into()
     }
 
     /// Maps a query string extractor failure to the contract's error.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "actix hands the error over by value"
+    )]
     pub fn from_query_error(error: QueryPayloadError, _request: &HttpRequest) -> actix_web::Error {
         Self::InvalidBody(format!("invalid query string: {error}")).into()
     }
@@ -114,9 +123,10 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                Self::DatabaseUnavailable(error)
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => Self::DatabaseUnavailable(error),
             other => Self::Internal(Box::new(other)),
         }
     }

@@ -68,10 +68,16 @@ mod tests {
 
     use super::*;
 
-    fn limiter(burst: u32, per_second: f64) -> (UserRateLimiter<FakeRelativeClock>, FakeRelativeClock) {
+    fn limiter(
+        burst: u32,
+        per_second: f64,
+    ) -> (UserRateLimiter<FakeRelativeClock>, FakeRelativeClock) {
         let clock = FakeRelativeClock::default();
         let burst = NonZeroU32::new(burst).expect("non-zero");
-        (UserRateLimiter::with_clock(burst, per_second, clock.clone()), clock)
+        (
+            UserRateLimiter::with_clock(burst, per_second, clock.clone()),
+            clock,
+        )
     }
 
     fn retry_after(result: Result<(), ApiError>) -> u64 {
@@ -86,11 +92,21 @@ mod tests {
         let (limiter, clock) = limiter(3, 2.0);
         let user = UserId::from(Uuid::new_v4());
         for request in 0..3 {
-            assert!(limiter.check(user).is_ok(), "request {request} of the burst");
+            assert!(
+                limiter.check(user).is_ok(),
+                "request {request} of the burst"
+            );
         }
-        assert_eq!(retry_after(limiter.check(user)), 1, "a half-second wait rounds up to 1 s");
+        assert_eq!(
+            retry_after(limiter.check(user)),
+            1,
+            "a half-second wait rounds up to 1 s"
+        );
         clock.advance(Duration::from_millis(500));
-        assert!(limiter.check(user).is_ok(), "one request per half second is sustained");
+        assert!(
+            limiter.check(user).is_ok(),
+            "one request per half second is sustained"
+        );
         assert!(limiter.check(user).is_err());
     }
 
@@ -108,18 +124,27 @@ mod tests {
         let (first, second) = (UserId::from(Uuid::new_v4()), UserId::from(Uuid::new_v4()));
         assert!(limiter.check(first).is_ok());
         assert!(limiter.check(first).is_err());
-        assert!(limiter.check(second).is_ok(), "another user has their own budget");
+        assert!(
+            limiter.check(second).is_ok(),
+            "another user has their own budget"
+        );
     }
 
     #[test]
     fn memory_is_released_for_users_who_stopped_pinging() {
         let (limiter, clock) = limiter(20, 2.0);
         for _ in 0..10_000 {
-            limiter.check(UserId::from(Uuid::new_v4())).expect("first request passes");
+            limiter
+                .check(UserId::from(Uuid::new_v4()))
+                .expect("first request passes");
         }
         assert_eq!(limiter.remembered_users(), 10_000);
         clock.advance(Duration::from_secs(1));
         limiter.forget_recovered_users();
-        assert_eq!(limiter.remembered_users(), 0, "every user's budget had recovered");
+        assert_eq!(
+            limiter.remembered_users(),
+            0,
+            "every user's budget had recovered"
+        );
     }
 }

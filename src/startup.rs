@@ -96,15 +96,21 @@ impl Application {
         pool: PgPool,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let secret = config.jwt_secret.as_ref().ok_or(StartupError::MissingJwtSecret)?;
+        let secret = config
+            .jwt_secret
+            .as_ref()
+            .ok_or(StartupError::MissingJwtSecret)?;
         let listener = TcpListener::bind(&config.addr).map_err(|source| StartupError::Bind {
             addr: config.addr.clone(),
             source,
         })?;
-        let port = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: config.addr.clone(),
-            source,
-        })?.port();
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                addr: config.addr.clone(),
+                source,
+            })?
+            .port();
 
         let state = web::Data::new(AppState {
             pool,
@@ -171,7 +177,10 @@ pub fn pool_options() -> PgPoolOptions {
 pub async fn prepare_database(config: &Config) -> Result<PgPool, StartupError> {
     let url = config.database_url.expose_secret();
     let options = PgConnectOptions::from_str(url).map_err(StartupError::DatabaseUrl)?;
-    if !Postgres::database_exists(url).await.map_err(StartupError::Database)? {
+    if !Postgres::database_exists(url)
+        .await
+        .map_err(StartupError::Database)?
+    {
         tracing::info!("creating the database");
         if let Err(error) = Postgres::create_database(url).await {
             // Another instance starting at the same moment may have won the race.
@@ -184,7 +193,10 @@ pub async fn prepare_database(config: &Config) -> Result<PgPool, StartupError> {
         .connect_with(options)
         .await
         .map_err(StartupError::Database)?;
-    store::MIGRATOR.run(&pool).await.map_err(StartupError::Migrate)?;
+    store::MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(StartupError::Migrate)?;
     Ok(pool)
 }
 

@@ -50,8 +50,20 @@ mod tests {
 
     #[test]
     fn empty_long_or_odd_ids_are_rejected() {
-        for input in ["", &"x".repeat(65), "has space", "slash/", "é", "tab\t", "semi;colon", "ﬁ"] {
-            assert!(DeviceId::parse(input).is_err(), "{input:?} should be rejected");
+        for input in [
+            "",
+            &"x".repeat(65),
+            "has space",
+            "slash/",
+            "é",
+            "tab\t",
+            "semi;colon",
+            "ﬁ",
+        ] {
+            assert!(
+                DeviceId::parse(input).is_err(),
+                "{input:?} should be rejected"
+            );
         }
     }
 }

@@ -41,7 +41,10 @@ mod tests {
         assert_eq!(ManualStatus::parse("away"), Ok(ManualStatus::Away));
         assert_eq!(ManualStatus::parse("dnd"), Ok(ManualStatus::Dnd));
         for input in ["online", "idle", "offline", "DND", "", "busy"] {
-            assert!(ManualStatus::parse(input).is_err(), "{input:?} should be rejected");
+            assert!(
+                ManualStatus::parse(input).is_err(),
+                "{input:?} should be rejected"
+            );
         }
     }
 }

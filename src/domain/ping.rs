@@ -94,7 +94,11 @@ impl PingBody {
             self.manual_status_until,
             ("manualStatus", "manualStatusUntil"),
             now,
-            |status| ManualStatus::parse(status).map(Some).map_err(ApiError::InvalidStatus),
+            |status| {
+                ManualStatus::parse(status)
+                    .map(Some)
+                    .map_err(ApiError::InvalidStatus)
+            },
             ApiError::InvalidStatus,
         )?;
         let status_message = setting_change(

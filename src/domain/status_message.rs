@@ -36,7 +36,13 @@ mod tests {
     #[test]
     fn the_limit_counts_characters_not_bytes() {
         let emoji = "🙂".repeat(140);
-        assert_eq!(StatusMessage::parse(&emoji).expect("140 emoji").expect("set").as_str(), emoji);
+        assert_eq!(
+            StatusMessage::parse(&emoji)
+                .expect("140 emoji")
+                .expect("set")
+                .as_str(),
+            emoji
+        );
         assert!(StatusMessage::parse(&"🙂".repeat(141)).is_err());
         assert!(StatusMessage::parse(&"a".repeat(140)).is_ok());
         assert!(StatusMessage::parse(&"a".repeat(141)).is_err());
@@ -49,8 +55,18 @@ mod tests {
 
     #[test]
     fn control_characters_are_rejected() {
-        for input in ["line\nbreak", "tab\there", "nul\0", "bell\u{7}", "del\u{7f}", "c1\u{85}"] {
-            assert!(StatusMessage::parse(input).is_err(), "{input:?} should be rejected");
+        for input in [
+            "line\nbreak",
+            "tab\there",
+            "nul\0",
+            "bell\u{7}",
+            "del\u{7f}",
+            "c1\u{85}",
+        ] {
+            assert!(
+                StatusMessage::parse(input).is_err(),
+                "{input:?} should be rejected"
+            );
         }
     }
 }

@@ -37,7 +37,13 @@ mod tests {
 
     #[test]
     fn malformed_timestamps_name_the_field() {
-        for input in ["", "tomorrow", "2026-11-23", "2026-11-23 10:15:00", "2026-13-01T00:00:00Z"] {
+        for input in [
+            "",
+            "tomorrow",
+            "2026-11-23",
+            "2026-11-23 10:15:00",
+            "2026-13-01T00:00:00Z",
+        ] {
             let error = parse_timestamp("manualStatusUntil", input).expect_err(input);
             assert!(error.starts_with("manualStatusUntil"), "{error}");
         }

@@ -46,9 +46,18 @@ mod tests {
 
     #[test]
     fn anything_else_is_rejected_with_the_input_named() {
-        for input in ["", "42", "not-a-uuid", "0b6c3f1e-8f4a-4e55-9a2b", "0b6c3f1e-8f4a-4e55-9a2b-1c2d3e4f5a6bb"] {
+        for input in [
+            "",
+            "42",
+            "not-a-uuid",
+            "0b6c3f1e-8f4a-4e55-9a2b",
+            "0b6c3f1e-8f4a-4e55-9a2b-1c2d3e4f5a6bb",
+        ] {
             let error = UserId::parse(input).expect_err(input);
-            assert!(error.contains(input), "message {error:?} should name {input:?}");
+            assert!(
+                error.contains(input),
+                "message {error:?} should name {input:?}"
+            );
         }
     }
 }

@@ -5,3 +5,6 @@ mod stored;
 
 pub use rules::{EffectiveStatus, OwnView, Status, Thresholds, calculate_effective_status};
 pub use stored::{StoredDevice, StoredStatus};
+
+#[cfg(test)]
+mod tests;

@@ -90,7 +90,9 @@ pub fn calculate_effective_status(
     let shape = Shape::at(row, is_self, now, thresholds);
     let own = is_self.then(|| OwnView {
         manual_status: shape.manual_status,
-        manual_status_until: row.manual_status_until.filter(|_| shape.manual_status.is_some()),
+        manual_status_until: row
+            .manual_status_until
+            .filter(|_| shape.manual_status.is_some()),
         invisible: row.invisible,
         status_message_until: row.status_message_until.filter(|_| shape.message_shown),
         devices: row.devices.clone(),
@@ -129,8 +131,8 @@ impl Shape {
         let manual_status = row
             .manual_status
             .filter(|_| row.manual_status_until.is_none_or(|until| at < until));
-        let message_active = row.status_message.is_some()
-            && row.status_message_until.is_none_or(|until| at < until);
+        let message_active =
+            row.status_message.is_some() && row.status_message_until.is_none_or(|until| at < until);
         let own_manual_status = manual_status.filter(|_| is_self);
 
         if row.invisible && !is_self {

@@ -17,6 +17,9 @@ pub async fn delete_device(
     if store::remove_device(&state.pool, viewer, &device).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
-        Err(ApiError::NotFound(format!("you have no device {device:?}", device = device.as_str())))
+        Err(ApiError::NotFound(format!(
+            "you have no device {device:?}",
+            device = device.as_str()
+        )))
     }
 }

@@ -35,13 +35,22 @@ pub async fn get_status(
 ) -> Result<HttpResponse, ApiError> {
     let user = UserId::parse(&path).map_err(ApiError::InvalidUserId)?;
     let row = store::fetch_status(&state.pool, user).await?;
-    let view = calculate_effective_status(user, row.as_ref(), viewer, state.clock.now(), &state.thresholds);
+    let view = calculate_effective_status(
+        user,
+        row.as_ref(),
+        viewer,
+        state.clock.now(),
+        &state.thresholds,
+    );
     Ok(status_response(StatusBody::new(&view)))
 }
 
 /// A status body that no shared cache may keep and clients must revalidate.
 fn status_response(body: StatusBody<'_>) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header(CacheControl(vec![CacheDirective::Private, CacheDirective::NoCache]))
+        .insert_header(CacheControl(vec![
+            CacheDirective::Private,
+            CacheDirective::NoCache,
+        ]))
         .json(body)
 }

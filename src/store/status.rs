@@ -78,9 +78,12 @@ pub async fn apply_ping(
     };
     let (set_message, message, message_until, drop_message_expiry) = match &ping.status_message {
         SettingChange::Keep => (false, None, None, false),
-        SettingChange::Set { value, until } => {
-            (true, value.as_ref().map(|message| message.as_str()), *until, false)
-        }
+        SettingChange::Set { value, until } => (
+            true,
+            value.as_ref().map(|message| message.as_str()),
+            *until,
+            false,
+        ),
         SettingChange::DropExpiry => (false, None, None, true),
     };
     let record = sqlx::query_as!(

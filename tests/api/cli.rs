@@ -20,7 +20,10 @@ fn presence() -> Command {
 }
 
 fn run(command: &mut Command) -> Output {
-    command.stdin(Stdio::null()).output().expect("the binary runs")
+    command
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs")
 }
 
 /// The URL of the test server's `postgres` database, with another database name.
@@ -31,16 +34,22 @@ fn database_url(name: &str) -> String {
 }
 
 async fn drop_database(name: &str) {
-    let mut connection = PgConnection::connect(&database_url("postgres")).await.expect("connects");
-    sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists \"{name}\" with (force)")))
-        .execute(&mut connection)
+    let mut connection = PgConnection::connect(&database_url("postgres"))
         .await
-        .expect("drops");
+        .expect("connects");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database if exists \"{name}\" with (force)"
+    )))
+    .execute(&mut connection)
+    .await
+    .expect("drops");
 }
 
 #[test]
 fn serve_refuses_to_start_without_a_secret_and_says_how_to_fix_it() {
-    let output = run(presence().arg("serve").env("DATABASE_URL", database_url("unused")));
+    let output = run(presence()
+        .arg("serve")
+        .env("DATABASE_URL", database_url("unused")));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("PRESENCE_JWT_SECRET"), "{stderr}");
@@ -49,7 +58,9 @@ fn serve_refuses_to_start_without_a_secret_and_says_how_to_fix_it() {
 
 #[test]
 fn a_bad_setting_stops_start_up_naming_the_variable() {
-    let output = run(presence().args(["serve", "--dev"]).env("PRESENCE_IDLE_AFTER", "soon"));
+    let output = run(presence()
+        .args(["serve", "--dev"])
+        .env("PRESENCE_IDLE_AFTER", "soon"));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("PRESENCE_IDLE_AFTER"), "{stderr}");
@@ -59,7 +70,11 @@ fn a_bad_setting_stops_start_up_naming_the_variable() {
 fn token_dev_prints_a_token_for_the_development_secret() {
     let user = Uuid::new_v4();
     let output = run(presence().args(["token", &user.to_string(), "--dev", "--ttl", "1h"]));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let token = String::from_utf8(output.stdout).expect("utf-8");
     let verified = TokenVerifier::new(&SecretString::from(DEV_JWT_SECRET))
         .verify(token.trim())
@@ -70,11 +85,21 @@ fn token_dev_prints_a_token_for_the_development_secret() {
 #[test]
 fn token_signs_with_the_configured_secret() {
     let user = Uuid::new_v4();
-    let output = run(presence().args(["token", &user.to_string()]).env("PRESENCE_JWT_SECRET", "configured"));
+    let output = run(presence()
+        .args(["token", &user.to_string()])
+        .env("PRESENCE_JWT_SECRET", "configured"));
     assert!(output.status.success());
     let token = String::from_utf8(output.stdout).expect("utf-8");
-    assert!(TokenVerifier::new(&SecretString::from("configured")).verify(token.trim()).is_ok());
-    assert!(TokenVerifier::new(&SecretString::from(DEV_JWT_SECRET)).verify(token.trim()).is_err());
+    assert!(
+        TokenVerifier::new(&SecretString::from("configured"))
+            .verify(token.trim())
+            .is_ok()
+    );
+    assert!(
+        TokenVerifier::new(&SecretString::from(DEV_JWT_SECRET))
+            .verify(token.trim())
+            .is_err()
+    );
 }
 
 #[test]
@@ -87,17 +112,27 @@ fn token_refuses_a_user_id_that_is_not_a_uuid() {
 #[tokio::test]
 async fn migrate_creates_the_database_when_missing() {
     let name = format!("presence_cli_{}", Uuid::new_v4().simple());
-    let output = run(presence().arg("migrate").env("DATABASE_URL", database_url(&name)));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = run(presence()
+        .arg("migrate")
+        .env("DATABASE_URL", database_url(&name)));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
-    let mut connection = PgConnection::connect(&database_url(&name)).await.expect("the database exists");
+    let mut connection = PgConnection::connect(&database_url(&name))
+        .await
+        .expect("the database exists");
     let rows: i64 = sqlx::query_scalar("select count(*) from user_status")
         .fetch_one(&mut connection)
         .await
         .expect("the table exists");
     assert_eq!(rows, 0);
     connection.close().await.expect("closes");
-    let again = run(presence().arg("migrate").env("DATABASE_URL", database_url(&name)));
+    let again = run(presence()
+        .arg("migrate")
+        .env("DATABASE_URL", database_url(&name)));
     assert!(again.status.success(), "migrating twice is harmless");
     drop_database(&name).await;
 }
@@ -105,7 +140,11 @@ async fn migrate_creates_the_database_when_missing() {
 #[tokio::test]
 async fn serve_dev_creates_the_database_and_answers_health_checks() {
     let name = format!("presence_cli_{}", Uuid::new_v4().simple());
-    let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("addr")
+        .port();
     let mut server = presence()
         .args(["serve", "--dev"])
         .env("DATABASE_URL", database_url(&name))
@@ -120,7 +159,10 @@ async fn serve_dev_creates_the_database_and_answers_health_checks() {
     let client = reqwest::Client::new();
     let mut healthy = false;
     for _ in 0..200 {
-        let answer = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await;
+        let answer = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await;
         if answer.is_ok_and(|response| response.status() == 200) {
             healthy = true;
             break;
@@ -131,6 +173,9 @@ async fn serve_dev_creates_the_database_and_answers_health_checks() {
     let output = server.wait_with_output().expect("exits");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(healthy, "no answer from /healthz: {stderr}");
-    assert!(stderr.contains("DEVELOPMENT MODE"), "--dev says so loudly: {stderr}");
+    assert!(
+        stderr.contains("DEVELOPMENT MODE"),
+        "--dev says so loudly: {stderr}"
+    );
     drop_database(&name).await;
 }

@@ -43,7 +43,11 @@ async fn parallel_pings_from_many_devices_lose_no_device_and_no_field(pool: PgPo
     assert_eq!(me["manualStatus"], "dnd");
     assert_eq!(me["statusMessage"], "Heads down");
     assert_eq!(me["invisible"], true);
-    let device_3 = me["devices"].as_array().expect("devices").iter().find(|d| d["deviceId"] == "device-3");
+    let device_3 = me["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .find(|d| d["deviceId"] == "device-3");
     assert_eq!(device_3.map(|d| &d["platform"]), Some(&json!("mobile")));
 }
 
@@ -61,7 +65,12 @@ async fn two_instances_on_one_database_share_every_write(pool: PgPool) {
     for response in join_all(pings).await {
         assert_eq!(response.status(), 200);
     }
-    second.ping_ok(user, json!({"deviceId": "tab-0", "statusMessage": "Shared"})).await;
+    second
+        .ping_ok(
+            user,
+            json!({"deviceId": "tab-0", "statusMessage": "Shared"}),
+        )
+        .await;
 
     for app in [&first, &second] {
         let me = app.status_of(user, user).await;

@@ -7,6 +7,16 @@ use sqlx::PgPool;
 
 use crate::helpers::{error_code, iso, new_user, spawn_app, start_time, token_for};
 
+/// method, path, headers, body, expected status, expected code
+type RequestCase<'a> = (
+    Method,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    Option<Vec<u8>>,
+    StatusCode,
+    &'a str,
+);
+
 #[sqlx::test]
 async fn bad_ping_bodies_get_the_contract_code_and_change_nothing(pool: PgPool) {
     let app = spawn_app(pool).await;
@@ -34,18 +44,51 @@ async fn bad_ping_bodies_get_the_contract_code_and_change_nothing(pool: PgPool) 
         (json!({"manualStatus": "busy"}), "INVALID_STATUS"),
         (json!({"manualStatus": 3}), "INVALID_BODY"),
         (json!({"manualStatusUntil": future}), "INVALID_STATUS"),
-        (json!({"manualStatus": null, "manualStatusUntil": future}), "INVALID_STATUS"),
-        (json!({"manualStatus": "dnd", "manualStatusUntil": "tomorrow"}), "INVALID_TIMESTAMP"),
-        (json!({"manualStatus": "dnd", "manualStatusUntil": "2026-11-23"}), "INVALID_TIMESTAMP"),
-        (json!({"manualStatus": "dnd", "manualStatusUntil": past}), "INVALID_TIMESTAMP"),
-        (json!({"statusMessage": "x".repeat(141)}), "INVALID_STATUS_MESSAGE"),
-        (json!({"statusMessage": "two\nlines"}), "INVALID_STATUS_MESSAGE"),
-        (json!({"statusMessage": "nul\u{0}"}), "INVALID_STATUS_MESSAGE"),
+        (
+            json!({"manualStatus": null, "manualStatusUntil": future}),
+            "INVALID_STATUS",
+        ),
+        (
+            json!({"manualStatus": "dnd", "manualStatusUntil": "tomorrow"}),
+            "INVALID_TIMESTAMP",
+        ),
+        (
+            json!({"manualStatus": "dnd", "manualStatusUntil": "2026-11-23"}),
+            "INVALID_TIMESTAMP",
+        ),
+        (
+            json!({"manualStatus": "dnd", "manualStatusUntil": past}),
+            "INVALID_TIMESTAMP",
+        ),
+        (
+            json!({"statusMessage": "x".repeat(141)}),
+            "INVALID_STATUS_MESSAGE",
+        ),
+        (
+            json!({"statusMessage": "two\nlines"}),
+            "INVALID_STATUS_MESSAGE",
+        ),
+        (
+            json!({"statusMessage": "nul\u{0}"}),
+            "INVALID_STATUS_MESSAGE",
+        ),
         (json!({"statusMessage": 42}), "INVALID_BODY"),
-        (json!({"statusMessageUntil": future}), "INVALID_STATUS_MESSAGE"),
-        (json!({"statusMessage": "", "statusMessageUntil": future}), "INVALID_STATUS_MESSAGE"),
-        (json!({"statusMessage": "Lunch", "statusMessageUntil": 5}), "INVALID_BODY"),
-        (json!({"statusMessage": "Lunch", "statusMessageUntil": "soon"}), "INVALID_TIMESTAMP"),
+        (
+            json!({"statusMessageUntil": future}),
+            "INVALID_STATUS_MESSAGE",
+        ),
+        (
+            json!({"statusMessage": "", "statusMessageUntil": future}),
+            "INVALID_STATUS_MESSAGE",
+        ),
+        (
+            json!({"statusMessage": "Lunch", "statusMessageUntil": 5}),
+            "INVALID_BODY",
+        ),
+        (
+            json!({"statusMessage": "Lunch", "statusMessageUntil": "soon"}),
+            "INVALID_TIMESTAMP",
+        ),
         (json!({"unknownField": true}), "INVALID_BODY"),
         (json!({"deviceid": "tab"}), "INVALID_BODY"),
         (json!([]), "INVALID_BODY"),
@@ -54,9 +97,17 @@ async fn bad_ping_bodies_get_the_contract_code_and_change_nothing(pool: PgPool) 
     ];
     for (body, expected) in cases {
         let (status, code) = error_code(app.ping(user, body.clone()).await).await;
-        assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, expected), "body {body}");
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, expected),
+            "body {body}"
+        );
     }
-    assert_eq!(app.status_of(user, user).await, before, "no rejected request changed anything");
+    assert_eq!(
+        app.status_of(user, user).await,
+        before,
+        "no rejected request changed anything"
+    );
 }
 
 #[sqlx::test]
@@ -71,35 +122,158 @@ async fn malformed_requests_get_json_errors_and_change_nothing(pool: PgPool) {
     let auth = ("authorization", bearer.as_str());
 
     let large = format!("{{\"statusMessage\": \"{}\"}}", "x".repeat(17 * 1024));
-    let cases: Vec<(Method, &str, Vec<(&str, &str)>, Option<Vec<u8>>, StatusCode, &str)> = vec![
-        (Method::PUT, "/api/status", vec![auth, json_type], Some(b"{\"active\": tru".to_vec()), StatusCode::BAD_REQUEST, "INVALID_BODY"),
-        (Method::PUT, "/api/status", vec![auth, json_type], Some(b"".to_vec()), StatusCode::BAD_REQUEST, "INVALID_BODY"),
-        (Method::PUT, "/api/status", vec![auth, json_type], Some(vec![0xff, 0xfe, 0x00]), StatusCode::BAD_REQUEST, "INVALID_BODY"),
-        (Method::PUT, "/api/status", vec![auth, json_type], Some(large.into_bytes()), StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-        (Method::PUT, "/api/status", vec![auth, ("content-type", "text/plain")], Some(b"{}".to_vec()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
-        (Method::PUT, "/api/status", vec![auth], Some(b"{}".to_vec()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
-        (Method::GET, "/api/status/not-a-uuid", vec![auth], None, StatusCode::BAD_REQUEST, "INVALID_USER_ID"),
-        (Method::GET, "/api/status/12345", vec![auth], None, StatusCode::BAD_REQUEST, "INVALID_USER_ID"),
-        (Method::GET, "/api/status/%00", vec![auth], None, StatusCode::BAD_REQUEST, "INVALID_USER_ID"),
-        (Method::GET, "/nope", vec![], None, StatusCode::NOT_FOUND, "NOT_FOUND"),
-        (Method::GET, "/api/nope", vec![auth], None, StatusCode::NOT_FOUND, "NOT_FOUND"),
-        (Method::GET, "/api/status/a/b/c", vec![auth], None, StatusCode::NOT_FOUND, "NOT_FOUND"),
-        (Method::PATCH, "/api/status", vec![auth, json_type], Some(b"{}".to_vec()), StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
-        (Method::DELETE, "/api/status", vec![auth], None, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
-        (Method::POST, "/healthz", vec![], None, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
-        (Method::PUT, "/api/status/devices/tab", vec![auth], None, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+    let cases: Vec<RequestCase> = vec![
+        (
+            Method::PUT,
+            "/api/status",
+            vec![auth, json_type],
+            Some(b"{\"active\": tru".to_vec()),
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+        ),
+        (
+            Method::PUT,
+            "/api/status",
+            vec![auth, json_type],
+            Some(b"".to_vec()),
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+        ),
+        (
+            Method::PUT,
+            "/api/status",
+            vec![auth, json_type],
+            Some(vec![0xff, 0xfe, 0x00]),
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+        ),
+        (
+            Method::PUT,
+            "/api/status",
+            vec![auth, json_type],
+            Some(large.into_bytes()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            Method::PUT,
+            "/api/status",
+            vec![auth, ("content-type", "text/plain")],
+            Some(b"{}".to_vec()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            Method::PUT,
+            "/api/status",
+            vec![auth],
+            Some(b"{}".to_vec()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            Method::GET,
+            "/api/status/not-a-uuid",
+            vec![auth],
+            None,
+            StatusCode::BAD_REQUEST,
+            "INVALID_USER_ID",
+        ),
+        (
+            Method::GET,
+            "/api/status/12345",
+            vec![auth],
+            None,
+            StatusCode::BAD_REQUEST,
+            "INVALID_USER_ID",
+        ),
+        (
+            Method::GET,
+            "/api/status/%00",
+            vec![auth],
+            None,
+            StatusCode::BAD_REQUEST,
+            "INVALID_USER_ID",
+        ),
+        (
+            Method::GET,
+            "/nope",
+            vec![],
+            None,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            Method::GET,
+            "/api/nope",
+            vec![auth],
+            None,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            Method::GET,
+            "/api/status/a/b/c",
+            vec![auth],
+            None,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            Method::PATCH,
+            "/api/status",
+            vec![auth, json_type],
+            Some(b"{}".to_vec()),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            Method::DELETE,
+            "/api/status",
+            vec![auth],
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            Method::POST,
+            "/healthz",
+            vec![],
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            Method::PUT,
+            "/api/status/devices/tab",
+            vec![auth],
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+        ),
     ];
     for (method, path, headers, body, expected_status, expected_code) in cases {
         let response = app.raw(method.clone(), path, &headers, body).await;
         assert_eq!(
-            response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+            response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
             Some("application/json"),
             "{method} {path}"
         );
         let (status, code) = error_code(response).await;
-        assert_eq!((status, code.as_str()), (expected_status, expected_code), "{method} {path}");
+        assert_eq!(
+            (status, code.as_str()),
+            (expected_status, expected_code),
+            "{method} {path}"
+        );
     }
-    assert_eq!(app.status_of(user, user).await, before, "no rejected request changed anything");
+    assert_eq!(
+        app.status_of(user, user).await,
+        before,
+        "no rejected request changed anything"
+    );
 }
 
 #[sqlx::test]
@@ -113,7 +287,10 @@ async fn a_database_error_is_a_json_error_without_internals(pool: PgPool) {
     let response = app.ping(user, json!({})).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let body = response.text().await.expect("body");
-    assert_eq!(body, r#"{"error":{"code":"INTERNAL","message":"internal error"}}"#);
+    assert_eq!(
+        body,
+        r#"{"error":{"code":"INTERNAL","message":"internal error"}}"#
+    );
 }
 
 #[sqlx::test]

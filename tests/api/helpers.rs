@@ -45,7 +45,11 @@ pub async fn spawn_app_with(pool: PgPool, overrides: &[(&str, &str)]) -> TestApp
 }
 
 /// Starts the app on a given clock, so several instances can share one.
-pub async fn spawn_app_on_clock(pool: PgPool, overrides: &[(&str, &str)], clock: ManualClock) -> TestApp {
+pub async fn spawn_app_on_clock(
+    pool: PgPool,
+    overrides: &[(&str, &str)],
+    clock: ManualClock,
+) -> TestApp {
     let mut vars: HashMap<String, String> = [
         ("PRESENCE_ADDR", "127.0.0.1:0"),
         ("PRESENCE_JWT_SECRET", TEST_SECRET),
@@ -55,7 +59,11 @@ pub async fn spawn_app_on_clock(pool: PgPool, overrides: &[(&str, &str)], clock:
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    vars.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    vars.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("valid test config");
     let application = Application::build_with_pool(&config, pool.clone(), Arc::new(clock.clone()))
         .expect("the app builds");
@@ -71,8 +79,12 @@ pub async fn spawn_app_on_clock(pool: PgPool, overrides: &[(&str, &str)], clock:
 
 /// A token for `user`, valid for an hour.
 pub fn token_for(user: UserId) -> String {
-    issue_token(&SecretString::from(TEST_SECRET), user, std::time::Duration::from_secs(3600))
-        .expect("token signs")
+    issue_token(
+        &SecretString::from(TEST_SECRET),
+        user,
+        std::time::Duration::from_secs(3600),
+    )
+    .expect("token signs")
 }
 
 impl TestApp {
@@ -134,7 +146,9 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Response {
-        let mut request = self.client.request(method, format!("{}{path}", self.address));
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -149,8 +163,16 @@ impl TestApp {
 pub async fn error_code(response: Response) -> (StatusCode, String) {
     let status = response.status();
     let body: Value = response.json().await.expect("errors are JSON");
-    let code = body["error"]["code"].as_str().expect("error.code is a string").to_owned();
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error.message: {body}");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code is a string")
+        .to_owned();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error.message: {body}"
+    );
     (status, code)
 }
 

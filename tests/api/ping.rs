@@ -12,7 +12,10 @@ async fn the_first_ping_creates_a_device_and_counts_as_activity(pool: PgPool) {
 
     let now = iso(start_time());
     assert_eq!(me["userId"], user.to_string());
-    assert_eq!(me["status"], "online", "opening the app is an interaction: {me}");
+    assert_eq!(
+        me["status"], "online",
+        "opening the app is an interaction: {me}"
+    );
     assert_eq!(me["lastSeen"], now);
     assert_eq!(me["platforms"], json!(["web"]));
     assert_eq!(me["pingIntervalSeconds"], 30);
@@ -32,21 +35,31 @@ async fn a_heartbeat_keeps_the_device_live_without_moving_last_seen(pool: PgPool
 
     for _ in 0..10 {
         app.advance(TimeDelta::seconds(45));
-        app.ping_ok(user, json!({"deviceId": "tab-1", "active": false})).await;
+        app.ping_ok(user, json!({"deviceId": "tab-1", "active": false}))
+            .await;
     }
     let seen = app.status_of(viewer, user).await;
-    assert_eq!(seen["status"], "idle", "7.5 minutes without activity: {seen}");
+    assert_eq!(
+        seen["status"], "idle",
+        "7.5 minutes without activity: {seen}"
+    );
     assert_eq!(seen["lastSeen"], iso(start_time()));
-    assert_eq!(seen["platforms"], json!(["web"]), "the heartbeats kept the device live");
+    assert_eq!(
+        seen["platforms"],
+        json!(["web"]),
+        "the heartbeats kept the device live"
+    );
 }
 
 #[sqlx::test]
 async fn an_activity_ping_moves_last_seen_and_the_device(pool: PgPool) {
     let app = spawn_app(pool).await;
     let user = new_user();
-    app.ping_ok(user, json!({"deviceId": "laptop", "platform": "desktop"})).await;
+    app.ping_ok(user, json!({"deviceId": "laptop", "platform": "desktop"}))
+        .await;
     app.advance(TimeDelta::seconds(20));
-    app.ping_ok(user, json!({"deviceId": "laptop", "active": false})).await;
+    app.ping_ok(user, json!({"deviceId": "laptop", "active": false}))
+        .await;
     app.advance(TimeDelta::seconds(20));
     let me = app.ping_ok(user, json!({"deviceId": "laptop"})).await;
 
@@ -63,19 +76,34 @@ async fn an_activity_ping_moves_last_seen_and_the_device(pool: PgPool) {
 async fn others_see_the_platforms_of_live_devices_only(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (user, viewer) = (new_user(), new_user());
-    app.ping_ok(user, json!({"deviceId": "phone", "platform": "mobile"})).await;
+    app.ping_ok(user, json!({"deviceId": "phone", "platform": "mobile"}))
+        .await;
     app.advance(TimeDelta::seconds(30));
-    app.ping_ok(user, json!({"deviceId": "tab", "platform": "web"})).await;
-    app.ping_ok(user, json!({"deviceId": "app", "platform": "desktop"})).await;
+    app.ping_ok(user, json!({"deviceId": "tab", "platform": "web"}))
+        .await;
+    app.ping_ok(user, json!({"deviceId": "app", "platform": "desktop"}))
+        .await;
 
     let seen = app.status_of(viewer, user).await;
     assert_eq!(seen["platforms"], json!(["web", "desktop", "mobile"]));
-    assert_eq!(seen["nextChangeAt"], iso(start_time() + TimeDelta::seconds(60)), "the phone expires first");
+    assert_eq!(
+        seen["nextChangeAt"],
+        iso(start_time() + TimeDelta::seconds(60)),
+        "the phone expires first"
+    );
 
     app.advance(TimeDelta::seconds(30));
     let seen = app.status_of(viewer, user).await;
-    assert_eq!(seen["platforms"], json!(["web", "desktop"]), "the phone is no longer live");
-    assert_eq!(seen.as_object().map(|o| o.contains_key("devices")), Some(false), "others never see devices");
+    assert_eq!(
+        seen["platforms"],
+        json!(["web", "desktop"]),
+        "the phone is no longer live"
+    );
+    assert_eq!(
+        seen.as_object().map(|o| o.contains_key("devices")),
+        Some(false),
+        "others never see devices"
+    );
 }
 
 #[sqlx::test]
@@ -83,7 +111,12 @@ async fn dnd_with_an_expiry_ends_by_itself(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (user, viewer) = (new_user(), new_user());
     let until = iso(start_time() + TimeDelta::seconds(40));
-    let me = app.ping_ok(user, json!({"manualStatus": "dnd", "manualStatusUntil": until})).await;
+    let me = app
+        .ping_ok(
+            user,
+            json!({"manualStatus": "dnd", "manualStatusUntil": until}),
+        )
+        .await;
     assert_eq!(me["status"], "dnd");
     assert_eq!(me["manualStatus"], "dnd");
     assert_eq!(me["manualStatusUntil"], until);
@@ -91,11 +124,18 @@ async fn dnd_with_an_expiry_ends_by_itself(pool: PgPool) {
 
     let seen = app.status_of(viewer, user).await;
     assert_eq!(seen["status"], "dnd");
-    assert_eq!(seen.get("manualStatus"), None, "only the user sees their settings");
+    assert_eq!(
+        seen.get("manualStatus"),
+        None,
+        "only the user sees their settings"
+    );
 
     app.advance(TimeDelta::seconds(40));
     let seen = app.status_of(viewer, user).await;
-    assert_eq!(seen["status"], "online", "the DND ended at its expiry: {seen}");
+    assert_eq!(
+        seen["status"], "online",
+        "the DND ended at its expiry: {seen}"
+    );
     let me = app.status_of(user, user).await;
     assert_eq!(me["manualStatus"], json!(null));
     assert_eq!(me["manualStatusUntil"], json!(null));
@@ -106,14 +146,21 @@ async fn setting_a_manual_status_without_an_expiry_drops_the_earlier_one(pool: P
     let app = spawn_app(pool).await;
     let user = new_user();
     let until = iso(start_time() + TimeDelta::minutes(10));
-    app.ping_ok(user, json!({"manualStatus": "dnd", "manualStatusUntil": until})).await;
+    app.ping_ok(
+        user,
+        json!({"manualStatus": "dnd", "manualStatusUntil": until}),
+    )
+    .await;
     let me = app.ping_ok(user, json!({"manualStatus": "away"})).await;
     assert_eq!(me["manualStatus"], "away");
     assert_eq!(me["manualStatusUntil"], json!(null), "until cleared: {me}");
 
     app.advance(TimeDelta::minutes(20));
     let me = app.ping_ok(user, json!({})).await;
-    assert_eq!(me["status"], "away", "still away after the old expiry passed");
+    assert_eq!(
+        me["status"], "away",
+        "still away after the old expiry passed"
+    );
 }
 
 #[sqlx::test]
@@ -121,7 +168,11 @@ async fn manual_status_until_null_alone_makes_the_status_last_until_cleared(pool
     let app = spawn_app(pool).await;
     let user = new_user();
     let until = iso(start_time() + TimeDelta::minutes(10));
-    app.ping_ok(user, json!({"manualStatus": "dnd", "manualStatusUntil": until})).await;
+    app.ping_ok(
+        user,
+        json!({"manualStatus": "dnd", "manualStatusUntil": until}),
+    )
+    .await;
     let me = app.ping_ok(user, json!({"manualStatusUntil": null})).await;
     assert_eq!(me["manualStatus"], "dnd");
     assert_eq!(me["manualStatusUntil"], json!(null));
@@ -133,7 +184,10 @@ async fn manual_status_null_returns_to_automatic(pool: PgPool) {
     let user = new_user();
     app.ping_ok(user, json!({"manualStatus": "away"})).await;
     let me = app.ping_ok(user, json!({"active": false})).await;
-    assert_eq!(me["status"], "away", "an absent field leaves the setting as it is");
+    assert_eq!(
+        me["status"], "away",
+        "an absent field leaves the setting as it is"
+    );
     let me = app.ping_ok(user, json!({"manualStatus": null})).await;
     assert_eq!(me["status"], "online");
     assert_eq!(me["manualStatus"], json!(null));
@@ -143,14 +197,25 @@ async fn manual_status_null_returns_to_automatic(pool: PgPool) {
 async fn a_manual_status_shows_only_while_a_device_is_live(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (user, viewer) = (new_user(), new_user());
-    app.ping_ok(user, json!({"manualStatus": "dnd", "statusMessage": "Focus time"})).await;
+    app.ping_ok(
+        user,
+        json!({"manualStatus": "dnd", "statusMessage": "Focus time"}),
+    )
+    .await;
     app.advance(TimeDelta::seconds(60));
     let seen = app.status_of(viewer, user).await;
     assert_eq!(seen["status"], "offline");
-    assert_eq!(seen["statusMessage"], json!(null), "an offline user shows no message to others");
+    assert_eq!(
+        seen["statusMessage"],
+        json!(null),
+        "an offline user shows no message to others"
+    );
     let me = app.status_of(user, user).await;
     assert_eq!(me["status"], "offline");
-    assert_eq!(me["manualStatus"], "dnd", "the user still sees their setting");
+    assert_eq!(
+        me["manualStatus"], "dnd",
+        "the user still sees their setting"
+    );
     assert_eq!(me["statusMessage"], "Focus time");
 }
 
@@ -160,12 +225,18 @@ async fn a_status_message_is_set_shown_and_expires(pool: PgPool) {
     let (user, viewer) = (new_user(), new_user());
     let until = iso(start_time() + TimeDelta::seconds(30));
     let me = app
-        .ping_ok(user, json!({"statusMessage": "In a meeting 🗓", "statusMessageUntil": until}))
+        .ping_ok(
+            user,
+            json!({"statusMessage": "In a meeting 🗓", "statusMessageUntil": until}),
+        )
         .await;
     assert_eq!(me["statusMessage"], "In a meeting 🗓");
     assert_eq!(me["statusMessageUntil"], until);
     assert_eq!(me["nextChangeAt"], until);
-    assert_eq!(app.status_of(viewer, user).await["statusMessage"], "In a meeting 🗓");
+    assert_eq!(
+        app.status_of(viewer, user).await["statusMessage"],
+        "In a meeting 🗓"
+    );
 
     app.advance(TimeDelta::seconds(30));
     let seen = app.status_of(viewer, user).await;
@@ -197,7 +268,8 @@ async fn a_message_of_140_characters_is_kept_whole(pool: PgPool) {
 async fn an_invisible_user_looks_offline_to_others_and_real_to_themselves(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (user, viewer) = (new_user(), new_user());
-    app.ping_ok(user, json!({"statusMessage": "Here", "platform": "mobile"})).await;
+    app.ping_ok(user, json!({"statusMessage": "Here", "platform": "mobile"}))
+        .await;
     app.advance(TimeDelta::seconds(10));
     let me = app.ping_ok(user, json!({"invisible": true})).await;
     assert_eq!(me["status"], "online");
@@ -268,7 +340,8 @@ async fn a_new_device_beyond_the_limit_replaces_the_least_recently_seen(pool: Pg
         app.ping_ok(user, json!({"deviceId": device})).await;
         app.advance(TimeDelta::seconds(1));
     }
-    app.ping_ok(user, json!({"deviceId": "a", "active": false})).await;
+    app.ping_ok(user, json!({"deviceId": "a", "active": false}))
+        .await;
     app.advance(TimeDelta::seconds(1));
     let me = app.ping_ok(user, json!({"deviceId": "d"})).await;
 
@@ -278,5 +351,9 @@ async fn a_new_device_beyond_the_limit_replaces_the_least_recently_seen(pool: Pg
         .iter()
         .map(|device| device["deviceId"].as_str().expect("id"))
         .collect();
-    assert_eq!(ids, ["d", "a", "c"], "b was seen least recently and made room");
+    assert_eq!(
+        ids,
+        ["d", "a", "c"],
+        "b was seen least recently and made room"
+    );
 }

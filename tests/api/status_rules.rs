@@ -11,7 +11,9 @@ fn at(offset: TimeDelta) -> Value {
 }
 
 #[sqlx::test]
-async fn activity_ages_from_online_to_idle_to_away_while_heartbeats_keep_the_device_live(pool: PgPool) {
+async fn activity_ages_from_online_to_idle_to_away_while_heartbeats_keep_the_device_live(
+    pool: PgPool,
+) {
     let app = spawn_app(pool).await;
     let (user, viewer) = (new_user(), new_user());
     app.ping_ok(user, json!({})).await;
@@ -31,8 +33,16 @@ async fn activity_ages_from_online_to_idle_to_away_while_heartbeats_keep_the_dev
         app.ping_ok(user, json!({"active": false})).await;
         let seen = app.status_of(viewer, user).await;
         assert_eq!(seen["status"], status, "after {since_activity}: {seen}");
-        assert_eq!(seen["lastSeen"], at(TimeDelta::zero()), "after {since_activity}");
-        assert_eq!(seen["nextChangeAt"], at(next_change), "after {since_activity}");
+        assert_eq!(
+            seen["lastSeen"],
+            at(TimeDelta::zero()),
+            "after {since_activity}"
+        );
+        assert_eq!(
+            seen["nextChangeAt"],
+            at(next_change),
+            "after {since_activity}"
+        );
     }
 }
 
@@ -75,7 +85,12 @@ async fn short_thresholds_from_the_environment_are_honoured(pool: PgPool) {
     .await;
     let (user, viewer) = (new_user(), new_user());
     app.ping_ok(user, json!({})).await;
-    for (step, status) in [(0, "online"), (100, "idle"), (100, "away"), (100, "offline")] {
+    for (step, status) in [
+        (0, "online"),
+        (100, "idle"),
+        (100, "away"),
+        (100, "offline"),
+    ] {
         app.advance(TimeDelta::milliseconds(step));
         assert_eq!(app.status_of(viewer, user).await["status"], status);
     }
@@ -87,7 +102,11 @@ async fn dnd_wins_over_activity_but_not_over_offline(pool: PgPool) {
     let (user, viewer) = (new_user(), new_user());
     let me = app.ping_ok(user, json!({"manualStatus": "dnd"})).await;
     assert_eq!(me["status"], "dnd");
-    assert_eq!(me["nextChangeAt"], at(TimeDelta::seconds(60)), "only going offline can change it");
+    assert_eq!(
+        me["nextChangeAt"],
+        at(TimeDelta::seconds(60)),
+        "only going offline can change it"
+    );
     app.advance(TimeDelta::seconds(60));
     assert_eq!(app.status_of(viewer, user).await["status"], "offline");
 }
@@ -98,7 +117,8 @@ async fn next_change_skips_a_deadline_that_changes_nothing_for_the_viewer(pool: 
     let (user, viewer) = (new_user(), new_user());
     app.ping_ok(user, json!({"deviceId": "tab-1"})).await;
     app.advance(TimeDelta::seconds(30));
-    app.ping_ok(user, json!({"deviceId": "tab-2", "active": false})).await;
+    app.ping_ok(user, json!({"deviceId": "tab-2", "active": false}))
+        .await;
 
     let seen = app.status_of(viewer, user).await;
     assert_eq!(seen["platforms"], json!(["web"]));

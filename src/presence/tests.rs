@@ -1,0 +1,446 @@
+//! The rules of contract section 2: a table for every rule and boundary, and properties.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::{
+    EffectiveStatus, Status, StoredDevice, StoredStatus, Thresholds, calculate_effective_status,
+};
+use crate::domain::{ManualStatus, Platform, UserId};
+
+fn t0() -> DateTime<Utc> {
+    "2026-11-23T10:00:00Z".parse().expect("valid instant")
+}
+
+fn ms(n: i64) -> TimeDelta {
+    TimeDelta::milliseconds(n)
+}
+
+fn secs(n: i64) -> TimeDelta {
+    TimeDelta::seconds(n)
+}
+
+fn thresholds() -> Thresholds {
+    Thresholds {
+        idle_after: TimeDelta::minutes(5),
+        away_after: TimeDelta::minutes(30),
+        offline_after: secs(60),
+    }
+}
+
+fn user() -> UserId {
+    UserId::from(Uuid::from_u128(1))
+}
+
+fn stranger() -> UserId {
+    UserId::from(Uuid::from_u128(2))
+}
+
+fn device(id: &str, platform: Platform, last_ping: TimeDelta) -> StoredDevice {
+    StoredDevice {
+        id: id.to_owned(),
+        platform,
+        last_ping: t0() + last_ping,
+        last_active: t0() + last_ping,
+    }
+}
+
+/// A user last active at `seen` with one web device last pinged at `ping` (offsets from t0).
+fn row(seen: TimeDelta, ping: TimeDelta) -> StoredStatus {
+    StoredStatus {
+        user_id: user(),
+        manual_status: None,
+        manual_status_until: None,
+        invisible: false,
+        last_seen_before_invisible: None,
+        last_seen: Some(t0() + seen),
+        status_message: None,
+        status_message_until: None,
+        devices: vec![device("tab", Platform::Web, ping)],
+    }
+}
+
+fn view(row: &StoredStatus, viewer: UserId, now: DateTime<Utc>) -> EffectiveStatus {
+    calculate_effective_status(row.user_id, Some(row), viewer, now, &thresholds())
+}
+
+struct Case {
+    name: &'static str,
+    row: StoredStatus,
+    viewer: UserId,
+    status: Status,
+    next_change: Option<TimeDelta>,
+}
+
+fn case(
+    name: &'static str,
+    row: StoredStatus,
+    status: Status,
+    next_change: Option<TimeDelta>,
+) -> Case {
+    Case {
+        name,
+        row,
+        viewer: stranger(),
+        status,
+        next_change,
+    }
+}
+
+fn with(mut row: StoredStatus, change: impl FnOnce(&mut StoredStatus)) -> StoredStatus {
+    change(&mut row);
+    row
+}
+
+#[test]
+fn every_rule_and_boundary_in_order() {
+    let m5 = TimeDelta::minutes(5);
+    let m30 = TimeDelta::minutes(30);
+    let cases = [
+        case(
+            "active now: online until the device expires",
+            row(ms(0), ms(0)),
+            Status::Online,
+            Some(secs(60)),
+        ),
+        case(
+            "1 ms before idle",
+            row(ms(1) - m5, secs(-10)),
+            Status::Online,
+            Some(ms(1)),
+        ),
+        case(
+            "exactly at idle_after",
+            row(-m5, secs(-10)),
+            Status::Idle,
+            Some(secs(50)),
+        ),
+        case(
+            "idle with a fresh heartbeat: away next",
+            row(ms(1) - m30, ms(0)),
+            Status::Idle,
+            Some(ms(1)),
+        ),
+        case(
+            "exactly at away_after",
+            row(-m30, ms(0)),
+            Status::Away,
+            Some(secs(60)),
+        ),
+        case(
+            "long quiet, heartbeat live: away",
+            row(-TimeDelta::hours(5), ms(-1)),
+            Status::Away,
+            Some(secs(60) - ms(1)),
+        ),
+        case(
+            "device 1 ms from expiry: still live",
+            row(secs(-60) + ms(1), secs(-60) + ms(1)),
+            Status::Online,
+            Some(ms(1)),
+        ),
+        case(
+            "device exactly offline_after old: offline",
+            row(secs(-60), secs(-60)),
+            Status::Offline,
+            None,
+        ),
+        case(
+            "no device at all: offline",
+            with(row(ms(0), ms(0)), |r| r.devices.clear()),
+            Status::Offline,
+            None,
+        ),
+        case(
+            "dnd until cleared beats activity",
+            with(row(ms(0), ms(0)), |r| {
+                r.manual_status = Some(ManualStatus::Dnd);
+            }),
+            Status::Dnd,
+            Some(secs(60)),
+        ),
+        case(
+            "dnd with an expiry before the device's",
+            with(row(ms(0), ms(0)), |r| {
+                r.manual_status = Some(ManualStatus::Dnd);
+                r.manual_status_until = Some(t0() + secs(10));
+            }),
+            Status::Dnd,
+            Some(secs(10)),
+        ),
+        case(
+            "dnd expiring exactly now is over",
+            with(row(ms(0), ms(0)), |r| {
+                r.manual_status = Some(ManualStatus::Dnd);
+                r.manual_status_until = Some(t0());
+            }),
+            Status::Online,
+            Some(secs(60)),
+        ),
+        case(
+            "manual away expiring into activity-away changes nothing for others",
+            with(row(-TimeDelta::hours(1), ms(0)), |r| {
+                r.manual_status = Some(ManualStatus::Away);
+                r.manual_status_until = Some(t0() + secs(10));
+            }),
+            Status::Away,
+            Some(secs(60)),
+        ),
+        case(
+            "manual status needs a live device",
+            with(row(ms(0), secs(-61)), |r| {
+                r.manual_status = Some(ManualStatus::Dnd);
+            }),
+            Status::Offline,
+            None,
+        ),
+        case(
+            "invisible looks offline to others, nothing changes",
+            with(row(ms(0), ms(0)), |r| r.invisible = true),
+            Status::Offline,
+            None,
+        ),
+        case(
+            "a message expiring changes the view",
+            with(row(ms(0), ms(0)), |r| {
+                r.status_message = Some("Lunch".to_owned());
+                r.status_message_until = Some(t0() + secs(20));
+            }),
+            Status::Online,
+            Some(secs(20)),
+        ),
+        case(
+            "a second web device expiring first changes nothing visible",
+            with(row(ms(0), ms(0)), |r| {
+                r.devices.push(device("old-tab", Platform::Web, secs(-30)));
+            }),
+            Status::Online,
+            Some(secs(60)),
+        ),
+        case(
+            "a mobile device expiring first removes its platform",
+            with(row(ms(0), ms(0)), |r| {
+                r.devices.push(device("phone", Platform::Mobile, secs(-30)));
+            }),
+            Status::Online,
+            Some(secs(30)),
+        ),
+        Case {
+            viewer: user(),
+            ..case(
+                "the user sees their own manual away expire",
+                with(row(-TimeDelta::hours(1), ms(0)), |r| {
+                    r.manual_status = Some(ManualStatus::Away);
+                    r.manual_status_until = Some(t0() + secs(10));
+                }),
+                Status::Away,
+                Some(secs(10)),
+            )
+        },
+        Case {
+            viewer: user(),
+            ..case(
+                "invisible users see their real status",
+                with(row(ms(0), ms(0)), |r| r.invisible = true),
+                Status::Online,
+                Some(secs(60)),
+            )
+        },
+        Case {
+            viewer: user(),
+            ..case(
+                "offline users still see their message expire",
+                with(row(ms(0), secs(-120)), |r| {
+                    r.status_message = Some("Back Monday".to_owned());
+                    r.status_message_until = Some(t0() + TimeDelta::days(2));
+                }),
+                Status::Offline,
+                Some(TimeDelta::days(2)),
+            )
+        },
+    ];
+    for case in cases {
+        let shown = view(&case.row, case.viewer, t0());
+        assert_eq!(shown.status, case.status, "{}", case.name);
+        assert_eq!(
+            shown.next_change_at,
+            case.next_change.map(|delta| t0() + delta),
+            "{}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn a_user_who_never_pinged_is_offline_and_never_seen() {
+    let shown = calculate_effective_status(user(), None, stranger(), t0(), &thresholds());
+    assert_eq!(shown.status, Status::Offline);
+    assert_eq!(shown.last_seen, None);
+    assert_eq!(shown.next_change_at, None);
+    assert!(shown.platforms.is_empty() && shown.status_message.is_none() && shown.own.is_none());
+}
+
+#[test]
+fn an_invisible_user_shows_others_only_the_frozen_last_seen() {
+    let row = with(row(ms(0), ms(0)), |r| {
+        r.invisible = true;
+        r.last_seen_before_invisible = Some(t0() - TimeDelta::hours(3));
+        r.status_message = Some("Secret".to_owned());
+        r.devices.push(device("phone", Platform::Mobile, ms(0)));
+    });
+    let shown = view(&row, stranger(), t0());
+    assert_eq!(shown.status, Status::Offline);
+    assert_eq!(shown.last_seen, Some(t0() - TimeDelta::hours(3)));
+    assert_eq!(shown.status_message, None);
+    assert!(shown.platforms.is_empty());
+    assert!(shown.own.is_none());
+
+    let own = view(&row, user(), t0());
+    assert_eq!(own.status, Status::Online);
+    assert_eq!(own.last_seen, Some(t0()));
+    assert_eq!(own.platforms, [Platform::Web, Platform::Mobile]);
+    assert_eq!(own.status_message.as_deref(), Some("Secret"));
+    assert!(
+        own.own
+            .is_some_and(|own| own.invisible && own.devices.len() == 2)
+    );
+}
+
+#[test]
+fn platforms_are_listed_once_each_in_a_fixed_order() {
+    let row = with(row(ms(0), ms(0)), |r| {
+        r.devices = vec![
+            device("phone", Platform::Mobile, ms(0)),
+            device("tab-1", Platform::Web, ms(0)),
+            device("app", Platform::Desktop, ms(0)),
+            device("tab-2", Platform::Web, ms(0)),
+        ];
+    });
+    assert_eq!(
+        view(&row, stranger(), t0()).platforms,
+        [Platform::Web, Platform::Desktop, Platform::Mobile]
+    );
+}
+
+#[test]
+fn expired_settings_vanish_from_the_self_view() {
+    let row = with(row(ms(0), ms(0)), |r| {
+        r.manual_status = Some(ManualStatus::Dnd);
+        r.manual_status_until = Some(t0() - ms(1));
+        r.status_message = Some("Old".to_owned());
+        r.status_message_until = Some(t0());
+    });
+    let shown = view(&row, user(), t0());
+    let own = shown.own.expect("self view");
+    assert_eq!((own.manual_status, own.manual_status_until), (None, None));
+    assert_eq!(
+        (shown.status_message, own.status_message_until),
+        (None, None)
+    );
+}
+
+fn arbitrary_row() -> impl Strategy<Value = StoredStatus> {
+    let offset = |min: i64, max: i64| (min..=max).prop_map(ms);
+    let platform = prop_oneof![
+        Just(Platform::Web),
+        Just(Platform::Desktop),
+        Just(Platform::Mobile)
+    ];
+    let device = (platform, offset(-120_000, 0), offset(0, 3_600_000)).prop_map(
+        |(platform, ping, active_before)| StoredDevice {
+            id: "d".to_owned(),
+            platform,
+            last_ping: t0() + ping,
+            last_active: t0() + ping - active_before,
+        },
+    );
+    let manual = prop_oneof![
+        Just(None),
+        Just(Some(ManualStatus::Away)),
+        Just(Some(ManualStatus::Dnd))
+    ];
+    (
+        prop::collection::vec(device, 0..5),
+        offset(-3_600_000, 0),
+        manual,
+        prop::option::of(offset(-600_000, 3_600_000)),
+        any::<bool>(),
+        offset(-7_200_000, 0),
+        any::<bool>(),
+        prop::option::of(offset(-600_000, 3_600_000)),
+    )
+        .prop_map(
+            |(devices, seen, manual, manual_until, invisible, frozen, message, message_until)| {
+                StoredStatus {
+                    user_id: user(),
+                    manual_status: manual,
+                    manual_status_until: manual.and(manual_until).map(|delta| t0() + delta),
+                    invisible,
+                    last_seen_before_invisible: invisible.then(|| t0() + frozen.min(seen)),
+                    last_seen: Some(t0() + seen),
+                    status_message: message.then(|| "hello".to_owned()),
+                    status_message_until: if message {
+                        message_until.map(|delta| t0() + delta)
+                    } else {
+                        None
+                    },
+                    devices,
+                }
+            },
+        )
+}
+
+fn without_next_change(mut shown: EffectiveStatus) -> EffectiveStatus {
+    shown.next_change_at = None;
+    shown
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn never_present_without_a_live_device(row in arbitrary_row(), is_self in any::<bool>()) {
+        let viewer = if is_self { user() } else { stranger() };
+        let shown = view(&row, viewer, t0());
+        let live = row.devices.iter().any(|d| t0() < d.last_ping + thresholds().offline_after);
+        prop_assert!(shown.status == Status::Offline || live);
+        prop_assert_eq!(shown.platforms.is_empty(), shown.status == Status::Offline);
+    }
+
+    #[test]
+    fn an_invisible_user_is_never_visible_to_another_viewer(
+        mut row in arbitrary_row(),
+        frozen in prop::option::of(0i64..7_200_000),
+        later in 0i64..7_200_000,
+    ) {
+        row.invisible = true;
+        row.last_seen_before_invisible = frozen.map(|before| t0() - ms(before));
+        let shown = view(&row, stranger(), t0() + ms(later));
+        prop_assert_eq!(shown.status, Status::Offline);
+        prop_assert_eq!(shown.last_seen, row.last_seen_before_invisible);
+        prop_assert!(shown.platforms.is_empty());
+        prop_assert_eq!(shown.status_message, None);
+        prop_assert_eq!(shown.next_change_at, None);
+        prop_assert!(shown.own.is_none());
+    }
+
+    #[test]
+    fn next_change_is_exactly_the_next_change(row in arbitrary_row(), is_self in any::<bool>()) {
+        let viewer = if is_self { user() } else { stranger() };
+        let now = view(&row, viewer, t0());
+        match now.next_change_at {
+            Some(next) => {
+                prop_assert!(next > t0());
+                let before = view(&row, viewer, next - ms(1));
+                prop_assert_eq!(without_next_change(before), without_next_change(now.clone()), "nothing changes before it");
+                let after = view(&row, viewer, next);
+                prop_assert_ne!(without_next_change(after), without_next_change(now), "something changes at it");
+            }
+            None => {
+                let much_later = view(&row, viewer, t0() + TimeDelta::days(365));
+                prop_assert_eq!(without_next_change(much_later), without_next_change(now), "nothing ever changes");
+            }
+        }
+    }
+}
