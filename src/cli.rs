@@ -1,14 +1,16 @@
-//! The command line: `serve` (default), `migrate`, `token`.
+//! The command line: `serve` (default), `migrate`, `prune`, `token`.
 
 use std::time::Duration;
 
+use chrono::Utc;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::auth::{DEV_JWT_SECRET, issue_token};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, to_delta};
 use crate::domain::UserId;
-use crate::startup::{Application, StartupError, prepare_database};
+use crate::startup::{Application, StartupError, connect, prepare_database};
+use crate::store::{self, PG_CRON_JOB, PgCronError};
 
 /// The presence service: who is online, from PostgreSQL, over plain HTTP polling.
 #[derive(Debug, Parser)]
@@ -30,6 +32,21 @@ pub enum Command {
     },
     /// Create the database if missing, apply the migrations, and exit.
     Migrate,
+    /// Run the prune job once and print how many device entries it removed (for cron).
+    Prune {
+        /// Remove device entries whose last ping is older than this [default: PRESENCE_PRUNE_AFTER].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
+        /// Instead of pruning now, register the job with pg_cron (idempotent).
+        #[arg(long, conflicts_with = "uninstall_pg_cron")]
+        install_pg_cron: bool,
+        /// The pg_cron schedule for --install-pg-cron.
+        #[arg(long, default_value = "* * * * *", requires = "install_pg_cron")]
+        schedule: String,
+        /// Remove the job from pg_cron (idempotent).
+        #[arg(long)]
+        uninstall_pg_cron: bool,
+    },
     /// Print a bearer token for a user, for curl scripts and local development.
     Token {
         /// The user the token speaks for (a UUID).
@@ -56,6 +73,12 @@ pub enum CliError {
     /// The server stopped with an I/O error.
     #[error("the server stopped: {0}")]
     Serve(#[from] std::io::Error),
+    /// The prune job failed.
+    #[error("the prune job failed: {0}")]
+    Prune(#[from] sqlx::Error),
+    /// pg_cron could not be used.
+    #[error(transparent)]
+    PgCron(#[from] PgCronError),
     /// A token could not be signed.
     #[error("could not sign the token: {0}")]
     Token(#[from] jsonwebtoken::errors::Error),
@@ -74,6 +97,36 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Migrate => {
             prepare_database(&config).await?;
             tracing::info!("the database is migrated");
+        }
+        Command::Prune {
+            older_than,
+            install_pg_cron,
+            schedule,
+            uninstall_pg_cron,
+        } => {
+            let pool = connect(&config).await?;
+            let older_than = to_delta(older_than.unwrap_or(config.prune_after));
+            let max_devices = config.max_devices.get();
+            if install_pg_cron {
+                let job =
+                    store::install_pg_cron_job(&pool, &schedule, older_than, max_devices).await?;
+                println!("pg_cron job {PG_CRON_JOB} (id {job}) runs on \"{schedule}\"");
+            } else if uninstall_pg_cron {
+                let removed = store::uninstall_pg_cron_job(&pool).await?;
+                println!(
+                    "pg_cron job {PG_CRON_JOB} {}",
+                    if removed {
+                        "removed"
+                    } else {
+                        "was not registered"
+                    }
+                );
+            } else {
+                let removed =
+                    store::prune_stale_devices(&pool, older_than, Some(max_devices), Utc::now())
+                        .await?;
+                println!("removed {removed} stale device entries");
+            }
         }
         Command::Token { user_id, ttl, dev } => {
             let secret = jwt_secret(&config, dev)?.ok_or(StartupError::MissingJwtSecret)?;

@@ -167,7 +167,8 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
     }
 }
 
-fn to_delta(duration: Duration) -> TimeDelta {
+/// A configured duration as a signed delta, saturating (settings are capped far below the limit).
+pub fn to_delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
 }
 

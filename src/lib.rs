@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod jobs;
 pub mod presence;
 pub mod rate_limit;
 pub mod routes;

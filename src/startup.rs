@@ -16,8 +16,9 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::TokenVerifier;
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, to_delta};
 use crate::error::ApiError;
+use crate::jobs::PruneSchedule;
 use crate::presence::Thresholds;
 use crate::rate_limit::UserRateLimiter;
 use crate::{routes, store};
@@ -80,7 +81,7 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
-    housekeeping: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Application {
@@ -121,7 +122,17 @@ impl Application {
             put_limiter: UserRateLimiter::new(config.put_burst, config.put_per_second),
         });
         let verifier = web::Data::new(TokenVerifier::new(secret));
-        let housekeeping = tokio::spawn(sweep_rate_limiter(state.clone()));
+        let mut background = vec![tokio::spawn(sweep_rate_limiter(state.clone()))];
+        if !config.prune_every.is_zero() {
+            let schedule = PruneSchedule {
+                pool: state.pool.clone(),
+                clock: state.clock.clone(),
+                every: config.prune_every,
+                older_than: to_delta(config.prune_after),
+                max_devices: config.max_devices.get(),
+            };
+            background.push(tokio::spawn(schedule.run_forever()));
+        }
 
         let server = HttpServer::new(move || {
             App::new()
@@ -149,7 +160,7 @@ impl Application {
         Ok(Self {
             port,
             server,
-            housekeeping,
+            background,
         })
     }
 
@@ -161,7 +172,9 @@ impl Application {
     /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
-        self.housekeeping.abort();
+        for task in self.background {
+            task.abort();
+        }
         result
     }
 }
@@ -173,10 +186,20 @@ pub fn pool_options() -> PgPoolOptions {
         .acquire_timeout(ACQUIRE_TIMEOUT)
 }
 
-/// Creates the database if it is missing, connects, and applies the migrations.
+/// Connects to the configured database, which must exist.
+pub async fn connect(config: &Config) -> Result<PgPool, StartupError> {
+    let options = PgConnectOptions::from_str(config.database_url.expose_secret())
+        .map_err(StartupError::DatabaseUrl)?;
+    pool_options()
+        .connect_with(options)
+        .await
+        .map_err(StartupError::Database)
+}
+
+/// Creates the database if it is missing, connects, applies the migrations and the `sql/` functions.
 pub async fn prepare_database(config: &Config) -> Result<PgPool, StartupError> {
     let url = config.database_url.expose_secret();
-    let options = PgConnectOptions::from_str(url).map_err(StartupError::DatabaseUrl)?;
+    PgConnectOptions::from_str(url).map_err(StartupError::DatabaseUrl)?;
     if !Postgres::database_exists(url)
         .await
         .map_err(StartupError::Database)?
@@ -189,14 +212,14 @@ pub async fn prepare_database(config: &Config) -> Result<PgPool, StartupError> {
             }
         }
     }
-    let pool = pool_options()
-        .connect_with(options)
-        .await
-        .map_err(StartupError::Database)?;
+    let pool = connect(config).await?;
     store::MIGRATOR
         .run(&pool)
         .await
         .map_err(StartupError::Migrate)?;
+    store::install_sql_functions(&pool)
+        .await
+        .map_err(StartupError::Database)?;
     Ok(pool)
 }
 

@@ -1,7 +1,11 @@
 //! Every SQL statement of the service; functions take any executor (pool, connection, transaction).
 
+mod jobs;
+mod pg_cron;
 mod status;
 
+pub use jobs::{claim_job_run, install_sql_functions, prune_stale_devices, try_job_lock};
+pub use pg_cron::{PG_CRON_JOB, PgCronError, install_pg_cron_job, uninstall_pg_cron_job};
 pub use status::{apply_ping, fetch_status, remove_device};
 
 /// The migrations in `migrations/`, embedded in the binary.

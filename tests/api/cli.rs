@@ -129,6 +129,12 @@ async fn migrate_creates_the_database_when_missing() {
         .await
         .expect("the table exists");
     assert_eq!(rows, 0);
+    let functions: i64 =
+        sqlx::query_scalar("select count(*) from pg_proc where proname = 'prune_stale_devices'")
+            .fetch_one(&mut connection)
+            .await
+            .expect("reads pg_proc");
+    assert_eq!(functions, 1, "the sql/ functions are applied too");
     connection.close().await.expect("closes");
     let again = run(presence()
         .arg("migrate")

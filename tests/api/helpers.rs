@@ -34,7 +34,7 @@ pub fn new_user() -> UserId {
     UserId::from(Uuid::new_v4())
 }
 
-/// Starts the app with test settings: default thresholds, a generous rate limit.
+/// Starts the app with test settings: default thresholds, a generous rate limit, no prune schedule.
 pub async fn spawn_app(pool: PgPool) -> TestApp {
     spawn_app_with(pool, &[]).await
 }
@@ -55,6 +55,7 @@ pub async fn spawn_app_on_clock(
         ("PRESENCE_JWT_SECRET", TEST_SECRET),
         ("PRESENCE_PUT_BURST", "10000"),
         ("PRESENCE_PUT_PER_SECOND", "10000"),
+        ("PRESENCE_PRUNE_EVERY", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -65,6 +66,9 @@ pub async fn spawn_app_on_clock(
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
     let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("valid test config");
+    presence::store::install_sql_functions(&pool)
+        .await
+        .expect("the sql/ functions apply");
     let application = Application::build_with_pool(&config, pool.clone(), Arc::new(clock.clone()))
         .expect("the app builds");
     let address = format!("http://127.0.0.1:{}", application.port());

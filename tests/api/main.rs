@@ -7,6 +7,8 @@ mod devices;
 mod errors;
 mod health;
 mod helpers;
+mod pg_cron;
 mod ping;
+mod prune;
 mod rate_limit;
 mod status_rules;

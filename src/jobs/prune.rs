@@ -1,0 +1,74 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use sqlx::PgPool;
+use tokio::time::MissedTickBehavior;
+
+use crate::clock::Clock;
+use crate::store;
+
+/// The prune job's name in `job_runs`.
+pub const PRUNE_JOB: &str = "prune_stale_devices";
+
+/// The advisory lock the built-in schedule takes, so one instance prunes at a time.
+const PRUNE_LOCK: i64 = 0x7072_6573_656e_6302;
+
+/// What the built-in schedule runs, and how often.
+#[derive(Clone)]
+pub struct PruneSchedule {
+    /// The database.
+    pub pool: PgPool,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+    /// How often to run; every instance ticks, one per period does the work.
+    pub every: Duration,
+    /// Device entries whose last ping is older than this are removed.
+    pub older_than: TimeDelta,
+    /// The devices a user keeps at most.
+    pub max_devices: u32,
+}
+
+impl PruneSchedule {
+    /// Runs the job every period until the task is dropped; failures are logged and retried next period.
+    pub async fn run_forever(self) {
+        let mut ticker = tokio::time::interval(self.every);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match run_scheduled_prune(&self).await {
+                Ok(Some(removed)) => tracing::info!(removed, "pruned stale devices"),
+                Ok(None) => tracing::debug!("another instance ran the prune job this period"),
+                Err(error) => {
+                    tracing::warn!(%error, "the prune job failed; it runs again next period");
+                }
+            }
+        }
+    }
+}
+
+/// One tick of the schedule: prunes unless another instance already did this period.
+///
+/// Returns the number of entries removed, or `None` when this instance left
+/// the period to another. The advisory lock keeps two runs from overlapping;
+/// the `job_runs` claim keeps a period from running twice. A tenth of the
+/// period is allowed for timer jitter between instances.
+pub async fn run_scheduled_prune(schedule: &PruneSchedule) -> Result<Option<u64>, sqlx::Error> {
+    let mut transaction = schedule.pool.begin().await?;
+    if !store::try_job_lock(&mut *transaction, PRUNE_LOCK).await? {
+        return Ok(None);
+    }
+    let period = schedule.every.mul_f64(0.9);
+    if !store::claim_job_run(&mut *transaction, PRUNE_JOB, period).await? {
+        return Ok(None);
+    }
+    let removed = store::prune_stale_devices(
+        &mut *transaction,
+        schedule.older_than,
+        Some(schedule.max_devices),
+        schedule.clock.now(),
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(Some(removed))
+}

@@ -1,0 +1,81 @@
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::postgres::types::PgInterval;
+use sqlx::{PgExecutor, PgPool};
+
+/// The SQL functions in `sql/`, applied after the migrations.
+const SQL_FUNCTIONS: &str = include_str!("../../sql/prune_stale_devices.sql");
+
+/// The advisory lock held while `sql/` is applied, so instances starting together do not collide.
+const SQL_FUNCTIONS_LOCK: i64 = 0x7072_6573_656e_6301;
+
+/// Applies the SQL functions in `sql/` (idempotent `create or replace`).
+pub async fn install_sql_functions(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query!(
+        r#"select true as "locked!" from pg_advisory_xact_lock($1)"#,
+        SQL_FUNCTIONS_LOCK
+    )
+    .fetch_one(&mut *transaction)
+    .await?;
+    sqlx::raw_sql(SQL_FUNCTIONS)
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await
+}
+
+/// Runs the prune job once (see `sql/prune_stale_devices.sql`); returns how many entries it removed.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn prune_stale_devices(
+    executor: impl PgExecutor<'_>,
+    older_than: TimeDelta,
+    max_devices: Option<u32>,
+    at: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let older_than = PgInterval::try_from(older_than).map_err(sqlx::Error::Encode)?;
+    let max_devices = max_devices.map(|max| i32::try_from(max).unwrap_or(i32::MAX));
+    let removed = sqlx::query_scalar!(
+        r#"select prune_stale_devices($1, $2, $3) as "removed!""#,
+        older_than,
+        max_devices,
+        at,
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(u64::try_from(removed).unwrap_or_default())
+}
+
+/// Tries the transaction-scoped advisory lock `key`; `false` if another session holds it.
+pub async fn try_job_lock(executor: impl PgExecutor<'_>, key: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(r#"select pg_try_advisory_xact_lock($1) as "locked!""#, key)
+        .fetch_one(executor)
+        .await
+}
+
+/// Claims this period's run of `job`: `true` unless it already ran less than `period` ago.
+///
+/// The claim is one upsert on the job's row, so of several instances asking
+/// at once exactly one gets it; it commits or rolls back with the job's work.
+pub async fn claim_job_run(
+    executor: impl PgExecutor<'_>,
+    job: &str,
+    period: Duration,
+) -> Result<bool, sqlx::Error> {
+    let period = PgInterval::try_from(period).map_err(sqlx::Error::Encode)?;
+    let claimed = sqlx::query_scalar!(
+        r#"
+        insert into job_runs as r (job, last_run_at)
+        values ($1, now())
+        on conflict (job) do update
+            set last_run_at = excluded.last_run_at, runs = r.runs + 1, updated_at = now()
+            where r.last_run_at <= excluded.last_run_at - $2::interval
+        returning true as "claimed!"
+        "#,
+        job,
+        period,
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(claimed.is_some())
+}

@@ -1,0 +1,281 @@
+//! The prune job: the SQL function, the built-in schedule, the CLI and pg_cron.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use futures::future::join_all;
+use presence::clock::{Clock, ManualClock};
+use presence::domain::{DeviceId, Ping, SettingChange};
+use presence::jobs::{PruneSchedule, run_scheduled_prune};
+use presence::store;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{new_user, spawn_app, spawn_app_on_clock, start_time};
+
+fn device_ids(me: &Value) -> Vec<String> {
+    me["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .map(|device| device["deviceId"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+async fn all_rows(pool: &PgPool) -> Vec<(String, Value)> {
+    sqlx::query_as::<_, (String, Value)>(
+        "select user_id::text, to_jsonb(s) - 'devices' - 'updated_at' - 'oldest_ping_minute' - 'device_count'
+         from user_status s order by user_id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("rows")
+}
+
+#[sqlx::test]
+async fn the_function_removes_stale_entries_only_and_counts_them(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (alice, bob, carol) = (new_user(), new_user(), new_user());
+    app.ping_ok(
+        alice,
+        json!({"deviceId": "old-phone", "platform": "mobile", "statusMessage": "Hi"}),
+    )
+    .await;
+    app.ping_ok(
+        bob,
+        json!({"deviceId": "old-tab", "manualStatus": "dnd", "invisible": true}),
+    )
+    .await;
+    app.advance(TimeDelta::minutes(4));
+    app.ping_ok(alice, json!({"deviceId": "laptop", "active": false}))
+        .await;
+    app.ping_ok(carol, json!({"deviceId": "tab"})).await;
+    app.advance(TimeDelta::minutes(2));
+    let before = all_rows(&app.pool).await;
+
+    let removed =
+        store::prune_stale_devices(&app.pool, TimeDelta::minutes(5), None, app.clock.now())
+            .await
+            .expect("prunes");
+    assert_eq!(removed, 2, "alice's old phone and bob's old tab");
+    assert_eq!(device_ids(&app.status_of(alice, alice).await), ["laptop"]);
+    assert_eq!(
+        device_ids(&app.status_of(bob, bob).await),
+        Vec::<String>::new()
+    );
+    assert_eq!(device_ids(&app.status_of(carol, carol).await), ["tab"]);
+    assert_eq!(
+        all_rows(&app.pool).await,
+        before,
+        "last_seen, settings and the rest are untouched"
+    );
+
+    let again = store::prune_stale_devices(&app.pool, TimeDelta::minutes(5), None, app.clock.now())
+        .await
+        .expect("prunes");
+    assert_eq!(again, 0, "a second run finds nothing");
+}
+
+#[sqlx::test]
+async fn the_function_enforces_a_lowered_device_limit(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let user = new_user();
+    for device in ["a", "b", "c", "d", "e"] {
+        app.ping_ok(user, json!({"deviceId": device})).await;
+        app.advance(TimeDelta::seconds(1));
+    }
+    let removed =
+        store::prune_stale_devices(&app.pool, TimeDelta::minutes(5), Some(2), app.clock.now())
+            .await
+            .expect("prunes");
+    assert_eq!(removed, 3);
+    assert_eq!(
+        device_ids(&app.status_of(user, user).await),
+        ["e", "d"],
+        "the two most recently seen stay"
+    );
+}
+
+#[sqlx::test]
+async fn a_ping_racing_the_prune_job_is_never_lost(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let users: Vec<_> = (0..20).map(|_| new_user()).collect();
+    for user in &users {
+        app.ping_ok(*user, json!({"deviceId": "old"})).await;
+    }
+    app.advance(TimeDelta::minutes(10));
+    let at = app.clock.now();
+    let pings = users
+        .iter()
+        .map(|user| app.ping(*user, json!({"deviceId": "new"})));
+    let prune = store::prune_stale_devices(&app.pool, TimeDelta::minutes(5), None, at);
+    let (responses, removed) = tokio::join!(join_all(pings), prune);
+    assert!(responses.iter().all(|response| response.status() == 200));
+    assert_eq!(removed.expect("prunes"), 20);
+    for user in &users {
+        assert_eq!(device_ids(&app.status_of(*user, *user).await), ["new"]);
+    }
+}
+
+#[sqlx::test]
+async fn of_two_instances_ticking_together_one_runs_the_period(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let user = new_user();
+    app.ping_ok(user, json!({"deviceId": "old"})).await;
+    app.advance(TimeDelta::minutes(10));
+    let schedule = PruneSchedule {
+        pool: app.pool.clone(),
+        clock: Arc::new(app.clock.clone()),
+        every: Duration::from_secs(60),
+        older_than: TimeDelta::minutes(5),
+        max_devices: 10,
+    };
+    let (first, second) = tokio::join!(
+        run_scheduled_prune(&schedule),
+        run_scheduled_prune(&schedule)
+    );
+    let mut outcomes = [first.expect("runs"), second.expect("runs")];
+    outcomes.sort();
+    assert_eq!(outcomes, [None, Some(1)], "exactly one instance pruned");
+    assert_eq!(
+        run_scheduled_prune(&schedule).await.expect("runs"),
+        None,
+        "the period is taken"
+    );
+}
+
+#[sqlx::test]
+async fn the_built_in_schedule_runs_once_per_period_across_instances(pool: PgPool) {
+    let clock = ManualClock::starting_at(start_time());
+    let overrides = [
+        ("PRESENCE_PRUNE_EVERY", "100ms"),
+        ("PRESENCE_PRUNE_AFTER", "5m"),
+    ];
+    let first = spawn_app_on_clock(pool.clone(), &overrides, clock.clone()).await;
+    let user = new_user();
+    first.ping_ok(user, json!({"deviceId": "old"})).await;
+    let second = spawn_app_on_clock(pool.clone(), &overrides, clock.clone()).await;
+    let started = std::time::Instant::now();
+    clock.advance(TimeDelta::minutes(6));
+
+    let mut pruned = false;
+    for _ in 0..100 {
+        if device_ids(&second.status_of(user, user).await).is_empty() {
+            pruned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pruned, "the schedule removed the stale device");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let runs: i64 =
+        sqlx::query_scalar("select runs from job_runs where job = 'prune_stale_devices'")
+            .fetch_one(&pool)
+            .await
+            .expect("the job recorded its runs");
+    let periods = started.elapsed().as_secs_f64() / 0.09;
+    assert!(
+        (runs as f64) <= periods + 2.0,
+        "{runs} runs in {periods:.1} periods: two instances would double it"
+    );
+}
+
+fn presence() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_presence"));
+    command
+        .current_dir(std::env::temp_dir())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    command
+}
+
+fn database_url_of(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let (base, _) = server.rsplit_once('/').expect("a database name");
+    format!("{base}/{}", options.get_database().expect("a database"))
+}
+
+#[sqlx::test]
+async fn presence_prune_prints_the_count_for_cron(pool: PgPool) {
+    presence::store::install_sql_functions(&pool)
+        .await
+        .expect("functions");
+    let user = new_user();
+    let stale = Ping {
+        device_id: DeviceId::parse("old").expect("id"),
+        platform: None,
+        active: true,
+        manual_status: SettingChange::Keep,
+        invisible: None,
+        status_message: SettingChange::Keep,
+    };
+    let fresh = Ping {
+        device_id: DeviceId::parse("new").expect("id"),
+        ..stale.clone()
+    };
+    let now = Utc::now();
+    store::apply_ping(&pool, user, &stale, now - TimeDelta::minutes(10), 10)
+        .await
+        .expect("ping");
+    store::apply_ping(&pool, user, &fresh, now, 10)
+        .await
+        .expect("ping");
+
+    let url = database_url_of(&pool);
+    let output = presence()
+        .args(["prune", "--older-than", "5m"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "removed 1 stale device entries"
+    );
+
+    let again = presence()
+        .args(["prune"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("runs");
+    assert!(again.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "removed 0 stale device entries"
+    );
+}
+
+#[test]
+fn presence_prune_fails_clearly_when_the_database_is_unreachable() {
+    let output = presence()
+        .arg("prune")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/presence")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("could not reach"), "{stderr}");
+}
+
+#[sqlx::test]
+async fn installing_pg_cron_where_it_is_missing_says_what_to_do(pool: PgPool) {
+    let output = presence()
+        .args(["prune", "--install-pg-cron"])
+        .env("DATABASE_URL", database_url_of(&pool))
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("pg_cron") && stderr.contains("shared_preload_libraries"),
+        "{stderr}"
+    );
+}
