@@ -34,6 +34,8 @@ pub struct Config {
     pub max_devices: NonZeroU32,
     /// How long a status read may be served from the in-process cache; zero disables it.
     pub cache_ttl: Duration,
+    /// How many users' rows the read cache holds at most.
+    pub cache_capacity: NonZeroU32,
     /// How long a timestamp-only ping may be held back before it is written.
     pub write_coalesce: Duration,
 }
@@ -112,6 +114,7 @@ impl Config {
             put_per_second,
             max_devices,
             cache_ttl: vars.duration("PRESENCE_CACHE_TTL", "1s")?,
+            cache_capacity: vars.count("PRESENCE_CACHE_CAPACITY", "100000")?,
             write_coalesce: vars.duration("PRESENCE_WRITE_COALESCE", "5s")?,
         })
     }
@@ -199,6 +202,7 @@ mod tests {
         assert!((config.put_per_second - 2.0).abs() < f64::EPSILON);
         assert_eq!(config.max_devices.get(), 10);
         assert_eq!(config.cache_ttl, Duration::from_secs(1));
+        assert_eq!(config.cache_capacity.get(), 100_000);
         assert_eq!(config.write_coalesce, Duration::from_secs(5));
         assert!(config.jwt_secret.is_none());
         assert_eq!(config.ping_interval_seconds(), 30);

@@ -15,5 +15,6 @@ pub mod presence;
 pub mod rate_limit;
 pub mod routes;
 pub mod startup;
+pub mod statuses;
 pub mod store;
 pub mod telemetry;

@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::jobs::PruneSchedule;
 use crate::presence::Thresholds;
 use crate::rate_limit::UserRateLimiter;
+use crate::statuses::{Statuses, StatusesConfig};
 use crate::{routes, store};
 
 /// The largest body `PUT /api/status` accepts.
@@ -34,14 +35,12 @@ const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// What every handler shares.
 pub struct AppState {
-    /// The database.
-    pub pool: PgPool,
+    /// Reads and writes of statuses, through the cache and the coalescer.
+    pub statuses: Statuses,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
     /// The status thresholds.
     pub thresholds: Thresholds,
-    /// The most devices a user keeps.
-    pub max_devices: u32,
     /// How often clients should heartbeat, returned by each ping.
     pub ping_interval_seconds: u64,
     /// The per-user limit on `PUT /api/status`.
@@ -81,6 +80,7 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    state: web::Data<AppState>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -113,19 +113,34 @@ impl Application {
             })?
             .port();
 
+        let statuses = Statuses::new(
+            pool.clone(),
+            StatusesConfig {
+                cache_ttl: config.cache_ttl,
+                cache_capacity: u64::from(config.cache_capacity.get()),
+                write_coalesce: config.write_coalesce,
+                max_devices: config.max_devices.get(),
+            },
+        );
         let state = web::Data::new(AppState {
-            pool,
+            statuses,
             clock,
             thresholds: config.thresholds,
-            max_devices: config.max_devices.get(),
             ping_interval_seconds: config.ping_interval_seconds(),
             put_limiter: UserRateLimiter::new(config.put_burst, config.put_per_second),
         });
         let verifier = web::Data::new(TokenVerifier::new(secret));
+        let state_for_shutdown = state.clone();
         let mut background = vec![tokio::spawn(sweep_rate_limiter(state.clone()))];
+        if !config.write_coalesce.is_zero() {
+            background.push(tokio::spawn(flush_held_back_pings(
+                state.clone(),
+                config.write_coalesce,
+            )));
+        }
         if !config.prune_every.is_zero() {
             let schedule = PruneSchedule {
-                pool: state.pool.clone(),
+                pool,
                 clock: state.clock.clone(),
                 every: config.prune_every,
                 older_than: to_delta(config.prune_after),
@@ -160,8 +175,14 @@ impl Application {
         Ok(Self {
             port,
             server,
+            state: state_for_shutdown,
             background,
         })
+    }
+
+    /// A handle that stops the server gracefully, as SIGTERM does.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     /// The port the server listens on (useful when it was asked for port 0).
@@ -169,11 +190,15 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
+    /// Serves until SIGTERM or SIGINT, lets in-flight requests finish, then writes held-back pings.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         for task in self.background {
             task.abort();
+        }
+        match self.state.statuses.flush().await {
+            Ok(users) => tracing::info!(users, "wrote the held-back pings"),
+            Err(error) => tracing::error!(%error, "could not write the held-back pings"),
         }
         result
     }
@@ -221,6 +246,16 @@ pub async fn prepare_database(config: &Config) -> Result<PgPool, StartupError> {
         .await
         .map_err(StartupError::Database)?;
     Ok(pool)
+}
+
+async fn flush_held_back_pings(state: web::Data<AppState>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = state.statuses.flush().await {
+            tracing::warn!(%error, "could not write the held-back pings; retrying");
+        }
+    }
 }
 
 async fn sweep_rate_limiter(state: web::Data<AppState>) {

@@ -4,7 +4,6 @@ use crate::auth::Viewer;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::startup::AppState;
-use crate::store;
 
 /// `DELETE /api/status/devices/{deviceId}`: signs one of the caller's devices out at once.
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
@@ -14,7 +13,7 @@ pub async fn delete_device(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let device = DeviceId::parse(&path).map_err(ApiError::InvalidDeviceId)?;
-    if store::remove_device(&state.pool, viewer, &device).await? {
+    if state.statuses.remove_device(viewer, &device).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!(

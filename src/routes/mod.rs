@@ -1,5 +1,6 @@
 //! Thin HTTP handlers: extract, parse, call the store and the rules, shape the response.
 
+mod conditional;
 mod devices;
 mod health;
 mod status;
@@ -10,6 +11,9 @@ use actix_web::{HttpResponse, ResponseError, web};
 use crate::error::ApiError;
 
 pub use status_body::StatusBody;
+
+/// The largest body `POST /api/status/query` accepts.
+const QUERY_BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 /// Registers every route of the API, each answering unknown methods with `405`.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -22,6 +26,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/api/status")
                 .route(web::put().to(status::put_status))
+                .route(web::get().to(status::get_statuses))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/status/query")
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(QUERY_BODY_LIMIT_BYTES)
+                        .error_handler(ApiError::from_json_error),
+                )
+                .route(web::post().to(status::query_statuses))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

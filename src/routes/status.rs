@@ -1,13 +1,19 @@
 use actix_web::http::header::{CacheControl, CacheDirective};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
 
 use super::StatusBody;
+use super::conditional::conditional_json;
 use crate::auth::Viewer;
 use crate::domain::{PingBody, UserId};
 use crate::error::ApiError;
-use crate::presence::calculate_effective_status;
+use crate::presence::{EffectiveStatus, calculate_effective_status};
 use crate::startup::AppState;
-use crate::store;
+
+/// The most ids `GET /api/status?ids=` takes.
+pub const MAX_IDS_IN_QUERY: usize = 100;
+/// The most ids `POST /api/status/query` takes.
+pub const MAX_IDS_IN_BODY: usize = 1000;
 
 /// `PUT /api/status`: an activity ping or heartbeat, with optional settings.
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
@@ -19,11 +25,11 @@ pub async fn put_status(
     state.put_limiter.check(viewer)?;
     let now = state.clock.now();
     let ping = body.into_inner().parse(now)?;
-    let row = store::apply_ping(&state.pool, viewer, &ping, now, state.max_devices).await?;
+    let row = state.statuses.ping(viewer, &ping, now).await?;
     let view = calculate_effective_status(viewer, Some(&row), viewer, now, &state.thresholds);
-    Ok(status_response(
-        StatusBody::new(&view).with_ping_interval(state.ping_interval_seconds),
-    ))
+    Ok(HttpResponse::Ok()
+        .insert_header(CacheControl(vec![CacheDirective::Private, CacheDirective::NoCache]))
+        .json(StatusBody::new(&view).with_ping_interval(state.ping_interval_seconds)))
 }
 
 /// `GET /api/status/{userId}`: one user's effective status as the caller is allowed to see it.
@@ -31,26 +37,98 @@ pub async fn put_status(
 pub async fn get_status(
     Viewer(viewer): Viewer,
     path: web::Path<String>,
+    request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let user = UserId::parse(&path).map_err(ApiError::InvalidUserId)?;
-    let row = store::fetch_status(&state.pool, user).await?;
-    let view = calculate_effective_status(
-        user,
-        row.as_ref(),
-        viewer,
-        state.clock.now(),
-        &state.thresholds,
-    );
-    Ok(status_response(StatusBody::new(&view)))
+    let row = state.statuses.fetch(user).await?;
+    let view = calculate_effective_status(user, row.as_deref(), viewer, state.clock.now(), &state.thresholds);
+    conditional_json(&request, &StatusBody::new(&view))
 }
 
-/// A status body that no shared cache may keep and clients must revalidate.
-fn status_response(body: StatusBody<'_>) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header(CacheControl(vec![
-            CacheDirective::Private,
-            CacheDirective::NoCache,
-        ]))
-        .json(body)
+/// The query string of `GET /api/status`.
+#[derive(Debug, Deserialize)]
+pub struct IdsQuery {
+    ids: Option<String>,
+}
+
+/// `GET /api/status?ids=a,b,c`: up to 100 users at once.
+#[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
+pub async fn get_statuses(
+    Viewer(viewer): Viewer,
+    query: web::Query<IdsQuery>,
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let ids = query
+        .ids
+        .as_deref()
+        .ok_or_else(|| ApiError::InvalidUserId("the ids query parameter is required: ?ids=<uuid>,<uuid>".to_owned()))?;
+    let requested: Vec<&str> = if ids.is_empty() { Vec::new() } else { ids.split(',').collect() };
+    let users = parse_ids(&requested, MAX_IDS_IN_QUERY, "the ids query parameter")?;
+    batch_response(&request, &state, viewer, &users).await
+}
+
+/// The body of `POST /api/status/query`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct QueryBody {
+    user_ids: Vec<String>,
+}
+
+/// `POST /api/status/query`: up to 1000 users at once.
+#[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
+pub async fn query_statuses(
+    Viewer(viewer): Viewer,
+    body: web::Json<QueryBody>,
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let requested: Vec<&str> = body.user_ids.iter().map(String::as_str).collect();
+    let users = parse_ids(&requested, MAX_IDS_IN_BODY, "userIds")?;
+    batch_response(&request, &state, viewer, &users).await
+}
+
+/// Checks the count as sent, parses every id, and keeps the first of each.
+fn parse_ids(requested: &[&str], limit: usize, field: &str) -> Result<Vec<UserId>, ApiError> {
+    if requested.len() > limit {
+        return Err(ApiError::TooManyIds(format!(
+            "{field} holds {} ids; at most {limit} are allowed",
+            requested.len()
+        )));
+    }
+    let mut users = Vec::with_capacity(requested.len());
+    for id in requested {
+        let user = UserId::parse(id).map_err(ApiError::InvalidUserId)?;
+        if !users.contains(&user) {
+            users.push(user);
+        }
+    }
+    Ok(users)
+}
+
+#[derive(Serialize)]
+struct StatusesBody<'a> {
+    statuses: Vec<StatusBody<'a>>,
+}
+
+async fn batch_response(
+    request: &HttpRequest,
+    state: &AppState,
+    viewer: UserId,
+    users: &[UserId],
+) -> Result<HttpResponse, ApiError> {
+    let rows = state.statuses.fetch_many(users).await?;
+    let now = state.clock.now();
+    let views: Vec<EffectiveStatus> = users
+        .iter()
+        .zip(&rows)
+        .map(|(user, row)| calculate_effective_status(*user, row.as_deref(), viewer, now, &state.thresholds))
+        .collect();
+    conditional_json(
+        request,
+        &StatusesBody {
+            statuses: views.iter().map(StatusBody::new).collect(),
+        },
+    )
 }

@@ -6,7 +6,9 @@ mod status;
 
 pub use jobs::{claim_job_run, install_sql_functions, prune_stale_devices, try_job_lock};
 pub use pg_cron::{PG_CRON_JOB, PgCronError, install_pg_cron_job, uninstall_pg_cron_job};
-pub use status::{apply_ping, fetch_status, remove_device};
+pub use status::{
+    PendingPings, apply_pending_pings, apply_ping, fetch_status, fetch_statuses, remove_device,
+};
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

@@ -21,6 +21,9 @@ struct StatusRecord {
 
 impl From<StatusRecord> for StoredStatus {
     fn from(record: StatusRecord) -> Self {
+        let mut devices = record.devices.0;
+        // The stored order can lag behind coalesced pings; readers get it exact.
+        devices.sort_by(|a, b| b.last_ping.cmp(&a.last_ping));
         Self {
             user_id: UserId::from(record.user_id),
             manual_status: record.manual_status,
@@ -30,7 +33,7 @@ impl From<StatusRecord> for StoredStatus {
             last_seen: record.last_seen,
             status_message: record.status_message,
             status_message_until: record.status_message_until,
-            devices: record.devices.0,
+            devices,
         }
     }
 }
@@ -55,6 +58,95 @@ pub async fn fetch_status(
     .fetch_optional(executor)
     .await?;
     Ok(record.map(StoredStatus::from))
+}
+
+/// The stored presence of every user in `users` that has a row, in one round trip.
+#[tracing::instrument(level = "debug", skip_all, fields(users = users.len()))]
+pub async fn fetch_statuses(
+    executor: impl PgExecutor<'_>,
+    users: &[UserId],
+) -> Result<Vec<StoredStatus>, sqlx::Error> {
+    let ids: Vec<Uuid> = users.iter().map(UserId::as_uuid).collect();
+    let records = sqlx::query_as!(
+        StatusRecord,
+        r#"
+        select user_id, manual_status as "manual_status: ManualStatus", manual_status_until,
+               invisible, last_seen_before_invisible, last_seen, status_message,
+               status_message_until, devices as "devices: Json<Vec<StoredDevice>>"
+        from user_status
+        where user_id = any($1)
+        "#,
+        &ids,
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(records.into_iter().map(StoredStatus::from).collect())
+}
+
+/// Timestamps of pings answered without a write, to be written later in one batch.
+#[derive(Debug, Default)]
+pub struct PendingPings {
+    /// The user of each ping.
+    pub users: Vec<Uuid>,
+    /// The device of each ping.
+    pub devices: Vec<String>,
+    /// The latest ping of that device.
+    pub last_pings: Vec<DateTime<Utc>>,
+    /// The latest activity of that device, if any ping was one.
+    pub last_actives: Vec<Option<DateTime<Utc>>>,
+}
+
+/// Writes held-back ping timestamps of many users in one statement; returns the new rows.
+///
+/// Timestamps only move forward (`greatest`), and a device removed meanwhile
+/// stays removed: only entries still in the list are touched.
+#[tracing::instrument(level = "debug", skip_all, fields(pings = pending.users.len()))]
+pub async fn apply_pending_pings(
+    executor: impl PgExecutor<'_>,
+    pending: &PendingPings,
+) -> Result<Vec<StoredStatus>, sqlx::Error> {
+    let records = sqlx::query_as!(
+        StatusRecord,
+        r#"
+        with pings as (
+            select p.user_id,
+                   jsonb_object_agg(p.device_id, jsonb_build_object(
+                       'lastPing', p.last_ping, 'lastActive', p.last_active)) as devices,
+                   max(p.last_active) as last_active
+            from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+                as p(user_id, device_id, last_ping, last_active)
+            group by p.user_id
+        )
+        update user_status as s
+        set devices = (
+                select coalesce(jsonb_agg(
+                    case when pings.devices ? (e.device ->> 'id') then
+                        e.device || jsonb_build_object(
+                            'lastPing', greatest(
+                                (e.device ->> 'lastPing')::timestamptz,
+                                (pings.devices -> (e.device ->> 'id') ->> 'lastPing')::timestamptz),
+                            'lastActive', greatest(
+                                (e.device ->> 'lastActive')::timestamptz,
+                                (pings.devices -> (e.device ->> 'id') ->> 'lastActive')::timestamptz))
+                    else e.device end
+                    order by e.position), '[]'::jsonb)
+                from jsonb_array_elements(s.devices) with ordinality as e(device, position)),
+            last_seen = greatest(s.last_seen, pings.last_active),
+            updated_at = now()
+        from pings
+        where s.user_id = pings.user_id
+        returning s.user_id, s.manual_status as "manual_status: ManualStatus", s.manual_status_until,
+                  s.invisible, s.last_seen_before_invisible, s.last_seen, s.status_message,
+                  s.status_message_until, s.devices as "devices!: Json<Vec<StoredDevice>>"
+        "#,
+        &pending.users,
+        &pending.devices,
+        &pending.last_pings,
+        &pending.last_actives as &[Option<DateTime<Utc>>],
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(records.into_iter().map(StoredStatus::from).collect())
 }
 
 /// Records a ping at `now` and applies its settings, in one atomic upsert; returns the new row.

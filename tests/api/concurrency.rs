@@ -54,8 +54,9 @@ async fn parallel_pings_from_many_devices_lose_no_device_and_no_field(pool: PgPo
 #[sqlx::test]
 async fn two_instances_on_one_database_share_every_write(pool: PgPool) {
     let clock = ManualClock::starting_at(start_time());
-    let first = spawn_app_on_clock(pool.clone(), &[], clock.clone()).await;
-    let second = spawn_app_on_clock(pool, &[], clock.clone()).await;
+    let no_cache = [("PRESENCE_CACHE_TTL", "0")];
+    let first = spawn_app_on_clock(pool.clone(), &no_cache, clock.clone()).await;
+    let second = spawn_app_on_clock(pool, &no_cache, clock.clone()).await;
     let (user, viewer) = (new_user(), new_user());
 
     let pings = (0..20).map(|n| {
@@ -82,5 +83,32 @@ async fn two_instances_on_one_database_share_every_write(pool: PgPool) {
     clock.advance(TimeDelta::seconds(60));
     for app in [&first, &second] {
         assert_eq!(app.status_of(viewer, user).await["status"], "offline");
+    }
+}
+
+#[sqlx::test]
+async fn another_instance_sees_a_write_within_the_cache_ttl(pool: PgPool) {
+    let clock = ManualClock::starting_at(start_time());
+    let short_cache = [("PRESENCE_CACHE_TTL", "150ms")];
+    let writer = spawn_app_on_clock(pool.clone(), &short_cache, clock.clone()).await;
+    let reader = spawn_app_on_clock(pool, &short_cache, clock.clone()).await;
+    let (user, viewer) = (new_user(), new_user());
+    writer.ping_ok(user, json!({"statusMessage": "Before"})).await;
+    assert_eq!(reader.status_of(viewer, user).await["statusMessage"], "Before");
+
+    writer.ping_ok(user, json!({"statusMessage": "After"})).await;
+    assert_eq!(
+        writer.status_of(viewer, user).await["statusMessage"],
+        "After",
+        "the instance that took the write shows it at once"
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let seen = reader.status_of(viewer, user).await;
+        if seen["statusMessage"] == "After" {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_millis(150), "stale past the TTL: {seen}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

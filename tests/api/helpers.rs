@@ -143,23 +143,23 @@ impl TestApp {
     }
 
     /// A request with any method, path, headers and raw body, for error cases.
-    pub async fn raw(
+    ///
+    /// Built at once, so the future borrows none of the arguments.
+    pub fn raw(
         &self,
         method: reqwest::Method,
         path: &str,
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
-    ) -> Response {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.address));
+    ) -> impl Future<Output = Response> + use<> {
+        let mut request = self.client.request(method, format!("{}{path}", self.address));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         if let Some(body) = body {
             request = request.body(body);
         }
-        request.send().await.expect("request sent")
+        async move { request.send().await.expect("request sent") }
     }
 }
 

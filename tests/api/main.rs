@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod pg_cron;
 mod ping;
+mod polling;
 mod prune;
 mod rate_limit;
 mod status_rules;

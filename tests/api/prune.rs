@@ -13,7 +13,7 @@ use presence::store;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{new_user, spawn_app, spawn_app_on_clock, start_time};
+use crate::helpers::{new_user, spawn_app, spawn_app_on_clock, spawn_app_with, start_time};
 
 fn device_ids(me: &Value) -> Vec<String> {
     me["devices"]
@@ -36,7 +36,7 @@ async fn all_rows(pool: &PgPool) -> Vec<(String, Value)> {
 
 #[sqlx::test]
 async fn the_function_removes_stale_entries_only_and_counts_them(pool: PgPool) {
-    let app = spawn_app(pool).await;
+    let app = spawn_app_with(pool, &[("PRESENCE_CACHE_TTL", "0")]).await;
     let (alice, bob, carol) = (new_user(), new_user(), new_user());
     app.ping_ok(
         alice,
@@ -80,7 +80,7 @@ async fn the_function_removes_stale_entries_only_and_counts_them(pool: PgPool) {
 
 #[sqlx::test]
 async fn the_function_enforces_a_lowered_device_limit(pool: PgPool) {
-    let app = spawn_app(pool).await;
+    let app = spawn_app_with(pool, &[("PRESENCE_CACHE_TTL", "0")]).await;
     let user = new_user();
     for device in ["a", "b", "c", "d", "e"] {
         app.ping_ok(user, json!({"deviceId": device})).await;
@@ -100,7 +100,7 @@ async fn the_function_enforces_a_lowered_device_limit(pool: PgPool) {
 
 #[sqlx::test]
 async fn a_ping_racing_the_prune_job_is_never_lost(pool: PgPool) {
-    let app = spawn_app(pool).await;
+    let app = spawn_app_with(pool, &[("PRESENCE_CACHE_TTL", "0")]).await;
     let users: Vec<_> = (0..20).map(|_| new_user()).collect();
     for user in &users {
         app.ping_ok(*user, json!({"deviceId": "old"})).await;

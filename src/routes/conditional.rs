@@ -1,0 +1,48 @@
+use std::hash::{DefaultHasher, Hasher};
+
+use actix_web::http::header::{self, CacheControl, CacheDirective, ETag, EntityTag, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+/// A JSON response for polling: an `ETag` over the exact body this viewer gets,
+/// `304` when `If-None-Match` already names it, and `Cache-Control: private, no-cache`.
+///
+/// The tag is a hash of the body bytes, so it changes exactly when the body
+/// does, including when time alone moves a status (the body's `status` and
+/// `nextChangeAt` change), and it can reveal nothing the body would not.
+pub fn conditional_json<T: Serialize>(request: &HttpRequest, body: &T) -> Result<HttpResponse, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(|error| ApiError::Internal(Box::new(error)))?;
+    let mut hasher = DefaultHasher::new();
+    hasher.write(&bytes);
+    let tag = EntityTag::new_strong(format!("{:016x}", hasher.finish()));
+    let cache_control = CacheControl(vec![CacheDirective::Private, CacheDirective::NoCache]);
+    if already_has(request, &tag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header(ETag(tag))
+            .insert_header(cache_control)
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(ETag(tag))
+        .insert_header(cache_control)
+        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .body(bytes))
+}
+
+/// Whether `If-None-Match` lists `tag` (weakly compared, as RFC 9110 asks) or is `*`.
+fn already_has(request: &HttpRequest, tag: &EntityTag) -> bool {
+    request
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|candidate| {
+            candidate == "*"
+                || candidate
+                    .parse::<EntityTag>()
+                    .is_ok_and(|candidate| candidate.weak_eq(tag))
+        })
+}
