@@ -209,6 +209,9 @@ pub fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // A broken connection fails its query and is replaced; checking every
+        // connection with a round trip before each use would double the cost of a read.
+        .test_before_acquire(false)
 }
 
 /// Connects to the configured database, which must exist.

@@ -14,6 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use dashmap::DashMap;
 use moka::sync::Cache;
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::domain::{DeviceId, Ping, UserId};
 use crate::presence::StoredStatus;
@@ -38,6 +39,10 @@ pub struct StatusesConfig {
 /// Reads and writes of user statuses, through the read cache and the ping coalescer.
 pub struct Statuses {
     pool: PgPool,
+    /// Connections for the flush, opened from the task that runs it: the
+    /// request pool's connections belong to the HTTP workers, which are gone
+    /// by the time the last flush runs at shutdown.
+    flush_pool: PgPool,
     max_devices: u32,
     cache: Option<Cache<UserId, Row>>,
     coalescer: Option<Coalescer>,
@@ -46,24 +51,25 @@ pub struct Statuses {
 impl Statuses {
     /// The read path over `pool`, tuned by `config`.
     pub fn new(pool: PgPool, config: StatusesConfig) -> Self {
+        let flush_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(PgConnectOptions::clone(&pool.connect_options()));
         let cache = (!config.cache_ttl.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(config.cache_capacity)
                 .time_to_live(config.cache_ttl)
                 .build()
         });
-        let coalescer = (!config.write_coalesce.is_zero()).then(|| Coalescer::new(config.write_coalesce));
+        let coalescer =
+            (!config.write_coalesce.is_zero()).then(|| Coalescer::new(config.write_coalesce));
         Self {
             pool,
+            flush_pool,
             max_devices: config.max_devices,
             cache,
             coalescer,
         }
-    }
-
-    /// The database, for what does not go through the cache.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     /// One user's row, `None` if they never pinged.
@@ -92,11 +98,12 @@ impl Statuses {
             .map(|(user, _)| *user)
             .collect();
         if !misses.is_empty() {
-            let mut found: HashMap<UserId, Arc<StoredStatus>> = store::fetch_statuses(&self.pool, &misses)
-                .await?
-                .into_iter()
-                .map(|row| (row.user_id, Arc::new(row)))
-                .collect();
+            let mut found: HashMap<UserId, Arc<StoredStatus>> =
+                store::fetch_statuses(&self.pool, &misses)
+                    .await?
+                    .into_iter()
+                    .map(|row| (row.user_id, Arc::new(row)))
+                    .collect();
             for (user, slot) in users.iter().zip(rows.iter_mut()) {
                 if slot.is_none() {
                     let row = found.remove(user);
@@ -114,8 +121,17 @@ impl Statuses {
 
     /// Records a ping: held back when it only moves timestamps written less
     /// than the window ago, else written through. Returns the user's row as it now stands.
-    pub async fn ping(&self, user: UserId, ping: &Ping, now: DateTime<Utc>) -> Result<Arc<StoredStatus>, sqlx::Error> {
-        if let Some(row) = self.coalescer.as_ref().and_then(|coalescer| coalescer.hold_back(user, ping, now)) {
+    pub async fn ping(
+        &self,
+        user: UserId,
+        ping: &Ping,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<StoredStatus>, sqlx::Error> {
+        if let Some(row) = self
+            .coalescer
+            .as_ref()
+            .and_then(|coalescer| coalescer.hold_back(user, ping, now))
+        {
             return Ok(row);
         }
         if let Some(coalescer) = &self.coalescer {
@@ -123,7 +139,9 @@ impl Statuses {
             // room is really the least recently seen one.
             if let Some(pending) = coalescer.take_user(user) {
                 let taken = vec![(user, pending)];
-                if let Err(error) = store::apply_pending_pings(&self.pool, &Coalescer::batch(&taken)).await {
+                if let Err(error) =
+                    store::apply_pending_pings(&self.pool, &Coalescer::batch(&taken)).await
+                {
                     coalescer.restore(taken);
                     return Err(error);
                 }
@@ -141,7 +159,11 @@ impl Statuses {
     }
 
     /// Signs one device out; `false` if the user has no such device.
-    pub async fn remove_device(&self, user: UserId, device: &DeviceId) -> Result<bool, sqlx::Error> {
+    pub async fn remove_device(
+        &self,
+        user: UserId,
+        device: &DeviceId,
+    ) -> Result<bool, sqlx::Error> {
         if let Some(coalescer) = &self.coalescer {
             coalescer.forget(user, device);
         }
@@ -162,7 +184,7 @@ impl Statuses {
             return Ok(0);
         }
         let batch = Coalescer::batch(&pending);
-        match store::apply_pending_pings(&self.pool, &batch).await {
+        match store::apply_pending_pings(&self.flush_pool, &batch).await {
             Ok(rows) => {
                 let written = rows.len();
                 for row in rows {
@@ -227,21 +249,34 @@ impl Coalescer {
     fn new(window: Duration) -> Self {
         Self {
             window: TimeDelta::from_std(window).unwrap_or(TimeDelta::MAX),
-            written: Cache::builder().time_to_live(window).max_capacity(1_000_000).build(),
+            written: Cache::builder()
+                .time_to_live(window)
+                .max_capacity(1_000_000)
+                .build(),
             pending: DashMap::new(),
         }
     }
 
     /// Holds the ping back if it only moves timestamps that were written less
     /// than a window ago; returns the row as the ping leaves it.
-    fn hold_back(&self, user: UserId, ping: &Ping, now: DateTime<Utc>) -> Option<Arc<StoredStatus>> {
+    fn hold_back(
+        &self,
+        user: UserId,
+        ping: &Ping,
+        now: DateTime<Utc>,
+    ) -> Option<Arc<StoredStatus>> {
         if ping.changes_settings() {
             return None;
         }
         let row = self.written.get(&user)?;
-        let device = row.devices.iter().find(|device| device.id == ping.device_id.as_str())?;
+        let device = row
+            .devices
+            .iter()
+            .find(|device| device.id == ping.device_id.as_str())?;
         let fresh = |written: DateTime<Utc>| now - written < self.window;
-        if ping.platform.is_some_and(|platform| platform != device.platform)
+        if ping
+            .platform
+            .is_some_and(|platform| platform != device.platform)
             || !fresh(device.last_ping)
             || (ping.active && !fresh(device.last_active))
         {
@@ -269,14 +304,20 @@ impl Coalescer {
     fn written(&self, user: UserId, row: &Arc<StoredStatus>, device: Option<&DeviceId>) {
         self.written.insert(user, row.clone());
         let Some(device) = device else { return };
-        let Some(stored) = row.devices.iter().find(|stored| stored.id == device.as_str()) else {
+        let Some(stored) = row
+            .devices
+            .iter()
+            .find(|stored| stored.id == device.as_str())
+        else {
             return;
         };
         if let Some(mut pings) = self.pending.get_mut(&user) {
             pings.retain(|pending| {
                 pending.device != stored.id
                     || pending.last_ping > stored.last_ping
-                    || pending.last_active.is_some_and(|active| active > stored.last_active)
+                    || pending
+                        .last_active
+                        .is_some_and(|active| active > stored.last_active)
             });
         }
         self.pending.remove_if(&user, |_, pings| pings.is_empty());
@@ -298,7 +339,11 @@ impl Coalescer {
         };
         let mut updated = StoredStatus::clone(&row);
         for pending in pings.iter() {
-            let Some(device) = updated.devices.iter_mut().find(|device| device.id == pending.device) else {
+            let Some(device) = updated
+                .devices
+                .iter_mut()
+                .find(|device| device.id == pending.device)
+            else {
                 continue;
             };
             device.last_ping = device.last_ping.max(pending.last_ping);
@@ -307,7 +352,9 @@ impl Coalescer {
                 updated.last_seen = updated.last_seen.max(Some(active));
             }
         }
-        updated.devices.sort_by(|a, b| b.last_ping.cmp(&a.last_ping));
+        updated
+            .devices
+            .sort_by(|a, b| b.last_ping.cmp(&a.last_ping));
         Arc::new(updated)
     }
 
@@ -317,7 +364,10 @@ impl Coalescer {
 
     fn take_pending(&self) -> Vec<(UserId, Vec<PendingPing>)> {
         let users: Vec<UserId> = self.pending.iter().map(|entry| *entry.key()).collect();
-        users.into_iter().filter_map(|user| self.pending.remove(&user)).collect()
+        users
+            .into_iter()
+            .filter_map(|user| self.pending.remove(&user))
+            .collect()
     }
 
     /// Puts back pings a failed flush could not write, keeping the latest timestamps.
@@ -325,7 +375,10 @@ impl Coalescer {
         for (user, pings) in taken {
             let mut current = self.pending.entry(user).or_default();
             for ping in pings {
-                match current.iter_mut().find(|pending| pending.device == ping.device) {
+                match current
+                    .iter_mut()
+                    .find(|pending| pending.device == ping.device)
+                {
                     Some(pending) => {
                         pending.last_ping = pending.last_ping.max(ping.last_ping);
                         pending.last_active = pending.last_active.max(ping.last_active);

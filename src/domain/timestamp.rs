@@ -1,4 +1,4 @@
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Timelike, Utc};
 use serde::{Serialize, Serializer};
 
 /// An instant as the API shows it: RFC 3339, UTC with a `Z`, millisecond precision.
@@ -7,7 +7,27 @@ pub struct Timestamp(pub DateTime<Utc>);
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+        let year = self.0.year();
+        if !(0..=9999).contains(&year) {
+            return serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true));
+        }
+        // Formatted on the stack: a poll serializes several timestamps per user.
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, digits: usize, value: u32| {
+            let mut value = value;
+            for position in (at..at + digits).rev() {
+                text[position] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year.unsigned_abs());
+        put(5, 2, self.0.month());
+        put(8, 2, self.0.day());
+        put(11, 2, self.0.hour());
+        put(14, 2, self.0.minute());
+        put(17, 2, self.0.second());
+        put(20, 3, self.0.timestamp_subsec_millis().min(999));
+        serializer.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -33,6 +53,28 @@ mod tests {
         let instant = parse_timestamp("at", "2026-11-23T11:15:02.120456+01:00").expect("valid");
         let json = serde_json::to_string(&Timestamp(instant)).expect("serializes");
         assert_eq!(json, "\"2026-11-23T10:15:02.120Z\"");
+    }
+
+    #[test]
+    fn the_fast_format_matches_chrono_for_any_instant() {
+        for millis in [
+            0_i64,
+            1,
+            999,
+            1_000,
+            86_399_999,
+            1_700_000_000_123,
+            253_402_300_799_999,
+            -1,
+        ] {
+            let instant = DateTime::from_timestamp_millis(millis).expect("in range");
+            let json = serde_json::to_string(&Timestamp(instant)).expect("serializes");
+            let expected = format!(
+                "\"{}\"",
+                instant.to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+            assert_eq!(json, expected, "{millis}");
+        }
     }
 
     #[test]

@@ -12,7 +12,10 @@ use crate::error::ApiError;
 /// The tag is a hash of the body bytes, so it changes exactly when the body
 /// does, including when time alone moves a status (the body's `status` and
 /// `nextChangeAt` change), and it can reveal nothing the body would not.
-pub fn conditional_json<T: Serialize>(request: &HttpRequest, body: &T) -> Result<HttpResponse, ApiError> {
+pub fn conditional_json<T: Serialize>(
+    request: &HttpRequest,
+    body: &T,
+) -> Result<HttpResponse, ApiError> {
     let bytes = serde_json::to_vec(body).map_err(|error| ApiError::Internal(Box::new(error)))?;
     let mut hasher = DefaultHasher::new();
     hasher.write(&bytes);
@@ -27,7 +30,10 @@ pub fn conditional_json<T: Serialize>(request: &HttpRequest, body: &T) -> Result
     Ok(HttpResponse::Ok()
         .insert_header(ETag(tag))
         .insert_header(cache_control)
-        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
         .body(bytes))
 }
 

@@ -28,7 +28,10 @@ pub async fn put_status(
     let row = state.statuses.ping(viewer, &ping, now).await?;
     let view = calculate_effective_status(viewer, Some(&row), viewer, now, &state.thresholds);
     Ok(HttpResponse::Ok()
-        .insert_header(CacheControl(vec![CacheDirective::Private, CacheDirective::NoCache]))
+        .insert_header(CacheControl(vec![
+            CacheDirective::Private,
+            CacheDirective::NoCache,
+        ]))
         .json(StatusBody::new(&view).with_ping_interval(state.ping_interval_seconds)))
 }
 
@@ -42,7 +45,13 @@ pub async fn get_status(
 ) -> Result<HttpResponse, ApiError> {
     let user = UserId::parse(&path).map_err(ApiError::InvalidUserId)?;
     let row = state.statuses.fetch(user).await?;
-    let view = calculate_effective_status(user, row.as_deref(), viewer, state.clock.now(), &state.thresholds);
+    let view = calculate_effective_status(
+        user,
+        row.as_deref(),
+        viewer,
+        state.clock.now(),
+        &state.thresholds,
+    );
     conditional_json(&request, &StatusBody::new(&view))
 }
 
@@ -60,11 +69,16 @@ pub async fn get_statuses(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let ids = query
-        .ids
-        .as_deref()
-        .ok_or_else(|| ApiError::InvalidUserId("the ids query parameter is required: ?ids=<uuid>,<uuid>".to_owned()))?;
-    let requested: Vec<&str> = if ids.is_empty() { Vec::new() } else { ids.split(',').collect() };
+    let ids = query.ids.as_deref().ok_or_else(|| {
+        ApiError::InvalidUserId(
+            "the ids query parameter is required: ?ids=<uuid>,<uuid>".to_owned(),
+        )
+    })?;
+    let requested: Vec<&str> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        ids.split(',').collect()
+    };
     let users = parse_ids(&requested, MAX_IDS_IN_QUERY, "the ids query parameter")?;
     batch_response(&request, &state, viewer, &users).await
 }
@@ -123,7 +137,9 @@ async fn batch_response(
     let views: Vec<EffectiveStatus> = users
         .iter()
         .zip(&rows)
-        .map(|(user, row)| calculate_effective_status(*user, row.as_deref(), viewer, now, &state.thresholds))
+        .map(|(user, row)| {
+            calculate_effective_status(*user, row.as_deref(), viewer, now, &state.thresholds)
+        })
         .collect();
     conditional_json(
         request,

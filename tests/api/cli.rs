@@ -185,3 +185,101 @@ async fn serve_dev_creates_the_database_and_answers_health_checks() {
     );
     drop_database(&name).await;
 }
+
+#[tokio::test]
+async fn sigterm_writes_the_held_back_pings_and_exits_0() {
+    let name = format!("presence_cli_{}", Uuid::new_v4().simple());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let secret = "sigterm-test-secret";
+    let mut server = presence()
+        .args(["serve"])
+        .env("DATABASE_URL", database_url(&name))
+        .env("PRESENCE_ADDR", format!("127.0.0.1:{port}"))
+        .env("PRESENCE_JWT_SECRET", secret)
+        .env("PRESENCE_WRITE_COALESCE", "30s")
+        .env("PRESENCE_PRUNE_EVERY", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let user = presence::domain::UserId::from(Uuid::new_v4());
+    let token =
+        presence::auth::issue_token(&SecretString::from(secret), user, Duration::from_secs(600))
+            .expect("token");
+    // Concurrent reads make the HTTP workers open connections of their own.
+    let reads = (0..32).map(|_| {
+        client
+            .get(format!("{base}/api/status/{}", Uuid::new_v4()))
+            .bearer_auth(&token)
+            .send()
+    });
+    for read in futures::future::join_all(reads).await {
+        assert_eq!(read.expect("reads").status(), 200);
+    }
+    let mut last_ping = String::new();
+    for _ in 0..2 {
+        let me: serde_json::Value = client
+            .put(format!("{base}/api/status"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"active": false}))
+            .send()
+            .await
+            .expect("pings")
+            .json()
+            .await
+            .expect("JSON");
+        last_ping = me["devices"][0]["lastPing"]
+            .as_str()
+            .expect("lastPing")
+            .to_owned();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stored = |name: String| async move {
+        let mut connection = PgConnection::connect(&database_url(&name))
+            .await
+            .expect("connects");
+        let row = presence::store::fetch_status(&mut connection, user)
+            .await
+            .expect("reads")
+            .expect("row");
+        row.devices[0]
+            .last_ping
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    assert_ne!(
+        stored(name.clone()).await,
+        last_ping,
+        "the second ping was held back"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let exit = tokio::task::spawn_blocking(move || server.wait_with_output())
+        .await
+        .expect("joins")
+        .expect("exits");
+    assert_eq!(
+        exit.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&exit.stderr)
+    );
+    assert_eq!(stored(name.clone()).await, last_ping, "written at shutdown");
+    drop_database(&name).await;
+}

@@ -93,10 +93,17 @@ async fn another_instance_sees_a_write_within_the_cache_ttl(pool: PgPool) {
     let writer = spawn_app_on_clock(pool.clone(), &short_cache, clock.clone()).await;
     let reader = spawn_app_on_clock(pool, &short_cache, clock.clone()).await;
     let (user, viewer) = (new_user(), new_user());
-    writer.ping_ok(user, json!({"statusMessage": "Before"})).await;
-    assert_eq!(reader.status_of(viewer, user).await["statusMessage"], "Before");
+    writer
+        .ping_ok(user, json!({"statusMessage": "Before"}))
+        .await;
+    assert_eq!(
+        reader.status_of(viewer, user).await["statusMessage"],
+        "Before"
+    );
 
-    writer.ping_ok(user, json!({"statusMessage": "After"})).await;
+    writer
+        .ping_ok(user, json!({"statusMessage": "After"}))
+        .await;
     assert_eq!(
         writer.status_of(viewer, user).await["statusMessage"],
         "After",
@@ -108,7 +115,10 @@ async fn another_instance_sees_a_write_within_the_cache_ttl(pool: PgPool) {
         if seen["statusMessage"] == "After" {
             break;
         }
-        assert!(started.elapsed() < std::time::Duration::from_millis(150), "stale past the TTL: {seen}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(150),
+            "stale past the TTL: {seen}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

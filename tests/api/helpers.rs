@@ -152,7 +152,9 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> impl Future<Output = Response> + use<> {
-        let mut request = self.client.request(method, format!("{}{path}", self.address));
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }

@@ -17,7 +17,11 @@ use sqlx::PgPool;
 use crate::helpers::{TEST_SECRET, error_code, iso, new_user, spawn_app, start_time, token_for};
 
 fn ids(users: &[UserId]) -> String {
-    users.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    users
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn user_ids(body: &Value) -> Vec<String> {
@@ -38,7 +42,12 @@ async fn a_batch_answers_each_distinct_id_once_in_the_order_first_asked(pool: Pg
 
     let order = [carol, alice, carol, bob, alice];
     let by_get: Value = app
-        .raw(Method::GET, &format!("/api/status?ids={}", ids(&order)), &[("authorization", &format!("Bearer {}", token_for(viewer)))], None)
+        .raw(
+            Method::GET,
+            &format!("/api/status?ids={}", ids(&order)),
+            &[("authorization", &format!("Bearer {}", token_for(viewer)))],
+            None,
+        )
         .await
         .json()
         .await
@@ -47,8 +56,15 @@ async fn a_batch_answers_each_distinct_id_once_in_the_order_first_asked(pool: Pg
         .raw(
             Method::POST,
             "/api/status/query",
-            &[("authorization", &format!("Bearer {}", token_for(viewer))), ("content-type", "application/json")],
-            Some(json!({"userIds": order.iter().map(ToString::to_string).collect::<Vec<_>>()}).to_string().into_bytes()),
+            &[
+                ("authorization", &format!("Bearer {}", token_for(viewer))),
+                ("content-type", "application/json"),
+            ],
+            Some(
+                json!({"userIds": order.iter().map(ToString::to_string).collect::<Vec<_>>()})
+                    .to_string()
+                    .into_bytes(),
+            ),
         )
         .await
         .json()
@@ -56,12 +72,23 @@ async fn a_batch_answers_each_distinct_id_once_in_the_order_first_asked(pool: Pg
         .expect("JSON");
 
     for body in [&by_get, &by_post] {
-        assert_eq!(user_ids(body), [carol.to_string(), alice.to_string(), bob.to_string()]);
+        assert_eq!(
+            user_ids(body),
+            [carol.to_string(), alice.to_string(), bob.to_string()]
+        );
         let statuses = body["statuses"].as_array().expect("statuses");
-        assert_eq!(statuses[0], app.status_of(viewer, carol).await, "never pinged");
+        assert_eq!(
+            statuses[0],
+            app.status_of(viewer, carol).await,
+            "never pinged"
+        );
         assert_eq!(statuses[1], app.status_of(viewer, alice).await);
         assert_eq!(statuses[1]["platforms"], json!(["mobile"]));
-        assert_eq!(statuses[2], app.status_of(viewer, bob).await, "the privacy rules apply as in single reads");
+        assert_eq!(
+            statuses[2],
+            app.status_of(viewer, bob).await,
+            "the privacy rules apply as in single reads"
+        );
         assert_eq!(statuses[2]["status"], "offline");
     }
 }
@@ -73,7 +100,12 @@ async fn a_batch_shows_the_caller_their_self_view(pool: PgPool) {
     app.ping_ok(user, json!({"invisible": true})).await;
     let auth = format!("Bearer {}", token_for(user));
     let body: Value = app
-        .raw(Method::GET, &format!("/api/status?ids={user}"), &[("authorization", &auth)], None)
+        .raw(
+            Method::GET,
+            &format!("/api/status?ids={user}"),
+            &[("authorization", &auth)],
+            None,
+        )
         .await
         .json()
         .await
@@ -90,14 +122,33 @@ async fn batch_limits_count_the_ids_as_sent(pool: PgPool) {
     let same = new_user();
     let get = |count: usize| {
         let list = vec![same.to_string(); count].join(",");
-        app.raw(Method::GET, &format!("/api/status?ids={list}"), &[("authorization", &auth)], None)
+        app.raw(
+            Method::GET,
+            &format!("/api/status?ids={list}"),
+            &[("authorization", &auth)],
+            None,
+        )
     };
     assert_eq!(get(100).await.status(), StatusCode::OK);
-    assert_eq!(error_code(get(101).await).await, (StatusCode::BAD_REQUEST, "TOO_MANY_IDS".to_owned()), "duplicates count");
+    assert_eq!(
+        error_code(get(101).await).await,
+        (StatusCode::BAD_REQUEST, "TOO_MANY_IDS".to_owned()),
+        "duplicates count"
+    );
 
     let post = |count: usize| {
-        let body = json!({"userIds": vec![same.to_string(); count]}).to_string().into_bytes();
-        app.raw(Method::POST, "/api/status/query", &[("authorization", &auth), ("content-type", "application/json")], Some(body))
+        let body = json!({"userIds": vec![same.to_string(); count]})
+            .to_string()
+            .into_bytes();
+        app.raw(
+            Method::POST,
+            "/api/status/query",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            Some(body),
+        )
     };
     assert_eq!(post(1000).await.status(), StatusCode::OK);
     assert_eq!(error_code(post(1001).await).await.1, "TOO_MANY_IDS");
@@ -109,33 +160,103 @@ async fn bad_batch_requests_get_the_contract_errors(pool: PgPool) {
     let auth = format!("Bearer {}", token_for(new_user()));
     let good = new_user().to_string();
     let json_type = ("content-type", "application/json");
-    let get = |query: String| app.raw(Method::GET, &format!("/api/status{query}"), &[("authorization", &auth)], None);
+    let get = |query: String| {
+        app.raw(
+            Method::GET,
+            &format!("/api/status{query}"),
+            &[("authorization", &auth)],
+            None,
+        )
+    };
 
     let (status, code) = error_code(get(format!("?ids={good},nope")).await).await;
-    assert_eq!((status, code.as_str()), (StatusCode::BAD_REQUEST, "INVALID_USER_ID"));
-    let body: Value = get(format!("?ids={good},nope")).await.json().await.expect("JSON");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("nope")), "names the bad id: {body}");
-    assert_eq!(error_code(get(format!("?ids={good},")).await).await.1, "INVALID_USER_ID");
-    assert_eq!(error_code(get(String::new()).await).await.1, "INVALID_USER_ID");
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "INVALID_USER_ID")
+    );
+    let body: Value = get(format!("?ids={good},nope"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nope")),
+        "names the bad id: {body}"
+    );
+    assert_eq!(
+        error_code(get(format!("?ids={good},")).await).await.1,
+        "INVALID_USER_ID"
+    );
+    assert_eq!(
+        error_code(get(String::new()).await).await.1,
+        "INVALID_USER_ID"
+    );
     let empty: Value = get("?ids=".to_owned()).await.json().await.expect("JSON");
     assert_eq!(empty, json!({"statuses": []}));
 
-    let post = |body: Vec<u8>| app.raw(Method::POST, "/api/status/query", &[("authorization", &auth), json_type], Some(body));
-    assert_eq!(error_code(post(br#"{"userIds": [1]}"#.to_vec()).await).await.1, "INVALID_BODY");
-    assert_eq!(error_code(post(br#"{"ids": []}"#.to_vec()).await).await.1, "INVALID_BODY");
-    assert_eq!(error_code(post(br#"{"userIds": ["x"]}"#.to_vec()).await).await.1, "INVALID_USER_ID");
-    let huge = json!({"userIds": vec!["0".repeat(100); 700]}).to_string().into_bytes();
+    let post = |body: Vec<u8>| {
+        app.raw(
+            Method::POST,
+            "/api/status/query",
+            &[("authorization", &auth), json_type],
+            Some(body),
+        )
+    };
+    assert_eq!(
+        error_code(post(br#"{"userIds": [1]}"#.to_vec()).await)
+            .await
+            .1,
+        "INVALID_BODY"
+    );
+    assert_eq!(
+        error_code(post(br#"{"ids": []}"#.to_vec()).await).await.1,
+        "INVALID_BODY"
+    );
+    assert_eq!(
+        error_code(post(br#"{"userIds": ["x"]}"#.to_vec()).await)
+            .await
+            .1,
+        "INVALID_USER_ID"
+    );
+    let huge = json!({"userIds": vec!["0".repeat(100); 700]})
+        .to_string()
+        .into_bytes();
     assert!(huge.len() > 64 * 1024);
-    assert_eq!(error_code(post(huge).await).await, (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE".to_owned()));
-    let near_limit = json!({"userIds": vec![good.clone(); 1000]}).to_string().into_bytes();
-    assert!(near_limit.len() > 16 * 1024, "bigger than other endpoints take");
+    assert_eq!(
+        error_code(post(huge).await).await,
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE".to_owned()
+        )
+    );
+    let near_limit = json!({"userIds": vec![good.clone(); 1000]})
+        .to_string()
+        .into_bytes();
+    assert!(
+        near_limit.len() > 16 * 1024,
+        "bigger than other endpoints take"
+    );
     assert_eq!(post(near_limit).await.status(), StatusCode::OK);
-    let wrong_method = app.raw(Method::GET, "/api/status/query", &[("authorization", &auth)], None).await;
+    let wrong_method = app
+        .raw(
+            Method::GET,
+            "/api/status/query",
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
     assert_eq!(error_code(wrong_method).await.1, "METHOD_NOT_ALLOWED");
 }
 
 /// Sends a read with `If-None-Match` and returns (status, ETag, body text).
-async fn conditional(app: &crate::helpers::TestApp, viewer: UserId, path: &str, etag: Option<&str>) -> (StatusCode, String, String) {
+async fn conditional(
+    app: &crate::helpers::TestApp,
+    viewer: UserId,
+    path: &str,
+    etag: Option<&str>,
+) -> (StatusCode, String, String) {
     let auth = format!("Bearer {}", token_for(viewer));
     let mut headers = vec![("authorization", auth.as_str())];
     if let Some(etag) = etag {
@@ -144,11 +265,19 @@ async fn conditional(app: &crate::helpers::TestApp, viewer: UserId, path: &str, 
     let response = app.raw(Method::GET, path, &headers, None).await;
     let status = response.status();
     assert_eq!(
-        response.headers().get("cache-control").and_then(|v| v.to_str().ok()),
+        response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
         Some("private, no-cache"),
         "{path}"
     );
-    let tag = response.headers().get("etag").and_then(|v| v.to_str().ok()).expect("an ETag").to_owned();
+    let tag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("an ETag")
+        .to_owned();
     (status, tag, response.text().await.expect("body"))
 }
 
@@ -157,24 +286,44 @@ async fn polls_get_304_until_the_body_would_change_even_by_time_alone(pool: PgPo
     let app = spawn_app(pool).await;
     let (user, viewer) = (new_user(), new_user());
     app.ping_ok(user, json!({})).await;
-    for path in [format!("/api/status/{user}"), format!("/api/status?ids={user},{viewer}")] {
+    for path in [
+        format!("/api/status/{user}"),
+        format!("/api/status?ids={user},{viewer}"),
+    ] {
         let (status, etag, body) = conditional(&app, viewer, &path, None).await;
         assert_eq!(status, StatusCode::OK);
         assert!(!body.is_empty());
 
         let (status, same, body) = conditional(&app, viewer, &path, Some(&etag)).await;
-        assert_eq!((status, same.as_str(), body.as_str()), (StatusCode::NOT_MODIFIED, etag.as_str(), ""), "{path}");
-        let (status, ..) = conditional(&app, viewer, &path, Some(&format!("\"other\", W/{etag}"))).await;
-        assert_eq!(status, StatusCode::NOT_MODIFIED, "a list and a weak tag match too");
+        assert_eq!(
+            (status, same.as_str(), body.as_str()),
+            (StatusCode::NOT_MODIFIED, etag.as_str(), ""),
+            "{path}"
+        );
+        let (status, ..) =
+            conditional(&app, viewer, &path, Some(&format!("\"other\", W/{etag}"))).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_MODIFIED,
+            "a list and a weak tag match too"
+        );
 
         app.advance(TimeDelta::seconds(10));
         let (status, ..) = conditional(&app, viewer, &path, Some(&etag)).await;
-        assert_eq!(status, StatusCode::NOT_MODIFIED, "{path}: time passing without a change");
+        assert_eq!(
+            status,
+            StatusCode::NOT_MODIFIED,
+            "{path}: time passing without a change"
+        );
 
         app.advance(TimeDelta::seconds(10));
         app.ping_ok(user, json!({"active": false})).await;
         let (status, moved, _) = conditional(&app, viewer, &path, Some(&etag)).await;
-        assert_eq!(status, StatusCode::OK, "{path}: the heartbeat moved nextChangeAt");
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{path}: the heartbeat moved nextChangeAt"
+        );
         assert_ne!(moved, etag);
     }
 
@@ -194,16 +343,35 @@ async fn the_query_post_is_conditional_too(pool: PgPool) {
     let (user, viewer) = (new_user(), new_user());
     app.ping_ok(user, json!({})).await;
     let auth = format!("Bearer {}", token_for(viewer));
-    let body = json!({"userIds": [user.to_string()]}).to_string().into_bytes();
+    let body = json!({"userIds": [user.to_string()]})
+        .to_string()
+        .into_bytes();
     let first = app
-        .raw(Method::POST, "/api/status/query", &[("authorization", &auth), ("content-type", "application/json")], Some(body.clone()))
+        .raw(
+            Method::POST,
+            "/api/status/query",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            Some(body.clone()),
+        )
         .await;
-    let etag = first.headers().get("etag").and_then(|v| v.to_str().ok()).expect("ETag").to_owned();
+    let etag = first
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("ETag")
+        .to_owned();
     let again = app
         .raw(
             Method::POST,
             "/api/status/query",
-            &[("authorization", &auth), ("content-type", "application/json"), ("if-none-match", &etag)],
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+                ("if-none-match", &etag),
+            ],
             Some(body),
         )
         .await;
@@ -235,33 +403,62 @@ async fn the_read_cache_stays_within_its_capacity(pool: PgPool) {
     let statuses = Statuses::new(pool, config(Duration::from_secs(60), 10, Duration::ZERO));
     let users: Vec<UserId> = (0..100).map(|_| new_user()).collect();
     for user in &users[..20] {
-        statuses.ping(*user, &ping("tab", true), start_time()).await.expect("ping");
+        statuses
+            .ping(*user, &ping("tab", true), start_time())
+            .await
+            .expect("ping");
     }
     let rows = statuses.fetch_many(&users).await.expect("reads");
     assert_eq!(rows.iter().filter(|row| row.is_some()).count(), 20);
-    assert!(statuses.cached_rows() <= 10, "{} rows cached", statuses.cached_rows());
+    assert!(
+        statuses.cached_rows() <= 10,
+        "{} rows cached",
+        statuses.cached_rows()
+    );
 }
 
 #[sqlx::test]
 async fn a_timestamp_only_ping_within_the_window_is_held_back_then_flushed(pool: PgPool) {
-    let statuses = Statuses::new(pool.clone(), config(Duration::ZERO, 1, Duration::from_secs(5)));
+    let statuses = Statuses::new(
+        pool.clone(),
+        config(Duration::ZERO, 1, Duration::from_secs(5)),
+    );
     let user = new_user();
     let stored_ping = |pool: PgPool| async move {
-        let row = store::fetch_status(&pool, user).await.expect("reads").expect("a row");
+        let row = store::fetch_status(&pool, user)
+            .await
+            .expect("reads")
+            .expect("a row");
         (row.devices[0].last_ping, row.last_seen)
     };
 
-    statuses.ping(user, &ping("tab", true), start_time()).await.expect("the first ping of a device is written");
+    statuses
+        .ping(user, &ping("tab", true), start_time())
+        .await
+        .expect("the first ping of a device is written");
     let t1 = start_time() + TimeDelta::seconds(2);
-    let shown = statuses.ping(user, &ping("tab", false), t1).await.expect("held back");
+    let shown = statuses
+        .ping(user, &ping("tab", false), t1)
+        .await
+        .expect("held back");
     assert_eq!(shown.devices[0].last_ping, t1, "the answer shows the ping");
-    assert_eq!(stored_ping(pool.clone()).await, (start_time(), Some(start_time())), "no write yet");
+    assert_eq!(
+        stored_ping(pool.clone()).await,
+        (start_time(), Some(start_time())),
+        "no write yet"
+    );
     let read = statuses.fetch(user).await.expect("reads").expect("row");
-    assert_eq!(read.devices[0].last_ping, t1, "readers on this instance see it at once");
+    assert_eq!(
+        read.devices[0].last_ping, t1,
+        "readers on this instance see it at once"
+    );
     assert_eq!(statuses.pending_pings(), 1);
 
     let t2 = start_time() + TimeDelta::seconds(3);
-    statuses.ping(user, &ping("tab", true), t2).await.expect("held back: activity was written 3 s ago");
+    statuses
+        .ping(user, &ping("tab", true), t2)
+        .await
+        .expect("held back: activity was written 3 s ago");
     assert_eq!(statuses.flush().await.expect("flushes"), 1);
     assert_eq!(stored_ping(pool.clone()).await, (t2, Some(t2)));
     assert_eq!(statuses.pending_pings(), 0);
@@ -269,23 +466,43 @@ async fn a_timestamp_only_ping_within_the_window_is_held_back_then_flushed(pool:
 
 #[sqlx::test]
 async fn pings_that_must_reach_the_database_are_never_held_back(pool: PgPool) {
-    let statuses = Statuses::new(pool.clone(), config(Duration::ZERO, 1, Duration::from_secs(5)));
+    let statuses = Statuses::new(
+        pool.clone(),
+        config(Duration::ZERO, 1, Duration::from_secs(5)),
+    );
     let user = new_user();
-    statuses.ping(user, &ping("tab", false), start_time()).await.expect("written");
+    statuses
+        .ping(user, &ping("tab", false), start_time())
+        .await
+        .expect("written");
 
     let mut settings = ping("tab", false);
-    settings.status_message = SettingChange::Set { value: None, until: None };
+    settings.status_message = SettingChange::Set {
+        value: None,
+        until: None,
+    };
     let at = |seconds| start_time() + TimeDelta::seconds(seconds);
     let cases = [
         ("a new device", ping("phone", false), at(1)),
         ("a settings change", settings, at(1)),
-        ("activity when the stored one is older than the window", ping("tab", true), at(6)),
+        (
+            "activity when the stored one is older than the window",
+            ping("tab", true),
+            at(6),
+        ),
     ];
     for (why, ping, now) in cases {
         statuses.ping(user, &ping, now).await.expect("written");
         assert_eq!(statuses.pending_pings(), 0, "{why}");
-        let row = store::fetch_status(&pool, user).await.expect("reads").expect("row");
-        let device = row.devices.iter().find(|device| device.id == ping.device_id.as_str()).expect("stored");
+        let row = store::fetch_status(&pool, user)
+            .await
+            .expect("reads")
+            .expect("row");
+        let device = row
+            .devices
+            .iter()
+            .find(|device| device.id == ping.device_id.as_str())
+            .expect("stored");
         assert_eq!(device.last_ping, now, "{why} is in the database at once");
     }
 }
@@ -293,10 +510,22 @@ async fn pings_that_must_reach_the_database_are_never_held_back(pool: PgPool) {
 #[sqlx::test]
 async fn graceful_shutdown_writes_the_held_back_pings(pool: PgPool) {
     let clock = ManualClock::starting_at(start_time());
-    let vars = [("PRESENCE_ADDR", "127.0.0.1:0"), ("PRESENCE_JWT_SECRET", TEST_SECRET), ("PRESENCE_PRUNE_EVERY", "0")];
-    let config = Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())).expect("config");
-    store::install_sql_functions(&pool).await.expect("functions");
-    let application = Application::build_with_pool(&config, pool.clone(), Arc::new(clock.clone())).expect("builds");
+    let vars = [
+        ("PRESENCE_ADDR", "127.0.0.1:0"),
+        ("PRESENCE_JWT_SECRET", TEST_SECRET),
+        ("PRESENCE_PRUNE_EVERY", "0"),
+    ];
+    let config = Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .expect("config");
+    store::install_sql_functions(&pool)
+        .await
+        .expect("functions");
+    let application = Application::build_with_pool(&config, pool.clone(), Arc::new(clock.clone()))
+        .expect("builds");
     let (port, handle) = (application.port(), application.handle());
     let server = tokio::spawn(application.run_until_stopped());
     let user = new_user();
@@ -312,11 +541,25 @@ async fn graceful_shutdown_writes_the_held_back_pings(pool: PgPool) {
             .expect("sent");
         assert_eq!(response.status(), StatusCode::OK);
     }
-    let row = store::fetch_status(&pool, user).await.expect("reads").expect("row");
-    assert_eq!(iso(row.devices[0].last_ping), iso(start_time()), "the later pings were held back");
+    let row = store::fetch_status(&pool, user)
+        .await
+        .expect("reads")
+        .expect("row");
+    assert_eq!(
+        iso(row.devices[0].last_ping),
+        iso(start_time()),
+        "the later pings were held back"
+    );
 
     handle.stop(true).await;
     server.await.expect("joins").expect("stops cleanly");
-    let row = store::fetch_status(&pool, user).await.expect("reads").expect("row");
-    assert_eq!(iso(row.devices[0].last_ping), iso(start_time() + TimeDelta::seconds(2)), "flushed on shutdown");
+    let row = store::fetch_status(&pool, user)
+        .await
+        .expect("reads")
+        .expect("row");
+    assert_eq!(
+        iso(row.devices[0].last_ping),
+        iso(start_time() + TimeDelta::seconds(2)),
+        "flushed on shutdown"
+    );
 }

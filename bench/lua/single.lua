@@ -1,0 +1,5 @@
+-- GET /api/status/{id} for a random seeded user.
+dofile(os.getenv("BENCH_LUA") .. "/common.lua")
+request = function()
+  return wrk.format("GET", "/api/status/" .. random_id(), { ["Authorization"] = viewer_auth() })
+end

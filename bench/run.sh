@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The polling benchmark: the release binary on 127.0.0.1 with 100,000 users
+# seeded, loaded by wrk, each figure printed beside a ceiling measured in the
+# same run (the HTTP floor, and pgbench's point-select and write rates).
+# Usage (from the repository root): bash bench/run.sh
+# Knobs: USERS (100000), TOKENS (1000), DURATION (10s), CONNECTIONS (64),
+#        HOT (1000: the users the cached reads poll), MIXED_STEPS ("8 16 32 64 128").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+USERS=${USERS:-100000}
+TOKENS=${TOKENS:-1000}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+HOT=${HOT:-1000}
+MIXED_STEPS=${MIXED_STEPS:-"8 16 32 64 128"}
+PORT=${PORT:-18180}
+SERVER=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
+DB=presence_bench
+URL="$SERVER/$DB"
+BASE="http://127.0.0.1:$PORT"
+BIN=./target/release/presence
+SECRET=bench-secret-not-for-production
+
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+command -v pgbench >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-contrib; }
+cargo build --release --quiet
+
+WORK=$(mktemp -d)
+SERVER_PID=
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+export BENCH_DATA="$WORK/data.lua" BENCH_LUA="$PWD/bench/lua"
+
+say() { printf '%s\n' "$*" >&2; }
+
+# ---- seeding --------------------------------------------------------------
+say "seeding $USERS users..."
+psql -q "$SERVER/postgres" -c "drop database if exists $DB with (force)"
+DATABASE_URL="$URL" RUST_LOG=warn "$BIN" migrate
+psql -q "$URL" <<SQL
+insert into user_status (user_id, last_seen, status_message, devices)
+select gen_random_uuid(), now(), case when n % 5 = 0 then 'In a meeting' end,
+       jsonb_build_array(jsonb_build_object(
+           'id', 'web', 'platform', 'web', 'lastPing', now(), 'lastActive', now()))
+from generate_series(1, $USERS) as n;
+vacuum analyze user_status;
+SQL
+psql -qAt "$URL" -c "select user_id from user_status order by user_id" > "$WORK/ids"
+say "signing $TOKENS tokens..."
+head -n "$TOKENS" "$WORK/ids" | while read -r id; do
+    PRESENCE_JWT_SECRET=$SECRET "$BIN" token "$id" --ttl 2h
+done > "$WORK/tokens"
+{
+    printf 'ids = {\n'; sed 's/.*/"&",/' "$WORK/ids"; printf '}\n'
+    printf 'tokens = {\n'; sed 's/.*/"&",/' "$WORK/tokens"; printf '}\n'
+} > "$BENCH_DATA"
+
+# ---- helpers ----------------------------------------------------------------
+start_server() {
+    env DATABASE_URL="$URL" PRESENCE_ADDR="127.0.0.1:$PORT" PRESENCE_JWT_SECRET=$SECRET \
+        PRESENCE_PUT_BURST=100000000 PRESENCE_PUT_PER_SECOND=100000000 PRESENCE_PRUNE_EVERY=0 \
+        RUST_LOG=warn "$@" "$BIN" serve &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do
+        curl -fs "$BASE/healthz" >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    say "the server did not start"; exit 1
+}
+stop_server() {
+    kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
+}
+# wrk NAME SCRIPT PATH [CONNECTIONS]: prints "rps p50_ms p99_ms"
+run_wrk() {
+    local out="$WORK/$1.txt"
+    wrk -t1 -c"${4:-$CONNECTIONS}" -d"$DURATION" --latency ${2:+-s "bench/lua/$2"} "$BASE$3" > "$out"
+    awk '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /Requests\/sec/ { rps = $2 }
+        $1 == "50.000%" || ($1 == "50%") { p50 = ms($2) }
+        $1 == "99.000%" || ($1 == "99%") { p99 = ms($2) }
+        END { printf "%.0f %.2f %.2f\n", rps, p50, p99 }' "$out"
+}
+ROWS=()
+row() { ROWS+=("$(printf '%-44s %12s %8s %8s %10s %s' "$@")"); }
+
+# ---- ceilings ---------------------------------------------------------------
+say "ceilings: pgbench..."
+psql -q "$SERVER/postgres" -c "drop database if exists presence_pgbench with (force)" -c "create database presence_pgbench"
+pgbench -q -i -s 10 "$SERVER/presence_pgbench" >/dev/null 2>&1
+pg_select=$(pgbench -n -S -M prepared -c "$CONNECTIONS" -j 1 -T "${DURATION%s}" "$SERVER/presence_pgbench" 2>/dev/null | awk '/^tps/ { printf "%.0f", $3 }')
+pg_write=$(pgbench -n -N -M prepared -c "$CONNECTIONS" -j 1 -T "${DURATION%s}" "$SERVER/presence_pgbench" 2>/dev/null | awk '/^tps/ { printf "%.0f", $3 }')
+psql -q "$SERVER/postgres" -c "drop database presence_pgbench with (force)"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+
+say "HTTP floor and reads..."
+start_server PRESENCE_CACHE_TTL=0
+read -r floor floor50 floor99 < <(run_wrk healthz "" /healthz)
+read -r cold cold50 cold99 < <(run_wrk single-cold single.lua /api/status/x)
+stop_server
+
+start_server
+BENCH_HOT=$HOT run_wrk warmup single.lua /api/status/x >/dev/null
+read -r cached cached50 cached99 < <(BENCH_HOT=$HOT run_wrk single-cached single.lua /api/status/x)
+read -r batch batch50 batch99 < <(run_wrk batch batch.lua /api/status)
+read -r coalesced co50 co99 < <(run_wrk ping-coalesced ping.lua /api/status)
+stop_server
+
+start_server PRESENCE_WRITE_COALESCE=0
+read -r through th50 th99 < <(run_wrk ping-through ping.lua /api/status)
+stop_server
+
+say "mixed scenario..."
+# 2,000 contact lists of 20, with the ETag each had before the run.
+{
+    printf 'contact_lists = {\n'
+    shuf -n 40000 "$WORK/ids" | paste -d, - - - - - - - - - - - - - - - - - - - - | sed 's/.*/"&",/'
+    printf '}\n'
+} >> "$BENCH_DATA"
+start_server
+viewer=$(head -n 1 "$WORK/tokens")
+{
+    printf 'contact_etags = {\n'
+    sed -n '/^contact_lists/,/^}/p' "$BENCH_DATA" | sed -n 's/^"\(.*\)",$/\1/p' | while read -r list; do
+        etag=$(curl -fs -o /dev/null -D - -H "Authorization: Bearer $viewer" "$BASE/api/status?ids=$list" | tr -d '\r' | sed -n 's/^etag: //Ip')
+        printf "'%s',\n" "$etag"
+    done
+    printf '}\n'
+} >> "$BENCH_DATA"
+best_clients=0; best=""
+per_client=$(awk 'BEGIN { printf "%.6f", 1/3 + 1/30 + 1/120 }')
+for c in $MIXED_STEPS; do
+    read -r rps p50 p99 < <(run_wrk "mixed-$c" mixed.lua /api/status "$c")
+    clients=$(awk -v r="$rps" -v k="$per_client" 'BEGIN { printf "%.0f", r / k }')
+    say "  $c connections: $rps req/s, p50 $p50 ms, p99 $p99 ms -> $clients clients"
+    if awk -v p="$p99" 'BEGIN { exit !(p < 50) }' && [ "$clients" -gt "$best_clients" ]; then
+        best_clients=$clients; best="$rps $p50 $p99 $c"
+    fi
+done
+read -r mixed mixed50 mixed99 mixed_c <<< "${best:-0 0 0 0}"
+rss_kb=$(awk '/VmHWM/ { print $2 }' "/proc/$SERVER_PID/status")
+stop_server
+
+# ---- report -------------------------------------------------------------------
+row "figure ($(nproc) cores, $USERS users, c=$CONNECTIONS)" "req/s" "p50 ms" "p99 ms" "ratio" "ceiling"
+row "ceiling: GET /healthz (HTTP floor)" "$floor" "$floor50" "$floor99" "1.00" ""
+row "ceiling: pgbench -S -M prepared (tps)" "$pg_select" "" "" "1.00" ""
+row "ceiling: pgbench -N -M prepared (tps)" "$pg_write" "" "" "1.00" ""
+row "single GET, cache off" "$cold" "$cold50" "$cold99" "$(ratio "$cold" "$pg_select")" "of pgbench -S (target 0.60)"
+row "single GET, cache on ($HOT hot users)" "$cached" "$cached50" "$cached99" "$(ratio "$cached" "$floor")" "of /healthz (target 0.70)"
+row "batch of 100: statuses/s" "$((batch * 100))" "$batch50" "$batch99" "$(ratio "$((batch * 100))" 500000)" "of 500,000 (target 1.00)"
+row "PUT ping, write-through" "$through" "$th50" "$th99" "$(ratio "$through" "$pg_write")" "of pgbench -N (target 0.50)"
+row "PUT ping, coalesced" "$coalesced" "$co50" "$co99" "$(ratio "$coalesced" "$pg_write")" "of pgbench -N (target 10)"
+row "mixed: clients at p99 < 50 ms (c=$mixed_c)" "$best_clients" "$mixed50" "$mixed99" "$(ratio "$best_clients" 50000)" "of 50,000 (target 1.00)"
+row "peak RSS of the server (MB)" "$((rss_kb / 1024))" "" "" "$(ratio "$((rss_kb / 1024))" 150)" "of 150 MB (target < 1.00)"
+printf '\n'
+printf '%s\n' "${ROWS[@]}"
+psql -q "$SERVER/postgres" -c "drop database if exists $DB with (force)"
