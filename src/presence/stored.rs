@@ -39,3 +39,11 @@ pub struct StoredStatus {
     /// Every stored device, live or not, most recently pinged first.
     pub devices: Vec<StoredDevice>,
 }
+
+impl StoredStatus {
+    /// Orders the devices most recently pinged first, as the self view lists them.
+    pub fn sort_devices(&mut self) {
+        self.devices
+            .sort_by_key(|device| std::cmp::Reverse(device.last_ping));
+    }
+}

@@ -21,10 +21,7 @@ struct StatusRecord {
 
 impl From<StatusRecord> for StoredStatus {
     fn from(record: StatusRecord) -> Self {
-        let mut devices = record.devices.0;
-        // The stored order can lag behind coalesced pings; readers get it exact.
-        devices.sort_by(|a, b| b.last_ping.cmp(&a.last_ping));
-        Self {
+        let mut status = Self {
             user_id: UserId::from(record.user_id),
             manual_status: record.manual_status,
             manual_status_until: record.manual_status_until,
@@ -33,8 +30,11 @@ impl From<StatusRecord> for StoredStatus {
             last_seen: record.last_seen,
             status_message: record.status_message,
             status_message_until: record.status_message_until,
-            devices,
-        }
+            devices: record.devices.0,
+        };
+        // The stored order can lag behind coalesced pings; readers get it exact.
+        status.sort_devices();
+        status
     }
 }
 

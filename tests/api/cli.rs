@@ -195,7 +195,7 @@ async fn sigterm_writes_the_held_back_pings_and_exits_0() {
         .expect("addr")
         .port();
     let secret = "sigterm-test-secret";
-    let mut server = presence()
+    let server = presence()
         .args(["serve"])
         .env("DATABASE_URL", database_url(&name))
         .env("PRESENCE_ADDR", format!("127.0.0.1:{port}"))
