@@ -18,19 +18,49 @@ use crate::error::ApiError;
 /// The secret `serve --dev` and `token --dev` use: public, so never for production.
 pub const DEV_JWT_SECRET: &str = "presence-development-secret-never-use-in-production";
 
-/// Seconds of clock difference tolerated on `exp`.
-const LEEWAY_SECS: u64 = 5;
-
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
 }
 
-/// Checks bearer tokens: HS256 only, `exp` required, `sub` a user id.
+/// What tokens are signed and checked with.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// The signing secret.
+    pub secret: SecretString,
+    /// A secret still accepted during a rotation.
+    pub previous_secret: Option<SecretString>,
+    /// The `iss` tokens must carry, when set.
+    pub issuer: Option<String>,
+    /// The `aud` tokens must carry, when set.
+    pub audience: Option<String>,
+    /// Clock difference tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl TokenSettings {
+    /// Settings with only a secret: no rotation, no `iss`/`aud`, 5 s of leeway.
+    pub fn with_secret(secret: SecretString) -> Self {
+        Self {
+            secret,
+            previous_secret: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Checks bearer tokens: HS256 only, `exp` required, `nbf` honoured, `sub` a
+/// user id, `iss`/`aud` when configured; the previous secret too during a rotation.
 #[derive(Clone)]
 pub struct TokenVerifier {
-    key: DecodingKey,
+    keys: Vec<DecodingKey>,
     validation: Validation,
 }
 
@@ -41,30 +71,64 @@ impl fmt::Debug for TokenVerifier {
 }
 
 impl TokenVerifier {
-    /// A verifier for tokens signed with `secret`.
+    /// A verifier for tokens signed with `secret` only, with the default settings.
     pub fn new(secret: &SecretString) -> Self {
+        Self::with_settings(&TokenSettings::with_secret(secret.clone()))
+    }
+
+    /// A verifier for `settings`.
+    pub fn with_settings(settings: &TokenSettings) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = LEEWAY_SECS;
-        Self {
-            key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
-            validation,
+        let mut required = vec!["exp", "sub"];
+        validation.validate_nbf = true;
+        validation.leeway = settings.leeway.as_secs();
+        match &settings.issuer {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
         }
+        match &settings.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        let keys = std::iter::once(&settings.secret)
+            .chain(&settings.previous_secret)
+            .map(|secret| DecodingKey::from_secret(secret.expose_secret().as_bytes()))
+            .collect();
+        Self { keys, validation }
     }
 
     /// The user a token speaks for, or why it is refused.
     pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |error| {
-                ApiError::Unauthorized(match error.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired",
-                    ErrorKind::InvalidSignature => "the token's signature does not match",
-                    ErrorKind::InvalidAlgorithm => "the token must be signed with HS256",
-                    ErrorKind::MissingRequiredClaim(_) => "the token must carry exp and sub claims",
-                    _ => "the token is malformed",
-                })
-            },
-        )?;
+        let mut outcome = Err(ErrorKind::InvalidSignature.into());
+        for key in &self.keys {
+            outcome = jsonwebtoken::decode::<Claims>(token, key, &self.validation);
+            // Only a signature mismatch may be the previous secret's token.
+            match &outcome {
+                Err(error) if *error.kind() == ErrorKind::InvalidSignature => {}
+                _ => break,
+            }
+        }
+        let data = outcome.map_err(|error: jsonwebtoken::errors::Error| {
+            ApiError::Unauthorized(match error.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired",
+                ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)",
+                ErrorKind::InvalidSignature => "the token's signature does not match",
+                ErrorKind::InvalidAlgorithm => "the token must be signed with HS256",
+                ErrorKind::InvalidIssuer => "the token's issuer (iss) is not accepted",
+                ErrorKind::InvalidAudience => "the token's audience (aud) is not accepted",
+                ErrorKind::MissingRequiredClaim(_) => {
+                    "the token lacks a required claim (exp, sub, and iss/aud when configured)"
+                }
+                _ => "the token is malformed",
+            })
+        })?;
         UserId::parse(&data.claims.sub)
             .map_err(|_| ApiError::Unauthorized("the token's sub claim must be a user id (a UUID)"))
     }
@@ -90,20 +154,31 @@ impl TokenVerifier {
     }
 }
 
-/// Signs a token for `user`, valid for `ttl` from now (for `presence token`).
+/// Signs a token for `user`, valid for `ttl` from now (for `presence token` and tests).
 pub fn issue_token(
     secret: &SecretString,
+    user: UserId,
+    ttl: Duration,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    issue_token_with(&TokenSettings::with_secret(secret.clone()), user, ttl)
+}
+
+/// Signs a token for `user` with the current secret, carrying `iss`/`aud` when configured.
+pub fn issue_token_with(
+    settings: &TokenSettings,
     user: UserId,
     ttl: Duration,
 ) -> Result<String, jsonwebtoken::errors::Error> {
     let claims = Claims {
         sub: user.to_string(),
         exp: jsonwebtoken::get_current_timestamp().saturating_add(ttl.as_secs()),
+        iss: settings.issuer.clone(),
+        aud: settings.audience.clone(),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+        &EncodingKey::from_secret(settings.secret.expose_secret().as_bytes()),
     )
 }
 

@@ -6,7 +6,7 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
-use crate::auth::{DEV_JWT_SECRET, issue_token};
+use crate::auth::{DEV_JWT_SECRET, issue_token_with};
 use crate::config::{Config, ConfigError, to_delta};
 use crate::domain::UserId;
 use crate::startup::{Application, StartupError, connect, prepare_database};
@@ -129,8 +129,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Token { user_id, ttl, dev } => {
-            let secret = jwt_secret(&config, dev)?.ok_or(StartupError::MissingJwtSecret)?;
-            println!("{}", issue_token(&secret, user_id, ttl)?);
+            config.jwt_secret = jwt_secret(&config, dev)?;
+            let settings = config
+                .token_settings()
+                .ok_or(StartupError::MissingJwtSecret)?;
+            println!("{}", issue_token_with(&settings, user_id, ttl)?);
         }
     }
     Ok(())

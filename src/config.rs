@@ -20,12 +20,24 @@ pub struct Config {
     pub addr: String,
     /// The token signing secret; `None` when unset (only `--dev` runs without it).
     pub jwt_secret: Option<SecretString>,
+    /// A secret still accepted while tokens signed with it are around (a rotation).
+    pub jwt_secret_previous: Option<SecretString>,
+    /// The `iss` tokens must carry, when set.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` tokens must carry, when set.
+    pub jwt_audience: Option<String>,
+    /// Clock difference tolerated on `exp` and `nbf`.
+    pub jwt_leeway: Duration,
     /// The status thresholds: idle, away, offline.
     pub thresholds: Thresholds,
     /// Device entries whose last ping is older than this are removed by the prune job.
     pub prune_after: Duration,
     /// How often the server runs the prune job; zero disables it.
     pub prune_every: Duration,
+    /// How many settings changes (manual status, message, invisible, blocks) a user may make in a burst.
+    pub settings_burst: NonZeroU32,
+    /// The sustained rate of settings changes a user may keep up, per second.
+    pub settings_per_second: f64,
     /// How many `PUT /api/status` a user may send in a burst.
     pub put_burst: NonZeroU32,
     /// The sustained `PUT /api/status` rate a user may keep up, per second.
@@ -76,17 +88,8 @@ impl Config {
                 "must not be shorter than PRESENCE_IDLE_AFTER",
             ));
         }
-        let put_per_second = vars.text("PRESENCE_PUT_PER_SECOND", "2");
-        let put_per_second = put_per_second
-            .parse::<f64>()
-            .ok()
-            .filter(|rate| rate.is_finite() && *rate >= 1e-6)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "PRESENCE_PUT_PER_SECOND",
-                    format!("expected a positive number such as 2 or 0.5, not {put_per_second:?}"),
-                )
-            })?;
+        let put_per_second = vars.rate("PRESENCE_PUT_PER_SECOND", "2")?;
+        let settings_per_second = vars.rate("PRESENCE_SETTINGS_PER_SECOND", "0.2")?;
         let max_devices = vars.count("PRESENCE_MAX_DEVICES", "10")?;
         if max_devices.get() > 1000 {
             return Err(ConfigError::new(
@@ -103,6 +106,12 @@ impl Config {
             jwt_secret: lookup("PRESENCE_JWT_SECRET")
                 .filter(|secret| !secret.is_empty())
                 .map(SecretString::from),
+            jwt_secret_previous: lookup("PRESENCE_JWT_SECRET_PREVIOUS")
+                .filter(|secret| !secret.is_empty())
+                .map(SecretString::from),
+            jwt_issuer: lookup("PRESENCE_JWT_ISSUER").filter(|issuer| !issuer.is_empty()),
+            jwt_audience: lookup("PRESENCE_JWT_AUDIENCE").filter(|audience| !audience.is_empty()),
+            jwt_leeway: vars.duration("PRESENCE_JWT_LEEWAY", "5s")?,
             thresholds: Thresholds {
                 idle_after: to_delta(idle_after),
                 away_after: to_delta(away_after),
@@ -111,11 +120,24 @@ impl Config {
             prune_after: vars.duration("PRESENCE_PRUNE_AFTER", "5m")?,
             prune_every: vars.duration("PRESENCE_PRUNE_EVERY", "60s")?,
             put_burst: vars.count("PRESENCE_PUT_BURST", "20")?,
+            settings_burst: vars.count("PRESENCE_SETTINGS_BURST", "10")?,
+            settings_per_second,
             put_per_second,
             max_devices,
             cache_ttl: vars.duration("PRESENCE_CACHE_TTL", "1s")?,
             cache_capacity: vars.count("PRESENCE_CACHE_CAPACITY", "100000")?,
             write_coalesce: vars.duration("PRESENCE_WRITE_COALESCE", "5s")?,
+        })
+    }
+
+    /// The token settings, once a secret is known (`None` without one).
+    pub fn token_settings(&self) -> Option<crate::auth::TokenSettings> {
+        Some(crate::auth::TokenSettings {
+            secret: self.jwt_secret.clone()?,
+            previous_secret: self.jwt_secret_previous.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway: self.jwt_leeway,
         })
     }
 
@@ -159,6 +181,20 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
         Ok(value)
     }
 
+    fn rate(&self, name: &'static str, default: &str) -> Result<f64, ConfigError> {
+        let text = self.text(name, default);
+        text.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|rate| rate.is_finite() && *rate >= 1e-6)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    name,
+                    format!("expected a positive number such as 2 or 0.5, not {text:?}"),
+                )
+            })
+    }
+
     fn count(&self, name: &'static str, default: &str) -> Result<NonZeroU32, ConfigError> {
         let text = self.text(name, default);
         text.trim().parse::<NonZeroU32>().map_err(|_| {
@@ -199,6 +235,10 @@ mod tests {
         assert_eq!(config.prune_after, Duration::from_secs(300));
         assert_eq!(config.prune_every, Duration::from_secs(60));
         assert_eq!(config.put_burst.get(), 20);
+        assert_eq!(config.settings_burst.get(), 10);
+        assert!((config.settings_per_second - 0.2).abs() < f64::EPSILON);
+        assert_eq!(config.jwt_leeway, Duration::from_secs(5));
+        assert!(config.jwt_issuer.is_none() && config.jwt_audience.is_none());
         assert!((config.put_per_second - 2.0).abs() < f64::EPSILON);
         assert_eq!(config.max_devices.get(), 10);
         assert_eq!(config.cache_ttl, Duration::from_secs(1));
@@ -231,6 +271,9 @@ mod tests {
             ("PRESENCE_PUT_BURST", "0"),
             ("PRESENCE_PUT_PER_SECOND", "fast"),
             ("PRESENCE_PUT_PER_SECOND", "-2"),
+            ("PRESENCE_SETTINGS_PER_SECOND", "0"),
+            ("PRESENCE_SETTINGS_BURST", "-1"),
+            ("PRESENCE_JWT_LEEWAY", "a bit"),
             ("PRESENCE_MAX_DEVICES", "ten"),
             ("PRESENCE_MAX_DEVICES", "5000"),
             ("PRESENCE_CACHE_TTL", "1000 years"),

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// More ids than a batch read takes.
     #[error("{0}")]
     TooManyIds(String),
+    /// The caller already blocks as many users as allowed.
+    #[error("{0}")]
+    TooManyBlocks(String),
     /// The bearer token is missing or not acceptable.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -76,6 +79,7 @@ impl ApiError {
             Self::InvalidStatusMessage(_) => "INVALID_STATUS_MESSAGE",
             Self::InvalidTimestamp(_) => "INVALID_TIMESTAMP",
             Self::TooManyIds(_) => "TOO_MANY_IDS",
+            Self::TooManyBlocks(_) => "TOO_MANY_BLOCKS",
             Self::Unauthorized(_) => "UNAUTHORIZED",
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -152,7 +156,8 @@ impl ResponseError for ApiError {
             | Self::InvalidStatus(_)
             | Self::InvalidStatusMessage(_)
             | Self::InvalidTimestamp(_)
-            | Self::TooManyIds(_) => StatusCode::BAD_REQUEST,
+            | Self::TooManyIds(_)
+            | Self::TooManyBlocks(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

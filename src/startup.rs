@@ -45,6 +45,8 @@ pub struct AppState {
     pub ping_interval_seconds: u64,
     /// The per-user limit on `PUT /api/status`.
     pub put_limiter: UserRateLimiter,
+    /// The tighter per-user limit on settings changes and blocks.
+    pub settings_limiter: UserRateLimiter,
 }
 
 /// Why the server could not start.
@@ -97,9 +99,8 @@ impl Application {
         pool: PgPool,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let secret = config
-            .jwt_secret
-            .as_ref()
+        let tokens = config
+            .token_settings()
             .ok_or(StartupError::MissingJwtSecret)?;
         let listener = TcpListener::bind(&config.addr).map_err(|source| StartupError::Bind {
             addr: config.addr.clone(),
@@ -128,8 +129,12 @@ impl Application {
             thresholds: config.thresholds,
             ping_interval_seconds: config.ping_interval_seconds(),
             put_limiter: UserRateLimiter::new(config.put_burst, config.put_per_second),
+            settings_limiter: UserRateLimiter::new(
+                config.settings_burst,
+                config.settings_per_second,
+            ),
         });
-        let verifier = web::Data::new(TokenVerifier::new(secret));
+        let verifier = web::Data::new(TokenVerifier::with_settings(&tokens));
         let state_for_shutdown = state.clone();
         let mut background = vec![tokio::spawn(sweep_rate_limiter(state.clone()))];
         if !config.write_coalesce.is_zero() {
@@ -266,5 +271,6 @@ async fn sweep_rate_limiter(state: web::Data<AppState>) {
     loop {
         every.tick().await;
         state.put_limiter.forget_recovered_users();
+        state.settings_limiter.forget_recovered_users();
     }
 }

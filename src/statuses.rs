@@ -20,8 +20,8 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::domain::{DeviceId, Ping, UserId};
-use crate::presence::StoredStatus;
-use crate::store::{self, PendingPings};
+use crate::presence::{Hidden, StoredStatus};
+use crate::store::{self, BlockError, PendingPings};
 
 /// A user's stored row as last read or written, `None` for a user who never pinged.
 type Row = Option<Arc<StoredStatus>>;
@@ -48,6 +48,8 @@ pub struct Statuses {
     flush_pool: PgPool,
     max_devices: u32,
     cache: Option<Cache<UserId, Row, RandomState>>,
+    /// Per viewer, the users blocks hide from them; same lifetime as `cache`.
+    blocked: Option<Cache<UserId, Arc<BlockedUsers>, RandomState>>,
     coalescer: Option<Coalescer>,
 }
 
@@ -66,6 +68,12 @@ impl Statuses {
                 .time_to_live(config.cache_ttl)
                 .build_with_hasher(RandomState::default())
         });
+        let blocked = (!config.cache_ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(config.cache_capacity)
+                .time_to_live(config.cache_ttl)
+                .build_with_hasher(RandomState::default())
+        });
         let coalescer =
             (!config.write_coalesce.is_zero()).then(|| Coalescer::new(config.write_coalesce));
         Self {
@@ -73,7 +81,56 @@ impl Statuses {
             flush_pool,
             max_devices: config.max_devices,
             cache,
+            blocked,
             coalescer,
+        }
+    }
+
+    /// The database, for what needs no cache.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The users that blocks (in either direction) hide from `viewer`.
+    pub async fn blocked_users(&self, viewer: UserId) -> Result<Arc<BlockedUsers>, sqlx::Error> {
+        if let Some(known) = self.blocked.as_ref().and_then(|cache| cache.get(&viewer)) {
+            return Ok(known);
+        }
+        let mut hidden: HashMap<UserId, Hidden> = HashMap::new();
+        for relation in store::block_relations(&self.pool, viewer).await? {
+            let last_seen = match hidden.get(&relation.other) {
+                // Blocked both ways: hidden since the earlier block.
+                Some(earlier) => earlier.last_seen.min(relation.other_last_seen),
+                None => relation.other_last_seen,
+            };
+            hidden.insert(relation.other, Hidden { last_seen });
+        }
+        let known = Arc::new(BlockedUsers(hidden));
+        if let Some(cache) = &self.blocked {
+            cache.insert(viewer, known.clone());
+        }
+        Ok(known)
+    }
+
+    /// `blocker` blocks `blocked`; both see the change at once on this instance.
+    pub async fn block(&self, blocker: UserId, blocked: UserId) -> Result<(), BlockError> {
+        store::add_block(&self.pool, blocker, blocked).await?;
+        self.forget_blocks_of(&[blocker, blocked]);
+        Ok(())
+    }
+
+    /// `blocker` lifts a block on `blocked`; both see the change at once on this instance.
+    pub async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<(), sqlx::Error> {
+        store::remove_block(&self.pool, blocker, blocked).await?;
+        self.forget_blocks_of(&[blocker, blocked]);
+        Ok(())
+    }
+
+    fn forget_blocks_of(&self, users: &[UserId]) {
+        if let Some(cache) = &self.blocked {
+            for user in users {
+                cache.invalidate(user);
+            }
         }
     }
 
@@ -230,6 +287,17 @@ impl Statuses {
             (Some(coalescer), Some(row)) => Some(coalescer.overlay(user, row)),
             (_, row) => row,
         }
+    }
+}
+
+/// The users hidden from one viewer by blocks, with the last activity each may still show.
+#[derive(Debug, Default)]
+pub struct BlockedUsers(HashMap<UserId, Hidden>);
+
+impl BlockedUsers {
+    /// How `user` is hidden from this viewer, if a block stands between them.
+    pub fn hidden(&self, user: UserId) -> Option<Hidden> {
+        self.0.get(&user).copied()
     }
 }
 

@@ -3,7 +3,7 @@
 mod rules;
 mod stored;
 
-pub use rules::{EffectiveStatus, OwnView, Status, Thresholds, calculate_effective_status};
+pub use rules::{EffectiveStatus, Hidden, OwnView, Status, Thresholds, calculate_effective_status};
 pub use stored::{StoredDevice, StoredStatus};
 
 #[cfg(test)]

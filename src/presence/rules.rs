@@ -31,6 +31,14 @@ pub struct Thresholds {
     pub offline_after: TimeDelta,
 }
 
+/// A block between the viewer and the user, in either direction: the user is
+/// shown as offline, with the last activity that stood when the block was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hidden {
+    /// The user's last activity at the moment of the block.
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
 /// What one viewer is shown of one user at one instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EffectiveStatus {
@@ -67,11 +75,13 @@ pub struct OwnView {
 
 /// Computes what `viewer` is shown of a user at `now` (contract section 2).
 ///
-/// `row` is `None` for a user who never pinged. Pure: no clock, no I/O.
+/// `row` is `None` for a user who never pinged; `hidden` is set while a block
+/// stands between the two. Pure: no clock, no I/O.
 pub fn calculate_effective_status(
     user_id: UserId,
     row: Option<&StoredStatus>,
     viewer: UserId,
+    hidden: Option<Hidden>,
     now: DateTime<Utc>,
     thresholds: &Thresholds,
 ) -> EffectiveStatus {
@@ -86,8 +96,13 @@ pub fn calculate_effective_status(
             own: None,
         };
     };
-    let is_self = viewer == row.user_id;
-    let shape = Shape::at(row, is_self, now, thresholds);
+    let audience = match (viewer == row.user_id, hidden) {
+        (true, _) => Audience::Owner,
+        (false, None) => Audience::Other,
+        (false, Some(hidden)) => Audience::Hidden(hidden),
+    };
+    let is_self = audience == Audience::Owner;
+    let shape = Shape::at(row, audience, now, thresholds);
     let own = is_self.then(|| OwnView {
         manual_status: shape.manual_status,
         manual_status_until: row
@@ -106,9 +121,17 @@ pub fn calculate_effective_status(
             .into_iter()
             .filter(|platform| shape.platforms & platform.bit() != 0)
             .collect(),
-        next_change_at: next_change(row, is_self, now, thresholds, &shape),
+        next_change_at: next_change(row, audience, now, thresholds, &shape),
         own,
     }
+}
+
+/// Who looks: the user, someone else, or someone a block hides the user from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    Owner,
+    Other,
+    Hidden(Hidden),
 }
 
 /// Everything in a view that time alone can change, cheap to compute and compare.
@@ -122,7 +145,22 @@ struct Shape {
 }
 
 impl Shape {
-    fn at(row: &StoredStatus, is_self: bool, at: DateTime<Utc>, thresholds: &Thresholds) -> Self {
+    fn at(
+        row: &StoredStatus,
+        audience: Audience,
+        at: DateTime<Utc>,
+        thresholds: &Thresholds,
+    ) -> Self {
+        let is_self = audience == Audience::Owner;
+        // What others may know of the last activity: it stops where hiding began.
+        let shown_last_seen = if row.invisible {
+            row.last_seen_before_invisible
+        } else {
+            row.last_seen
+        };
+        if let Audience::Hidden(hidden) = audience {
+            return Self::offline(hidden.last_seen.min(shown_last_seen), false, None);
+        }
         let live_platforms = row
             .devices
             .iter()
@@ -136,7 +174,7 @@ impl Shape {
         let own_manual_status = manual_status.filter(|_| is_self);
 
         if row.invisible && !is_self {
-            return Self::offline(row.last_seen_before_invisible, false, None);
+            return Self::offline(shown_last_seen, false, None);
         }
         if live_platforms == 0 {
             return Self::offline(row.last_seen, is_self && message_active, own_manual_status);
@@ -189,7 +227,7 @@ fn status_by_activity(
 /// second device of the same platform expiring, say) is skipped.
 fn next_change(
     row: &StoredStatus,
-    is_self: bool,
+    audience: Audience,
     now: DateTime<Utc>,
     thresholds: &Thresholds,
     current: &Shape,
@@ -208,5 +246,5 @@ fn next_change(
     deadlines.dedup();
     deadlines
         .into_iter()
-        .find(|deadline| Shape::at(row, is_self, *deadline, thresholds) != *current)
+        .find(|deadline| Shape::at(row, audience, *deadline, thresholds) != *current)
 }

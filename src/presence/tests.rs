@@ -5,7 +5,8 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::{
-    EffectiveStatus, Status, StoredDevice, StoredStatus, Thresholds, calculate_effective_status,
+    EffectiveStatus, Hidden, Status, StoredDevice, StoredStatus, Thresholds,
+    calculate_effective_status,
 };
 use crate::domain::{ManualStatus, Platform, UserId};
 
@@ -62,7 +63,7 @@ fn row(seen: TimeDelta, ping: TimeDelta) -> StoredStatus {
 }
 
 fn view(row: &StoredStatus, viewer: UserId, now: DateTime<Utc>) -> EffectiveStatus {
-    calculate_effective_status(row.user_id, Some(row), viewer, now, &thresholds())
+    calculate_effective_status(row.user_id, Some(row), viewer, None, now, &thresholds())
 }
 
 struct Case {
@@ -274,7 +275,7 @@ fn every_rule_and_boundary_in_order() {
 
 #[test]
 fn a_user_who_never_pinged_is_offline_and_never_seen() {
-    let shown = calculate_effective_status(user(), None, stranger(), t0(), &thresholds());
+    let shown = calculate_effective_status(user(), None, stranger(), None, t0(), &thresholds());
     assert_eq!(shown.status, Status::Offline);
     assert_eq!(shown.last_seen, None);
     assert_eq!(shown.next_change_at, None);
@@ -304,6 +305,48 @@ fn an_invisible_user_shows_others_only_the_frozen_last_seen() {
     assert!(
         own.own
             .is_some_and(|own| own.invisible && own.devices.len() == 2)
+    );
+}
+
+#[test]
+fn a_block_shows_an_offline_user_frozen_at_the_block() {
+    let row = with(row(ms(0), ms(0)), |r| {
+        r.status_message = Some("Here".to_owned());
+    });
+    let at_block = Some(t0() - TimeDelta::minutes(7));
+    let hidden = Some(Hidden {
+        last_seen: at_block,
+    });
+    let shown =
+        calculate_effective_status(user(), Some(&row), stranger(), hidden, t0(), &thresholds());
+    assert_eq!(shown.status, Status::Offline);
+    assert_eq!(shown.last_seen, at_block);
+    assert_eq!((shown.status_message, shown.next_change_at), (None, None));
+    assert!(shown.platforms.is_empty() && shown.own.is_none());
+
+    let invisible_earlier = with(row.clone(), |r| {
+        r.invisible = true;
+        r.last_seen_before_invisible = Some(t0() - TimeDelta::hours(1));
+    });
+    let shown = calculate_effective_status(
+        user(),
+        Some(&invisible_earlier),
+        stranger(),
+        hidden,
+        t0(),
+        &thresholds(),
+    );
+    assert_eq!(
+        shown.last_seen,
+        Some(t0() - TimeDelta::hours(1)),
+        "hidden since the earlier of the two"
+    );
+
+    let own = calculate_effective_status(user(), Some(&row), user(), hidden, t0(), &thresholds());
+    assert_eq!(
+        own.status,
+        Status::Online,
+        "a block never hides a user from themselves"
     );
 }
 
@@ -419,6 +462,22 @@ proptest! {
         let shown = view(&row, stranger(), t0() + ms(later));
         prop_assert_eq!(shown.status, Status::Offline);
         prop_assert_eq!(shown.last_seen, row.last_seen_before_invisible);
+        prop_assert!(shown.platforms.is_empty());
+        prop_assert_eq!(shown.status_message, None);
+        prop_assert_eq!(shown.next_change_at, None);
+        prop_assert!(shown.own.is_none());
+    }
+
+    #[test]
+    fn a_blocked_pair_never_sees_each_other(
+        row in arbitrary_row(),
+        frozen in prop::option::of(0i64..7_200_000),
+        later in 0i64..7_200_000,
+    ) {
+        let hidden = Hidden { last_seen: frozen.map(|before| t0() - ms(before)) };
+        let shown = calculate_effective_status(user(), Some(&row), stranger(), Some(hidden), t0() + ms(later), &thresholds());
+        prop_assert_eq!(shown.status, Status::Offline);
+        prop_assert!(shown.last_seen <= hidden.last_seen);
         prop_assert!(shown.platforms.is_empty());
         prop_assert_eq!(shown.status_message, None);
         prop_assert_eq!(shown.next_change_at, None);

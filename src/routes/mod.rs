@@ -1,5 +1,6 @@
 //! Thin HTTP handlers: extract, parse, call the store and the rules, shape the response.
 
+mod blocks;
 mod conditional;
 mod devices;
 mod health;
@@ -42,6 +43,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/api/status/devices/{deviceId}")
                 .route(web::delete().to(devices::delete_device))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/blocks")
+                .route(web::get().to(blocks::get_blocks))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/blocks/{userId}")
+                .route(web::put().to(blocks::put_block))
+                .route(web::delete().to(blocks::delete_block))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

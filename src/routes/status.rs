@@ -25,8 +25,11 @@ pub async fn put_status(
     state.put_limiter.check(viewer)?;
     let now = state.clock.now();
     let ping = body.into_inner().parse(now)?;
+    if ping.changes_settings() {
+        state.settings_limiter.check(viewer)?;
+    }
     let row = state.statuses.ping(viewer, &ping, now).await?;
-    let view = calculate_effective_status(viewer, Some(&row), viewer, now, &state.thresholds);
+    let view = calculate_effective_status(viewer, Some(&row), viewer, None, now, &state.thresholds);
     Ok(HttpResponse::Ok()
         .insert_header(CacheControl(vec![
             CacheDirective::Private,
@@ -45,10 +48,12 @@ pub async fn get_status(
 ) -> Result<HttpResponse, ApiError> {
     let user = UserId::parse(&path).map_err(ApiError::InvalidUserId)?;
     let row = state.statuses.fetch(user).await?;
+    let hidden = state.statuses.blocked_users(viewer).await?.hidden(user);
     let view = calculate_effective_status(
         user,
         row.as_deref(),
         viewer,
+        hidden,
         state.clock.now(),
         &state.thresholds,
     );
@@ -133,12 +138,21 @@ async fn batch_response(
     users: &[UserId],
 ) -> Result<HttpResponse, ApiError> {
     let rows = state.statuses.fetch_many(users).await?;
+    let blocked = state.statuses.blocked_users(viewer).await?;
     let now = state.clock.now();
     let views: Vec<EffectiveStatus> = users
         .iter()
         .zip(&rows)
         .map(|(user, row)| {
-            calculate_effective_status(*user, row.as_deref(), viewer, now, &state.thresholds)
+            let hidden = blocked.hidden(*user);
+            calculate_effective_status(
+                *user,
+                row.as_deref(),
+                viewer,
+                hidden,
+                now,
+                &state.thresholds,
+            )
         })
         .collect();
     conditional_json(

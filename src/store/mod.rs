@@ -1,9 +1,14 @@
 //! Every SQL statement of the service; functions take any executor (pool, connection, transaction).
 
+mod blocks;
 mod jobs;
 mod pg_cron;
 mod status;
 
+pub use blocks::{
+    BlockError, BlockRelation, MAX_BLOCKS_PER_USER, add_block, block_relations, list_blocks,
+    remove_block,
+};
 pub use jobs::{claim_job_run, install_sql_functions, prune_stale_devices, try_job_lock};
 pub use pg_cron::{PG_CRON_JOB, PgCronError, install_pg_cron_job, uninstall_pg_cron_job};
 pub use status::{

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{TEST_SECRET, error_code, new_user, spawn_app, token_for};
+use crate::helpers::{TEST_SECRET, error_code, new_user, spawn_app, spawn_app_with, token_for};
 
 fn sign(header: &Header, claims: &Value, secret: &str) -> String {
     jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(secret.as_bytes()))
@@ -172,4 +172,151 @@ async fn the_caller_is_the_token_subject(pool: PgPool) {
     );
     let seen = app.status_of(new_user(), user).await;
     assert_eq!(seen["status"], "online");
+}
+
+async fn status_with(app: &crate::helpers::TestApp, token: &str) -> StatusCode {
+    let user = new_user();
+    app.raw(
+        Method::GET,
+        &format!("/api/status/{user}"),
+        &[("authorization", &format!("Bearer {token}"))],
+        None,
+    )
+    .await
+    .status()
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[sqlx::test]
+async fn nbf_is_honoured_within_the_leeway(pool: PgPool) {
+    let app = spawn_app_with(pool, &[("PRESENCE_JWT_LEEWAY", "30s")]).await;
+    let sub = new_user().to_string();
+    let cases = [
+        (
+            "nbf an hour ahead",
+            json!({"sub": sub, "exp": now_secs() + 7200, "nbf": now_secs() + 3600}),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "nbf 10 s ahead, within the leeway",
+            json!({"sub": sub, "exp": now_secs() + 7200, "nbf": now_secs() + 10}),
+            StatusCode::OK,
+        ),
+        (
+            "nbf passed",
+            json!({"sub": sub, "exp": now_secs() + 7200, "nbf": now_secs() - 10}),
+            StatusCode::OK,
+        ),
+        (
+            "expired 10 s ago, within the leeway",
+            json!({"sub": sub, "exp": now_secs() - 10}),
+            StatusCode::OK,
+        ),
+        (
+            "expired a minute ago",
+            json!({"sub": sub, "exp": now_secs() - 60}),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (why, claims, expected) in cases {
+        let token = sign(&Header::new(Algorithm::HS256), &claims, TEST_SECRET);
+        assert_eq!(status_with(&app, &token).await, expected, "{why}");
+    }
+}
+
+#[sqlx::test]
+async fn the_previous_secret_keeps_working_during_a_rotation(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("PRESENCE_JWT_SECRET", "the-new-secret"),
+            ("PRESENCE_JWT_SECRET_PREVIOUS", TEST_SECRET),
+        ],
+    )
+    .await;
+    let claims = json!({"sub": new_user().to_string(), "exp": now_secs() + 600});
+    let header = Header::new(Algorithm::HS256);
+    assert_eq!(
+        status_with(&app, &sign(&header, &claims, "the-new-secret")).await,
+        StatusCode::OK,
+        "new secret"
+    );
+    assert_eq!(
+        status_with(&app, &sign(&header, &claims, TEST_SECRET)).await,
+        StatusCode::OK,
+        "previous secret"
+    );
+    assert_eq!(
+        status_with(&app, &sign(&header, &claims, "a-third-secret")).await,
+        StatusCode::UNAUTHORIZED,
+        "any other"
+    );
+    let expired_old = json!({"sub": new_user().to_string(), "exp": now_secs() - 3600});
+    assert_eq!(
+        status_with(&app, &sign(&header, &expired_old, TEST_SECRET)).await,
+        StatusCode::UNAUTHORIZED,
+        "the old secret's tokens still expire"
+    );
+}
+
+#[sqlx::test]
+async fn issuer_and_audience_are_checked_when_configured(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("PRESENCE_JWT_ISSUER", "https://auth.example"),
+            ("PRESENCE_JWT_AUDIENCE", "presence"),
+        ],
+    )
+    .await;
+    let sub = new_user().to_string();
+    let exp = now_secs() + 600;
+    let cases = [
+        (
+            "both right",
+            json!({"sub": sub, "exp": exp, "iss": "https://auth.example", "aud": "presence"}),
+            StatusCode::OK,
+        ),
+        (
+            "no iss",
+            json!({"sub": sub, "exp": exp, "aud": "presence"}),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "no aud",
+            json!({"sub": sub, "exp": exp, "iss": "https://auth.example"}),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "wrong iss",
+            json!({"sub": sub, "exp": exp, "iss": "https://evil.example", "aud": "presence"}),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "wrong aud",
+            json!({"sub": sub, "exp": exp, "iss": "https://auth.example", "aud": "billing"}),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (why, claims, expected) in cases {
+        let token = sign(&Header::new(Algorithm::HS256), &claims, TEST_SECRET);
+        assert_eq!(status_with(&app, &token).await, expected, "{why}");
+    }
+}
+
+#[sqlx::test]
+async fn without_configured_issuer_or_audience_those_claims_are_ignored(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let claims = json!({"sub": new_user().to_string(), "exp": now_secs() + 600, "iss": "anyone", "aud": "anything"});
+    assert_eq!(
+        status_with(
+            &app,
+            &sign(&Header::new(Algorithm::HS256), &claims, TEST_SECRET)
+        )
+        .await,
+        StatusCode::OK
+    );
 }

@@ -103,6 +103,26 @@ fn token_signs_with_the_configured_secret() {
 }
 
 #[test]
+fn token_carries_the_configured_issuer_and_audience() {
+    let user = Uuid::new_v4();
+    let output = run(presence()
+        .args(["token", &user.to_string()])
+        .env("PRESENCE_JWT_SECRET", "configured")
+        .env("PRESENCE_JWT_ISSUER", "https://auth.example")
+        .env("PRESENCE_JWT_AUDIENCE", "presence"));
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).expect("utf-8");
+    let mut settings = presence::auth::TokenSettings::with_secret(SecretString::from("configured"));
+    settings.issuer = Some("https://auth.example".to_owned());
+    settings.audience = Some("presence".to_owned());
+    assert!(
+        presence::auth::TokenVerifier::with_settings(&settings)
+            .verify(token.trim())
+            .is_ok()
+    );
+}
+
+#[test]
 fn token_refuses_a_user_id_that_is_not_a_uuid() {
     let output = run(presence().args(["token", "alice", "--dev"]));
     assert_eq!(output.status.code(), Some(2));

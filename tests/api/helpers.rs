@@ -55,6 +55,8 @@ pub async fn spawn_app_on_clock(
         ("PRESENCE_JWT_SECRET", TEST_SECRET),
         ("PRESENCE_PUT_BURST", "10000"),
         ("PRESENCE_PUT_PER_SECOND", "10000"),
+        ("PRESENCE_SETTINGS_BURST", "10000"),
+        ("PRESENCE_SETTINGS_PER_SECOND", "10000"),
         ("PRESENCE_PRUNE_EVERY", "0"),
     ]
     .into_iter()
@@ -130,6 +132,21 @@ impl TestApp {
         let response = self.get_status(viewer, &user.to_string()).await;
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.expect("JSON body")
+    }
+
+    /// `PUT` (block) or `DELETE` (unblock) `/api/blocks/{other}` as `user`.
+    pub async fn set_block(&self, user: UserId, other: &str, block: bool) -> Response {
+        let method = if block {
+            reqwest::Method::PUT
+        } else {
+            reqwest::Method::DELETE
+        };
+        self.client
+            .request(method, format!("{}/api/blocks/{other}", self.address))
+            .bearer_auth(token_for(user))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     /// `DELETE /api/status/devices/{device}` as `user`.

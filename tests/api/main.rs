@@ -10,6 +10,7 @@ mod helpers;
 mod pg_cron;
 mod ping;
 mod polling;
+mod privacy;
 mod prune;
 mod rate_limit;
 mod status_rules;

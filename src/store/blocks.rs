@@ -1,0 +1,146 @@
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, PgPool};
+
+use crate::domain::UserId;
+
+/// How many users one user may block.
+pub const MAX_BLOCKS_PER_USER: i64 = 10_000;
+
+/// One block between the viewer and another user, in either direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRelation {
+    /// The other user.
+    pub other: UserId,
+    /// The other user's last activity when the block was made: what the viewer keeps seeing.
+    pub other_last_seen: Option<DateTime<Utc>>,
+}
+
+/// Why a block could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// The blocker already blocks as many users as allowed.
+    #[error("you already block {MAX_BLOCKS_PER_USER} users, the most allowed")]
+    TooMany,
+    /// A database error.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Blocks `blocked` for `blocker` (idempotent: a repeated block keeps its moment).
+///
+/// What each was shown of the other is read in the same statement, so it is
+/// exactly what stood at the moment of the block (or of the reverse block,
+/// when one already stands).
+pub async fn add_block(pool: &PgPool, blocker: UserId, blocked: UserId) -> Result<(), BlockError> {
+    let mut transaction = pool.begin().await?;
+    // One block at a time per blocker, so the count below holds.
+    sqlx::query!(
+        r#"select true as "locked!" from pg_advisory_xact_lock(hashtextextended($1::uuid::text, 7))"#,
+        blocker.as_uuid()
+    )
+    .fetch_one(&mut *transaction)
+    .await?;
+    let outcome = sqlx::query_scalar!(
+        r#"
+        with existing as (
+            select count(*) as blocks,
+                   bool_or(blocked_id = $2) as already
+            from blocks
+            where blocker_id = $1
+        ),
+        shown as (
+            -- What each was shown of the other just before the block: an
+            -- invisible user's frozen lastSeen, else the last activity.
+            select user_id,
+                   case when invisible then last_seen_before_invisible else last_seen end as last_seen
+            from user_status
+            where user_id in ($1, $2)
+        ),
+        inserted as (
+            -- With a block the other way already standing, the pair has been
+            -- hidden since that one: keep its moment, so lifting it reveals nothing.
+            insert into blocks (blocker_id, blocked_id, blocker_last_seen, blocked_last_seen)
+            select $1, $2,
+                   case when reverse.blocker_id is not null then reverse.blocked_last_seen
+                        else (select last_seen from shown where user_id = $1) end,
+                   case when reverse.blocker_id is not null then reverse.blocker_last_seen
+                        else (select last_seen from shown where user_id = $2) end
+            from existing
+            left join blocks as reverse on reverse.blocker_id = $2 and reverse.blocked_id = $1
+            where not coalesce(existing.already, false) and existing.blocks < $3
+            on conflict do nothing
+            returning 1
+        )
+        select case
+            when (select count(*) from inserted) > 0 then 'added'
+            when (select coalesce(already, false) from existing) then 'already'
+            else 'too_many' end as "outcome!"
+        "#,
+        blocker.as_uuid(),
+        blocked.as_uuid(),
+        MAX_BLOCKS_PER_USER,
+    )
+    .fetch_one(&mut *transaction)
+    .await?;
+    if outcome == "too_many" {
+        return Err(BlockError::TooMany);
+    }
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Lifts a block (idempotent).
+pub async fn remove_block(
+    executor: impl PgExecutor<'_>,
+    blocker: UserId,
+    blocked: UserId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "delete from blocks where blocker_id = $1 and blocked_id = $2",
+        blocker.as_uuid(),
+        blocked.as_uuid(),
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// The users `blocker` blocks, most recent first.
+pub async fn list_blocks(
+    executor: impl PgExecutor<'_>,
+    blocker: UserId,
+) -> Result<Vec<UserId>, sqlx::Error> {
+    let ids = sqlx::query_scalar!(
+        "select blocked_id from blocks where blocker_id = $1 order by created_at desc, blocked_id",
+        blocker.as_uuid(),
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(ids.into_iter().map(UserId::from).collect())
+}
+
+/// Every block between `viewer` and anyone, in either direction.
+pub async fn block_relations(
+    executor: impl PgExecutor<'_>,
+    viewer: UserId,
+) -> Result<Vec<BlockRelation>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"
+        select blocked_id as "other!", blocked_last_seen as other_last_seen
+        from blocks where blocker_id = $1
+        union all
+        select blocker_id as "other!", blocker_last_seen as other_last_seen
+        from blocks where blocked_id = $1
+        "#,
+        viewer.as_uuid(),
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| BlockRelation {
+            other: UserId::from(row.other),
+            other_last_seen: row.other_last_seen,
+        })
+        .collect())
+}
