@@ -16,6 +16,14 @@ const LONGEST_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 pub struct Config {
     /// Where the database lives; created if missing.
     pub database_url: SecretString,
+    /// The most connections the server opens to the database.
+    pub db_max_connections: NonZeroU32,
+    /// How long a request waits for a connection before it gets `503`.
+    pub db_acquire_timeout: Duration,
+    /// How long one statement may run before it is cancelled (and the request gets `503`); zero: no limit.
+    pub db_statement_timeout: Duration,
+    /// How long `serve` and `migrate` keep retrying an unreachable database at start-up.
+    pub db_startup_timeout: Duration,
     /// The address to listen on.
     pub addr: String,
     /// The token signing secret; `None` when unset (only `--dev` runs without it).
@@ -102,6 +110,10 @@ impl Config {
                 "DATABASE_URL",
                 "postgres://postgres@localhost:5432/presence",
             )),
+            db_max_connections: vars.count("PRESENCE_DB_MAX_CONNECTIONS", "16")?,
+            db_acquire_timeout: vars.duration("PRESENCE_DB_ACQUIRE_TIMEOUT", "1s")?,
+            db_statement_timeout: vars.duration("PRESENCE_DB_STATEMENT_TIMEOUT", "1s")?,
+            db_startup_timeout: vars.duration("PRESENCE_DB_STARTUP_TIMEOUT", "30s")?,
             addr: vars.text("PRESENCE_ADDR", "127.0.0.1:8080"),
             jwt_secret: lookup("PRESENCE_JWT_SECRET")
                 .filter(|secret| !secret.is_empty())
@@ -235,6 +247,10 @@ mod tests {
         assert_eq!(config.prune_after, Duration::from_secs(300));
         assert_eq!(config.prune_every, Duration::from_secs(60));
         assert_eq!(config.put_burst.get(), 20);
+        assert_eq!(config.db_max_connections.get(), 16);
+        assert_eq!(config.db_acquire_timeout, Duration::from_secs(1));
+        assert_eq!(config.db_statement_timeout, Duration::from_secs(1));
+        assert_eq!(config.db_startup_timeout, Duration::from_secs(30));
         assert_eq!(config.settings_burst.get(), 10);
         assert!((config.settings_per_second - 0.2).abs() < f64::EPSILON);
         assert_eq!(config.jwt_leeway, Duration::from_secs(5));

@@ -63,6 +63,9 @@ pub enum ApiError {
     /// The database could not be reached in time.
     #[error("the database is unavailable; retry shortly")]
     DatabaseUnavailable(#[source] sqlx::Error),
+    /// The service is not ready to serve (readiness check), with the reason.
+    #[error("{0}")]
+    NotReady(String),
     /// Anything else; the cause goes to the log, never to the client.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -86,7 +89,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
+            Self::DatabaseUnavailable(_) | Self::NotReady(_) => "DATABASE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -130,7 +133,17 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => Self::DatabaseUnavailable(error),
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => Self::DatabaseUnavailable(error),
+            // Cancelled by statement_timeout, or the server is shutting down or starting up.
+            sqlx::Error::Database(ref database)
+                if matches!(
+                    database.code().as_deref(),
+                    Some("57014" | "57P01" | "57P02" | "57P03")
+                ) =>
+            {
+                Self::DatabaseUnavailable(error)
+            }
             other => Self::Internal(Box::new(other)),
         }
     }
@@ -164,7 +177,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DatabaseUnavailable(_) | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -176,7 +189,7 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         let retry_after = match self {
             Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            Self::DatabaseUnavailable(_) => Some(DATABASE_RETRY_AFTER_SECS),
+            Self::DatabaseUnavailable(_) | Self::NotReady(_) => Some(DATABASE_RETRY_AFTER_SECS),
             _ => None,
         };
         if let Some(seconds) = retry_after {

@@ -26,8 +26,6 @@ use crate::{routes, store};
 
 /// The largest body `PUT /api/status` accepts.
 const BODY_LIMIT_BYTES: usize = 16 * 1024;
-/// How long a request waits for a database connection before it gets `503`.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long in-flight requests may take to finish after SIGTERM.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 /// How often the rate limiter forgets users whose budget has recovered.
@@ -210,27 +208,70 @@ impl Application {
 }
 
 /// Options for the server's connection pool: a request never waits long for a connection.
-pub fn pool_options() -> PgPoolOptions {
+pub fn pool_options(config: &Config) -> PgPoolOptions {
     PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .max_connections(config.db_max_connections.get())
+        .acquire_timeout(config.db_acquire_timeout)
         // A broken connection fails its query and is replaced; checking every
         // connection with a round trip before each use would double the cost of a read.
         .test_before_acquire(false)
 }
 
-/// Connects to the configured database, which must exist.
-pub async fn connect(config: &Config) -> Result<PgPool, StartupError> {
+/// The connection options of `DATABASE_URL`, with the statement timeout.
+pub fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError> {
     let options = PgConnectOptions::from_str(config.database_url.expose_secret())
         .map_err(StartupError::DatabaseUrl)?;
-    pool_options()
-        .connect_with(options)
+    let timeout_ms = config.db_statement_timeout.as_millis();
+    Ok(if timeout_ms == 0 {
+        options
+    } else {
+        options.options([("statement_timeout", timeout_ms.to_string())])
+    })
+}
+
+/// Connects to the configured database, which must exist; fails at once when it is unreachable.
+pub async fn connect(config: &Config) -> Result<PgPool, StartupError> {
+    pool_options(config)
+        .connect_with(connect_options(config)?)
         .await
         .map_err(StartupError::Database)
 }
 
 /// Creates the database if it is missing, connects, applies the migrations and the `sql/` functions.
+///
+/// An unreachable database is retried, with a log line each time, for up to
+/// `PRESENCE_DB_STARTUP_TIMEOUT` (a database that starts alongside the server).
 pub async fn prepare_database(config: &Config) -> Result<PgPool, StartupError> {
+    let give_up_at = tokio::time::Instant::now() + config.db_startup_timeout;
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match create_if_missing(config).await {
+            Ok(()) => break,
+            Err(StartupError::Database(error)) if tokio::time::Instant::now() < give_up_at => {
+                let pause = wait.min(give_up_at - tokio::time::Instant::now());
+                tracing::warn!(
+                    %error,
+                    retry_in_ms = pause.as_millis(),
+                    "the database is not reachable yet; retrying (PRESENCE_DB_STARTUP_TIMEOUT bounds this)"
+                );
+                tokio::time::sleep(pause).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    let pool = connect(config).await?;
+    store::MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(StartupError::Migrate)?;
+    store::install_sql_functions(&pool)
+        .await
+        .map_err(StartupError::Database)?;
+    Ok(pool)
+}
+
+async fn create_if_missing(config: &Config) -> Result<(), StartupError> {
     let url = config.database_url.expose_secret();
     PgConnectOptions::from_str(url).map_err(StartupError::DatabaseUrl)?;
     if !Postgres::database_exists(url)
@@ -245,15 +286,7 @@ pub async fn prepare_database(config: &Config) -> Result<PgPool, StartupError> {
             }
         }
     }
-    let pool = connect(config).await?;
-    store::MIGRATOR
-        .run(&pool)
-        .await
-        .map_err(StartupError::Migrate)?;
-    store::install_sql_functions(&pool)
-        .await
-        .map_err(StartupError::Database)?;
-    Ok(pool)
+    Ok(())
 }
 
 async fn flush_held_back_pings(state: web::Data<AppState>, every: Duration) {

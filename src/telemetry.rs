@@ -1,15 +1,27 @@
-//! Logging: one span per request (with its request id) from tracing-actix-web, filtered by `RUST_LOG`.
+//! Logging: one span per request (with its request id) from tracing-actix-web,
+//! filtered by `RUST_LOG`, as text or, with `PRESENCE_LOG_FORMAT=json`, JSON lines.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 /// Installs the global tracing subscriber, writing to stderr so stdout stays for command output.
+///
+/// Every line written inside a request carries that request's span, and so its
+/// request id; a line as each request span closes gives an access log with timing.
 pub fn init_telemetry() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        // A line as each request span closes: an access log with the request id and timing.
-        .with_span_events(FmtSpan::CLOSE)
-        .init();
+        .with_span_events(FmtSpan::CLOSE);
+    if std::env::var("PRESENCE_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"))
+    {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
 }

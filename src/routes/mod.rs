@@ -25,6 +25,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
+            web::resource("/readyz")
+                .route(web::get().to(health::ready))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
             web::resource("/api/status")
                 .route(web::put().to(status::put_status))
                 .route(web::get().to(status::get_statuses))

@@ -79,3 +79,16 @@ pub async fn claim_job_run(
     .await?;
     Ok(claimed.is_some())
 }
+
+/// How many of the embedded migrations the database has not applied (readiness).
+pub async fn pending_migrations(executor: impl PgExecutor<'_>) -> Result<usize, sqlx::Error> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar!("select version from _sqlx_migrations where success order by version")
+            .fetch_all(executor)
+            .await?;
+    Ok(super::MIGRATOR
+        .iter()
+        .filter(|migration| !migration.migration_type.is_down_migration())
+        .filter(|migration| applied.binary_search(&migration.version).is_err())
+        .count())
+}

@@ -9,7 +9,9 @@ pub use blocks::{
     BlockError, BlockRelation, MAX_BLOCKS_PER_USER, add_block, block_relations, list_blocks,
     remove_block,
 };
-pub use jobs::{claim_job_run, install_sql_functions, prune_stale_devices, try_job_lock};
+pub use jobs::{
+    claim_job_run, install_sql_functions, pending_migrations, prune_stale_devices, try_job_lock,
+};
 pub use pg_cron::{PG_CRON_JOB, PgCronError, install_pg_cron_job, uninstall_pg_cron_job};
 pub use status::{
     PendingPings, apply_pending_pings, apply_ping, fetch_status, fetch_statuses, remove_device,

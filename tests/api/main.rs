@@ -2,11 +2,13 @@
 
 mod auth;
 mod cli;
+mod cluster;
 mod concurrency;
 mod devices;
 mod errors;
 mod health;
 mod helpers;
+mod operations;
 mod pg_cron;
 mod ping;
 mod polling;

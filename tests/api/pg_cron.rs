@@ -1,7 +1,6 @@
 //! pg_cron scheduling, on a private throwaway cluster started with pg_cron preloaded.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -11,138 +10,7 @@ use presence::store;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-/// A PostgreSQL cluster in a temporary folder, stopped and removed on drop.
-struct Cluster {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-}
-
-impl Cluster {
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &["-D", path(&self.data), "-m", "immediate", "stop"],
-        );
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-fn path(path: &Path) -> &str {
-    path.to_str().expect("a UTF-8 path")
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.starts_with(b"0\n"))
-}
-
-/// Runs a server program as the `postgres` user when we are root (initdb refuses root).
-fn as_postgres(program: &Path, args: &[&str]) -> Output {
-    let mut command = if running_as_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    };
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the program runs")
-}
-
-/// The newest installed server's bin folder and whether pg_cron is installed for it.
-fn server_with_pg_cron() -> Result<PathBuf, String> {
-    let versions = std::fs::read_dir("/usr/lib/postgresql")
-        .map_err(|_| "no PostgreSQL server under /usr/lib/postgresql".to_owned())?;
-    let newest = versions
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .max()
-        .ok_or("no PostgreSQL server version found")?;
-    let root = PathBuf::from(format!("/usr/lib/postgresql/{newest}"));
-    if !root.join("lib/pg_cron.so").exists() {
-        return Err(format!(
-            "pg_cron is not installed for PostgreSQL {newest} (Debian: postgresql-{newest}-cron)"
-        ));
-    }
-    Ok(root.join("bin"))
-}
-
-fn start_cluster(bin: PathBuf) -> Cluster {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let data = std::env::temp_dir().join(format!("presence-pg-cron-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&data).expect("creates the folder");
-    if running_as_root() {
-        let chown = Command::new("chown")
-            .args(["postgres:postgres", path(&data)])
-            .status()
-            .expect("chown runs");
-        assert!(chown.success());
-    }
-    let cluster = Cluster { bin, data, port };
-    let init = as_postgres(
-        &cluster.bin.join("initdb"),
-        &[
-            "-D",
-            path(&cluster.data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-        ],
-    );
-    assert!(
-        init.status.success(),
-        "initdb: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let settings = format!(
-        "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
-         shared_preload_libraries = 'pg_cron'\ncron.database_name = 'postgres'\n\
-         cron.use_background_workers = on\nmax_worker_processes = 16\nfsync = off\n",
-        dir = path(&cluster.data)
-    );
-    let conf = cluster.data.join("postgresql.conf");
-    let mut text = std::fs::read_to_string(&conf).expect("reads postgresql.conf");
-    text.push_str(&settings);
-    std::fs::write(&conf, text).expect("writes postgresql.conf");
-    let log = cluster.data.join("server.log");
-    let start = as_postgres(
-        &cluster.bin.join("pg_ctl"),
-        &[
-            "-D",
-            path(&cluster.data),
-            "-l",
-            path(&log),
-            "-w",
-            "-t",
-            "30",
-            "start",
-        ],
-    );
-    assert!(
-        start.status.success(),
-        "pg_ctl start: {} {}",
-        String::from_utf8_lossy(&start.stderr),
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    cluster
-}
+use crate::cluster::{Cluster, newest_server};
 
 fn presence(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_presence"))
@@ -164,6 +32,21 @@ fn succeeded(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+const PG_CRON_SETTINGS: &str = "shared_preload_libraries = 'pg_cron'\ncron.database_name = 'postgres'\ncron.use_background_workers = on\nmax_worker_processes = 16\n";
+
+/// The newest installed server's bin folder, if pg_cron is installed for it.
+fn server_with_pg_cron() -> Result<PathBuf, String> {
+    let bin = newest_server()?;
+    let lib = bin
+        .parent()
+        .expect("a version folder")
+        .join("lib/pg_cron.so");
+    if !lib.exists() {
+        return Err(format!("pg_cron is not installed ({})", lib.display()));
+    }
+    Ok(bin)
+}
+
 #[tokio::test]
 async fn the_prune_job_registers_with_pg_cron_idempotently_and_runs() {
     let bin = match server_with_pg_cron() {
@@ -176,8 +59,8 @@ async fn the_prune_job_registers_with_pg_cron_idempotently_and_runs() {
             return;
         }
     };
-    let cluster = start_cluster(bin);
-    let url = cluster.url();
+    let cluster = Cluster::start(bin, PG_CRON_SETTINGS);
+    let url = cluster.url("postgres");
     succeeded(&presence(&url, &["migrate"]));
 
     let pool = PgPoolOptions::new()

@@ -1,0 +1,152 @@
+//! Private throwaway PostgreSQL clusters (initdb + pg_ctl on a free port), for
+//! the tests that must stop a database or load an extension.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use uuid::Uuid;
+
+/// A PostgreSQL cluster in a temporary folder, stopped and removed on drop.
+pub struct Cluster {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    /// Creates and starts a cluster with `settings` appended to its postgresql.conf.
+    pub fn start(bin: PathBuf, settings: &str) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let data = std::env::temp_dir().join(format!("presence-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data).expect("creates the folder");
+        if running_as_root() {
+            let chown = Command::new("chown")
+                .args(["postgres:postgres", path(&data)])
+                .status()
+                .expect("chown runs");
+            assert!(chown.success());
+        }
+        let cluster = Self { bin, data, port };
+        let init = as_postgres(
+            &cluster.bin.join("initdb"),
+            &[
+                "-D",
+                path(&cluster.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        assert!(
+            init.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let conf = cluster.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("reads postgresql.conf");
+        text.push_str(&format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\nfsync = off\n{settings}",
+            dir = path(&cluster.data)
+        ));
+        std::fs::write(&conf, text).expect("writes postgresql.conf");
+        cluster.resume();
+        cluster
+    }
+
+    /// The URL of database `name` on this cluster.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops the server at once, as a crash or a failover would.
+    pub fn halt(&self) {
+        let stop = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", path(&self.data), "-m", "immediate", "-w", "stop"],
+        );
+        assert!(
+            stop.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&stop.stderr)
+        );
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn resume(&self) {
+        let log = self.data.join("server.log");
+        let start = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                path(&self.data),
+                "-l",
+                path(&log),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+        );
+        assert!(
+            start.status.success(),
+            "pg_ctl start: {} {}",
+            String::from_utf8_lossy(&start.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", path(&self.data), "-m", "immediate", "stop"],
+        );
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// The bin folder of the newest installed PostgreSQL server.
+pub fn newest_server() -> Result<PathBuf, String> {
+    let versions = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| "no PostgreSQL server under /usr/lib/postgresql".to_owned())?;
+    let newest = versions
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .ok_or("no PostgreSQL server version found")?;
+    Ok(PathBuf::from(format!("/usr/lib/postgresql/{newest}/bin")))
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.starts_with(b"0\n"))
+}
+
+/// Runs a server program as the `postgres` user when we are root (initdb refuses root).
+fn as_postgres(program: &Path, args: &[&str]) -> Output {
+    let mut command = if running_as_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    };
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the program runs")
+}

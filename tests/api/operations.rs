@@ -1,0 +1,271 @@
+//! Running it in production: readiness, database outages, start-up, logs.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use presence::clock::SystemClock;
+use presence::config::Config;
+use presence::startup::{Application, prepare_database};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::cluster::{Cluster, newest_server};
+use crate::helpers::{TEST_SECRET, error_code, new_user, spawn_app, token_for};
+
+#[sqlx::test]
+async fn readyz_says_ready_when_the_database_answers_and_is_migrated(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let response = app.raw(Method::GET, "/readyz", &[], None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    sqlx::query(
+        "delete from _sqlx_migrations where version = (select max(version) from _sqlx_migrations)",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("forgets a migration");
+    let response = app.raw(Method::GET, "/readyz", &[], None).await;
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "DATABASE_UNAVAILABLE");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("migration")),
+        "{body}"
+    );
+
+    app.pool.close().await;
+    let (status, code) = error_code(app.raw(Method::GET, "/readyz", &[], None).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE")
+    );
+    assert_eq!(
+        app.raw(Method::GET, "/healthz", &[], None).await.status(),
+        StatusCode::OK,
+        "healthz needs no database"
+    );
+}
+
+fn config_for(url: &str) -> Config {
+    let vars = [
+        ("DATABASE_URL", url),
+        ("PRESENCE_ADDR", "127.0.0.1:0"),
+        ("PRESENCE_JWT_SECRET", TEST_SECRET),
+        ("PRESENCE_PRUNE_EVERY", "0"),
+        ("PRESENCE_CACHE_TTL", "0"),
+        ("PRESENCE_WRITE_COALESCE", "0"),
+        ("PRESENCE_DB_STATEMENT_TIMEOUT", "500ms"),
+    ];
+    Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .expect("config")
+}
+
+#[tokio::test]
+async fn a_database_outage_gives_quick_503s_and_heals_by_itself() {
+    let bin = newest_server().expect("a PostgreSQL server is installed");
+    let cluster = Cluster::start(bin, "");
+    let config = config_for(&cluster.url("presence"));
+    let pool = prepare_database(&config)
+        .await
+        .expect("creates and migrates");
+    let application =
+        Application::build_with_pool(&config, pool, Arc::new(SystemClock)).expect("builds");
+    let base = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+
+    let client = reqwest::Client::new();
+    let user = new_user();
+    let ping = || {
+        client
+            .put(format!("{base}/api/status"))
+            .bearer_auth(token_for(user))
+            .json(&json!({}))
+            .send()
+    };
+    let read = || {
+        client
+            .get(format!("{base}/api/status/{user}"))
+            .bearer_auth(token_for(user))
+            .send()
+    };
+    for _ in 0..5 {
+        assert_eq!(ping().await.expect("answers").status(), StatusCode::OK);
+        assert_eq!(read().await.expect("answers").status(), StatusCode::OK);
+    }
+
+    cluster.halt();
+    for _ in 0..4 {
+        for request in [ping(), read()] {
+            let started = Instant::now();
+            let response = request.await.expect("the server answers");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "answered in {:?}",
+                started.elapsed()
+            );
+            assert!(response.headers().contains_key("retry-after"));
+            assert_eq!(
+                error_code(response).await,
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "DATABASE_UNAVAILABLE".to_owned()
+                )
+            );
+        }
+    }
+    let ready = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("answers")
+            .status(),
+        StatusCode::OK
+    );
+
+    cluster.resume();
+    let started = Instant::now();
+    loop {
+        let (pinged, read_back) = (
+            ping().await.expect("answers").status(),
+            read().await.expect("answers").status(),
+        );
+        if pinged == StatusCode::OK && read_back == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still {pinged} / {read_back} after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            ping().await.expect("answers").status(),
+            StatusCode::OK,
+            "recovered without a restart"
+        );
+    }
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("answers")
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn start_up_retries_an_unreachable_database_then_gives_up_clearly() {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["serve", "--dev"])
+        .current_dir(std::env::temp_dir())
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/presence")
+        .env("PRESENCE_DB_STARTUP_TIMEOUT", "1500ms")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.matches("not reachable yet").count() >= 2,
+        "a line per retry: {stderr}"
+    );
+    assert!(
+        stderr.contains("could not reach or create the database"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
+    let bin = newest_server().expect("a PostgreSQL server is installed");
+    let cluster = Cluster::start(bin, "");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_presence"))
+        .args(["serve"])
+        .current_dir(std::env::temp_dir())
+        .env("DATABASE_URL", cluster.url("presence"))
+        .env("PRESENCE_ADDR", format!("127.0.0.1:{port}"))
+        .env("PRESENCE_JWT_SECRET", TEST_SECRET)
+        .env("PRESENCE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the server started");
+    let token = token_for(new_user());
+    let response = client
+        .put(format!("http://127.0.0.1:{port}/api/status"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("pings");
+    assert_eq!(response.status(), StatusCode::OK);
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().expect("stderr"), &mut stderr)
+        .expect("reads");
+
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let request_lines: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["span"]["http.route"] == "/api/status")
+        .collect();
+    assert!(!request_lines.is_empty(), "{stderr}");
+    for line in request_lines {
+        assert!(
+            line["span"]["request_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{line}"
+        );
+    }
+    assert!(!stderr.contains(&token), "the token is never logged");
+}
