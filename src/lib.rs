@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod presence;
 pub mod rate_limit;
 pub mod routes;

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use secrecy::ExposeSecret;
 use sqlx::migrate::MigrateDatabase;
@@ -17,8 +17,10 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::TokenVerifier;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, to_delta};
+use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::jobs::PruneSchedule;
+use crate::metrics::Metrics;
 use crate::presence::Thresholds;
 use crate::rate_limit::UserRateLimiter;
 use crate::statuses::{Statuses, StatusesConfig};
@@ -45,6 +47,27 @@ pub struct AppState {
     pub put_limiter: UserRateLimiter,
     /// The tighter per-user limit on settings changes and blocks.
     pub settings_limiter: UserRateLimiter,
+    /// This server's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// Counts a ping of `user` against the ping limit.
+    pub fn limit_pings(&self, user: UserId) -> Result<(), ApiError> {
+        self.counted(self.put_limiter.check(user), "ping")
+    }
+
+    /// Counts a settings or block change of `user` against the settings limit.
+    pub fn limit_settings(&self, user: UserId) -> Result<(), ApiError> {
+        self.counted(self.settings_limiter.check(user), "settings")
+    }
+
+    fn counted(&self, outcome: Result<(), ApiError>, limit: &str) -> Result<(), ApiError> {
+        if outcome.is_err() {
+            self.metrics.rate_limited.with_label_values(&[limit]).inc();
+        }
+        outcome
+    }
 }
 
 /// Why the server could not start.
@@ -112,6 +135,7 @@ impl Application {
             })?
             .port();
 
+        let metrics = Arc::new(Metrics::new());
         let statuses = Statuses::new(
             pool.clone(),
             StatusesConfig {
@@ -120,6 +144,7 @@ impl Application {
                 write_coalesce: config.write_coalesce,
                 max_devices: config.max_devices.get(),
             },
+            metrics.clone(),
         );
         let state = web::Data::new(AppState {
             statuses,
@@ -127,6 +152,7 @@ impl Application {
             thresholds: config.thresholds,
             ping_interval_seconds: config.ping_interval_seconds(),
             put_limiter: UserRateLimiter::new(config.put_burst, config.put_per_second),
+            metrics: metrics.clone(),
             settings_limiter: UserRateLimiter::new(
                 config.settings_burst,
                 config.settings_per_second,
@@ -148,12 +174,37 @@ impl Application {
                 every: config.prune_every,
                 older_than: to_delta(config.prune_after),
                 max_devices: config.max_devices.get(),
+                metrics: Some(metrics.clone()),
             };
             background.push(tokio::spawn(schedule.run_forever()));
         }
 
         let server = HttpServer::new(move || {
+            let metrics = metrics.clone();
             App::new()
+                .wrap_fn(move |request, service| {
+                    let started = std::time::Instant::now();
+                    let response = service.call(request);
+                    let metrics = metrics.clone();
+                    async move {
+                        let response = response.await?;
+                        let request = response.request();
+                        let method = request.method().as_str();
+                        let route = request
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".to_owned());
+                        let status = response.status();
+                        metrics
+                            .http_requests
+                            .with_label_values(&[method, &route, status.as_str()])
+                            .inc();
+                        metrics
+                            .http_duration
+                            .with_label_values(&[method, &route])
+                            .observe(started.elapsed().as_secs_f64());
+                        Ok(response)
+                    }
+                })
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(verifier.clone())

@@ -20,6 +20,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::domain::{DeviceId, Ping, UserId};
+use crate::metrics::Metrics;
 use crate::presence::{Hidden, StoredStatus};
 use crate::store::{self, BlockError, PendingPings};
 
@@ -42,6 +43,7 @@ pub struct StatusesConfig {
 /// Reads and writes of user statuses, through the read cache and the ping coalescer.
 pub struct Statuses {
     pool: PgPool,
+    metrics: Arc<Metrics>,
     /// Connections for the flush, opened from the task that runs it: the
     /// request pool's connections belong to the HTTP workers, which are gone
     /// by the time the last flush runs at shutdown.
@@ -55,7 +57,7 @@ pub struct Statuses {
 
 impl Statuses {
     /// The read path over `pool`, tuned by `config`.
-    pub fn new(pool: PgPool, config: StatusesConfig) -> Self {
+    pub fn new(pool: PgPool, config: StatusesConfig, metrics: Arc<Metrics>) -> Self {
         let flush_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(2))
@@ -78,6 +80,7 @@ impl Statuses {
             (!config.write_coalesce.is_zero()).then(|| Coalescer::new(config.write_coalesce));
         Self {
             pool,
+            metrics,
             flush_pool,
             max_devices: config.max_devices,
             cache,
@@ -136,7 +139,7 @@ impl Statuses {
 
     /// One user's row, `None` if they never pinged.
     pub async fn fetch(&self, user: UserId) -> Result<Row, sqlx::Error> {
-        let row = match self.cache.as_ref().and_then(|cache| cache.get(&user)) {
+        let row = match self.cached(user) {
             Some(row) => row,
             None => {
                 let row = store::fetch_status(&self.pool, user).await?.map(Arc::new);
@@ -149,10 +152,7 @@ impl Statuses {
 
     /// The rows of `users` (distinct), in their order, with one database round trip for the misses.
     pub async fn fetch_many(&self, users: &[UserId]) -> Result<Vec<Row>, sqlx::Error> {
-        let mut rows: Vec<Option<Row>> = users
-            .iter()
-            .map(|user| self.cache.as_ref().and_then(|cache| cache.get(user)))
-            .collect();
+        let mut rows: Vec<Option<Row>> = users.iter().map(|user| self.cached(*user)).collect();
         let misses: Vec<UserId> = users
             .iter()
             .zip(&rows)
@@ -194,8 +194,10 @@ impl Statuses {
             .as_ref()
             .and_then(|coalescer| coalescer.hold_back(user, ping, now))
         {
+            self.metrics.pings.with_label_values(&["coalesced"]).inc();
             return Ok(row);
         }
+        self.metrics.pings.with_label_values(&["written"]).inc();
         if let Some(coalescer) = &self.coalescer {
             // Held-back timestamps go first, so that a device replaced for
             // room is really the least recently seen one.
@@ -274,6 +276,17 @@ impl Statuses {
     /// How many pings are held back, waiting for the next flush.
     pub fn pending_pings(&self) -> usize {
         self.coalescer.as_ref().map_or(0, Coalescer::pending_count)
+    }
+
+    fn cached(&self, user: UserId) -> Option<Row> {
+        let cache = self.cache.as_ref()?;
+        let row = cache.get(&user);
+        let result = if row.is_some() { "hit" } else { "miss" };
+        self.metrics
+            .cache_lookups
+            .with_label_values(&[result])
+            .inc();
+        row
     }
 
     fn remember(&self, user: UserId, row: Row) {

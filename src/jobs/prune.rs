@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use tokio::time::MissedTickBehavior;
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::store;
 
 /// The prune job's name in `job_runs`.
@@ -27,6 +28,8 @@ pub struct PruneSchedule {
     pub older_than: TimeDelta,
     /// The devices a user keeps at most.
     pub max_devices: u32,
+    /// Where to count pruned devices and run times, if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl PruneSchedule {
@@ -36,8 +39,17 @@ impl PruneSchedule {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            let started = std::time::Instant::now();
             match run_scheduled_prune(&self).await {
-                Ok(Some(removed)) => tracing::info!(removed, "pruned stale devices"),
+                Ok(Some(removed)) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.devices_pruned.inc_by(removed);
+                        metrics
+                            .prune_duration
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    tracing::info!(removed, "pruned stale devices");
+                }
                 Ok(None) => tracing::debug!("another instance ran the prune job this period"),
                 Err(error) => {
                     tracing::warn!(%error, "the prune job failed; it runs again next period");

@@ -26,7 +26,7 @@ pub async fn put_block(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let user = other_user(&path, viewer)?;
-    state.settings_limiter.check(viewer)?;
+    state.limit_settings(viewer)?;
     state
         .statuses
         .block(viewer, user)
@@ -46,7 +46,7 @@ pub async fn delete_block(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let user = other_user(&path, viewer)?;
-    state.settings_limiter.check(viewer)?;
+    state.limit_settings(viewer)?;
     state.statuses.unblock(viewer, user).await?;
     Ok(HttpResponse::NoContent().finish())
 }

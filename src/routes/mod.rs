@@ -25,6 +25,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
+            web::resource("/metrics")
+                .route(web::get().to(health::metrics))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
             web::resource("/readyz")
                 .route(web::get().to(health::ready))
                 .default_service(web::to(method_not_allowed)),

@@ -22,11 +22,11 @@ pub async fn put_status(
     body: web::Json<PingBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.put_limiter.check(viewer)?;
+    state.limit_pings(viewer)?;
     let now = state.clock.now();
     let ping = body.into_inner().parse(now)?;
     if ping.changes_settings() {
-        state.settings_limiter.check(viewer)?;
+        state.limit_settings(viewer)?;
     }
     let row = state.statuses.ping(viewer, &ping, now).await?;
     let view = calculate_effective_status(viewer, Some(&row), viewer, None, now, &state.thresholds);

@@ -1,10 +1,11 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
+use sqlx::postgres::types::PgInterval;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::domain::{DeviceId, ManualStatus, Ping, SettingChange, UserId};
-use crate::presence::{StoredDevice, StoredStatus};
+use crate::presence::{StoredDevice, StoredStatus, Thresholds};
 
 /// A `user_status` row as the queries return it.
 struct StatusRecord {
@@ -296,4 +297,48 @@ pub async fn remove_device(
     .execute(executor)
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// How many users are in each effective status at `now`, as they see themselves (for the metrics).
+///
+/// The same rules as `calculate_effective_status`, in SQL, over the whole table:
+/// a scrape costs one sequential scan.
+pub async fn count_users_by_status(
+    executor: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+    thresholds: &Thresholds,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let interval =
+        |delta: chrono::TimeDelta| PgInterval::try_from(delta).map_err(sqlx::Error::Encode);
+    let rows = sqlx::query!(
+        r#"
+        select status as "status!", count(*) as "users!"
+        from (
+            select case
+                when not exists (
+                    select 1 from jsonb_array_elements(devices) as e(device)
+                    where (e.device ->> 'lastPing')::timestamptz > $1::timestamptz - $2::interval)
+                    then 'offline'
+                when manual_status is not null
+                     and (manual_status_until is null or manual_status_until > $1::timestamptz)
+                    then manual_status
+                when last_seen > $1::timestamptz - $3::interval then 'online'
+                when last_seen > $1::timestamptz - $4::interval then 'idle'
+                else 'away'
+            end as status
+            from user_status
+        ) as statuses
+        group by status
+        "#,
+        now,
+        interval(thresholds.offline_after)?,
+        interval(thresholds.idle_after)?,
+        interval(thresholds.away_after)?,
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.status, row.users))
+        .collect())
 }

@@ -269,3 +269,113 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     }
     assert!(!stderr.contains(&token), "the token is never logged");
 }
+
+/// A sample's name, labels and expected value.
+type Expectation<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
+/// The value of the sample `name{labels}` in a Prometheus text page, 0 if absent.
+fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    page.lines()
+        .filter_map(|line| line.strip_prefix(name))
+        .filter_map(|rest| rest.strip_prefix('{'))
+        .filter_map(|rest| rest.split_once("} "))
+        .find(|(found, _)| {
+            let found: Vec<&str> = found.split(',').collect();
+            labels
+                .iter()
+                .all(|(key, value)| found.contains(&format!("{key}=\"{value}\"").as_str()))
+                && found.len() == labels.len()
+        })
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[sqlx::test]
+async fn metrics_count_exactly_a_known_sequence_of_requests(pool: PgPool) {
+    let app = crate::helpers::spawn_app_with(
+        pool,
+        &[
+            ("PRESENCE_PUT_BURST", "3"),
+            ("PRESENCE_PUT_PER_SECOND", "0.01"),
+        ],
+    )
+    .await;
+    let (pinger, reader, never) = (new_user(), new_user(), new_user());
+    app.ping_ok(pinger, json!({"deviceId": "tab"})).await;
+    app.ping_ok(pinger, json!({"deviceId": "tab", "active": false}))
+        .await;
+    app.ping_ok(pinger, json!({"deviceId": "tab"})).await;
+    assert_eq!(
+        app.ping(pinger, json!({"deviceId": "tab"})).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    for user in [pinger, pinger, never, never] {
+        app.status_of(reader, user).await;
+    }
+
+    let response = app.raw(Method::GET, "/metrics", &[], None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/plain"))
+    );
+    let page = response.text().await.expect("text");
+    let expectations: [Expectation; 11] = [
+        ("presence_pings_total", &[("outcome", "written")], 1.0),
+        ("presence_pings_total", &[("outcome", "coalesced")], 2.0),
+        ("presence_rate_limited_total", &[("limit", "ping")], 1.0),
+        ("presence_rate_limited_total", &[("limit", "settings")], 0.0),
+        (
+            "presence_http_requests_total",
+            &[
+                ("method", "PUT"),
+                ("route", "/api/status"),
+                ("status", "200"),
+            ],
+            3.0,
+        ),
+        (
+            "presence_http_requests_total",
+            &[
+                ("method", "PUT"),
+                ("route", "/api/status"),
+                ("status", "429"),
+            ],
+            1.0,
+        ),
+        (
+            "presence_http_requests_total",
+            &[
+                ("method", "GET"),
+                ("route", "/api/status/{userId}"),
+                ("status", "200"),
+            ],
+            4.0,
+        ),
+        ("presence_cache_lookups_total", &[("result", "hit")], 3.0),
+        ("presence_cache_lookups_total", &[("result", "miss")], 1.0),
+        ("presence_users", &[("status", "online")], 1.0),
+        (
+            "presence_http_request_duration_seconds_count",
+            &[("method", "PUT"), ("route", "/api/status")],
+            4.0,
+        ),
+    ];
+    for (name, labels, expected) in expectations {
+        assert_eq!(
+            sample(&page, name, labels),
+            expected,
+            "{name}{labels:?} in\n{page}"
+        );
+    }
+    for needed in [
+        "presence_db_pool_connections",
+        "presence_devices_pruned_total",
+        "presence_prune_duration_seconds",
+    ] {
+        assert!(page.contains(needed), "{needed} in\n{page}");
+    }
+}

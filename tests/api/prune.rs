@@ -131,6 +131,7 @@ async fn of_two_instances_ticking_together_one_runs_the_period(pool: PgPool) {
         every: Duration::from_secs(60),
         older_than: TimeDelta::minutes(5),
         max_devices: 10,
+        metrics: None,
     };
     let (first, second) = tokio::join!(
         run_scheduled_prune(&schedule),

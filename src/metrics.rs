@@ -1,0 +1,116 @@
+//! Prometheus metrics: one registry per server, rendered at `GET /metrics`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The figures an operator watches, registered in this server's own registry.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by method, route template and status code.
+    pub http_requests: IntCounterVec,
+    /// Request latency, by method and route template.
+    pub http_duration: HistogramVec,
+    /// Pings taken, by outcome: `written` through to the database, or `coalesced`.
+    pub pings: IntCounterVec,
+    /// Requests refused by a rate limit, by limit: `ping` or `settings`.
+    pub rate_limited: IntCounterVec,
+    /// Read cache lookups, by result: `hit` or `miss`.
+    pub cache_lookups: IntCounterVec,
+    /// Device entries removed by this server's prune runs.
+    pub devices_pruned: IntCounter,
+    /// How long this server's prune runs took.
+    pub prune_duration: Histogram,
+    /// Users by effective status (as they see themselves), counted at scrape time.
+    pub users: IntGaugeVec,
+    /// Database pool connections, by state: `open`, `idle`, `in_use`.
+    pub pool_connections: IntGaugeVec,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric of the service.
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("presence".to_owned()), None)
+            .expect("a valid registry prefix");
+        let metrics = Self {
+            http_requests: IntCounterVec::new(
+                Opts::new("http_requests_total", "HTTP requests answered"),
+                &["method", "route", "status"],
+            )
+            .expect("a valid metric definition"),
+            http_duration: HistogramVec::new(
+                HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ]),
+                &["method", "route"],
+            )
+            .expect("a valid metric definition"),
+            pings: IntCounterVec::new(
+                Opts::new("pings_total", "Pings taken, by outcome"),
+                &["outcome"],
+            )
+            .expect("a valid metric definition"),
+            rate_limited: IntCounterVec::new(
+                Opts::new("rate_limited_total", "Requests refused by a rate limit"),
+                &["limit"],
+            )
+            .expect("a valid metric definition"),
+            cache_lookups: IntCounterVec::new(
+                Opts::new("cache_lookups_total", "Read cache lookups, by result"),
+                &["result"],
+            )
+            .expect("a valid metric definition"),
+            devices_pruned: IntCounter::new(
+                "devices_pruned_total",
+                "Device entries removed by prune runs",
+            )
+            .expect("a valid metric definition"),
+            prune_duration: Histogram::with_opts(HistogramOpts::new(
+                "prune_duration_seconds",
+                "How long prune runs took",
+            ))
+            .expect("a valid metric definition"),
+            users: IntGaugeVec::new(Opts::new("users", "Users by effective status"), &["status"])
+                .expect("a valid metric definition"),
+            pool_connections: IntGaugeVec::new(
+                Opts::new("db_pool_connections", "Database pool connections, by state"),
+                &["state"],
+            )
+            .expect("a valid metric definition"),
+            registry,
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(metrics.http_requests.clone()),
+            Box::new(metrics.http_duration.clone()),
+            Box::new(metrics.pings.clone()),
+            Box::new(metrics.rate_limited.clone()),
+            Box::new(metrics.cache_lookups.clone()),
+            Box::new(metrics.devices_pruned.clone()),
+            Box::new(metrics.prune_duration.clone()),
+            Box::new(metrics.users.clone()),
+            Box::new(metrics.pool_connections.clone()),
+        ];
+        for collector in collectors {
+            // Names are fixed and distinct: registering cannot clash.
+            let _ = metrics.registry.register(collector);
+        }
+        metrics
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut text) {
+            tracing::error!(%error, "could not render the metrics");
+        }
+        String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
