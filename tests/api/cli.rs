@@ -303,3 +303,108 @@ async fn sigterm_writes_the_held_back_pings_and_exits_0() {
     assert_eq!(stored(name.clone()).await, last_ping, "written at shutdown");
     drop_database(&name).await;
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
+    let name = format!("presence_cli_{}", Uuid::new_v4().simple());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let secret = "in-flight-test-secret";
+    let mut server = presence()
+        .args(["serve"])
+        .env("DATABASE_URL", database_url(&name))
+        .env("PRESENCE_ADDR", format!("127.0.0.1:{port}"))
+        .env("PRESENCE_JWT_SECRET", secret)
+        .env("PRESENCE_DB_STATEMENT_TIMEOUT", "30s")
+        .env("PRESENCE_PRUNE_EVERY", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let user = presence::domain::UserId::from(Uuid::new_v4());
+    let token =
+        presence::auth::issue_token(&SecretString::from(secret), user, Duration::from_secs(600))
+            .expect("token");
+    let first = client
+        .put(format!("{base}/api/status"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("pings");
+    assert_eq!(first.status(), 200);
+
+    // Hold the user's row so that the next write waits in the database.
+    let mut holder = PgConnection::connect(&database_url(&name))
+        .await
+        .expect("connects");
+    sqlx::query("begin")
+        .execute(&mut holder)
+        .await
+        .expect("begins");
+    sqlx::query("select 1 from user_status where user_id = $1 for update")
+        .bind(user.as_uuid())
+        .execute(&mut holder)
+        .await
+        .expect("locks");
+    let in_flight = tokio::spawn(
+        client
+            .put(format!("{base}/api/status"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"statusMessage": "Written during shutdown"}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        server.try_wait().expect("checks").is_none(),
+        "the server waits for the request in flight"
+    );
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "no new connections are accepted while stopping"
+    );
+
+    sqlx::query("commit")
+        .execute(&mut holder)
+        .await
+        .expect("releases the row");
+    let response = in_flight.await.expect("joins").expect("answered");
+    assert_eq!(response.status(), 200, "the request in flight completed");
+    let exit = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .expect("joins")
+        .expect("exits");
+    assert_eq!(exit.code(), Some(0));
+    let stored = presence::store::fetch_status(&mut holder, user)
+        .await
+        .expect("reads")
+        .expect("row");
+    assert_eq!(
+        stored.status_message.as_deref(),
+        Some("Written during shutdown")
+    );
+    holder.close().await.expect("closes");
+    drop_database(&name).await;
+}
