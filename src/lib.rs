@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod presence;
 pub mod rate_limit;
 pub mod routes;

@@ -4,6 +4,8 @@ use serde::Serialize;
 use crate::auth::Viewer;
 use crate::domain::UserId;
 use crate::error::ApiError;
+#[allow(unused_imports, reason = "named by the OpenAPI annotations")]
+use crate::openapi::*;
 use crate::startup::AppState;
 use crate::store::{self, BlockError};
 
@@ -19,6 +21,21 @@ fn other_user(path: &str, viewer: UserId) -> Result<UserId, ApiError> {
 }
 
 /// `PUT /api/blocks/{userId}`: hides the caller and the user from each other (idempotent).
+#[utoipa::path(
+    put, path = "/api/blocks/{userId}", tag = "blocks",
+    params(("userId" = uuid::Uuid, Path, description = "The user to block")),
+    responses(
+        (status = 204, description = "Blocked (idempotent)"),
+        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
+        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
+        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
+        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 429, description = "Over the rate limit (RATE_LIMITED)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Whole seconds to wait"))),
+    )
+)]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
 pub async fn put_block(
     Viewer(viewer): Viewer,
@@ -39,6 +56,21 @@ pub async fn put_block(
 }
 
 /// `DELETE /api/blocks/{userId}`: lifts the caller's block (idempotent).
+#[utoipa::path(
+    delete, path = "/api/blocks/{userId}", tag = "blocks",
+    params(("userId" = uuid::Uuid, Path, description = "The user to unblock")),
+    responses(
+        (status = 204, description = "Unblocked (idempotent)"),
+        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
+        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
+        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
+        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 429, description = "Over the rate limit (RATE_LIMITED)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Whole seconds to wait"))),
+    )
+)]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
 pub async fn delete_block(
     Viewer(viewer): Viewer,
@@ -58,6 +90,18 @@ struct BlocksBody {
 }
 
 /// `GET /api/blocks`: the users the caller blocks, most recent first.
+#[utoipa::path(
+    get, path = "/api/blocks", tag = "blocks",
+    responses(
+        (status = 200, description = "The users the caller blocks, most recent first", body = BlocksResponse),
+        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
+        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
+        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
+        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
 pub async fn get_blocks(
     Viewer(viewer): Viewer,

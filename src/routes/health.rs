@@ -1,15 +1,29 @@
 use actix_web::{HttpResponse, web};
 
 use crate::error::ApiError;
+#[allow(unused_imports, reason = "named by the OpenAPI annotations")]
+use crate::openapi::*;
 use crate::startup::AppState;
 use crate::store;
 
 /// `GET /healthz`: the process serves; no database call.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "The process serves", body = Health))
+)]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: the database answers and every migration is applied; `503` with the reason otherwise.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "The database answers and is migrated", body = Health),
+        (status = 503, description = "Not ready, with the reason (DATABASE_UNAVAILABLE)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let pending = store::pending_migrations(state.statuses.pool())
         .await
@@ -25,6 +39,10 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 }
 
 /// `GET /metrics`: the Prometheus text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let metrics = &state.metrics;
     let pool = state.statuses.pool();
@@ -65,4 +83,10 @@ fn summary(error: &sqlx::Error) -> &'static str {
         sqlx::Error::Database(_) => "the query failed (is the schema there?)",
         _ => "unexpected error",
     }
+}
+
+/// `GET /openapi.json`: the OpenAPI document of this API.
+pub async fn openapi() -> HttpResponse {
+    use utoipa::OpenApi;
+    HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
 }

@@ -1,10 +1,10 @@
 //! Thin HTTP handlers: extract, parse, call the store and the rules, shape the response.
 
-mod blocks;
+pub(crate) mod blocks;
 mod conditional;
-mod devices;
-mod health;
-mod status;
+pub(crate) mod devices;
+pub(crate) mod health;
+pub(crate) mod status;
 mod status_body;
 
 use actix_web::{HttpResponse, ResponseError, web};
@@ -22,6 +22,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/healthz")
                 .route(web::get().to(health::health))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/openapi.json")
+                .route(web::get().to(health::openapi))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -7,6 +7,8 @@ use super::conditional::conditional_json;
 use crate::auth::Viewer;
 use crate::domain::{PingBody, UserId};
 use crate::error::ApiError;
+#[allow(unused_imports, reason = "named by the OpenAPI annotations")]
+use crate::openapi::*;
 use crate::presence::{EffectiveStatus, calculate_effective_status};
 use crate::startup::AppState;
 
@@ -16,6 +18,23 @@ pub const MAX_IDS_IN_QUERY: usize = 100;
 pub const MAX_IDS_IN_BODY: usize = 1000;
 
 /// `PUT /api/status`: an activity ping or heartbeat, with optional settings.
+#[utoipa::path(
+    put, path = "/api/status", tag = "status",
+    request_body = PingRequest,
+    responses(
+        (status = 200, description = "The caller's self view", body = PingResponse),
+        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
+        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
+        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
+        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorResponse),
+        (status = 415, description = "Body is not JSON (UNSUPPORTED_MEDIA_TYPE)", body = ErrorResponse),
+        (status = 429, description = "Over the rate limit (RATE_LIMITED)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Whole seconds to wait"))),
+    )
+)]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
 pub async fn put_status(
     Viewer(viewer): Viewer,
@@ -39,6 +58,23 @@ pub async fn put_status(
 }
 
 /// `GET /api/status/{userId}`: one user's effective status as the caller is allowed to see it.
+#[utoipa::path(
+    get, path = "/api/status/{userId}", tag = "status",
+    params(
+        ("userId" = uuid::Uuid, Path, description = "The user"),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of the last answer"),
+    ),
+    responses(
+        (status = 200, description = "The user's status as the caller may see it", body = StatusView, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
+        (status = 304, description = "Unchanged since the ETag sent"),
+        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
+        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
+        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
+        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
 pub async fn get_status(
     Viewer(viewer): Viewer,
@@ -67,6 +103,23 @@ pub struct IdsQuery {
 }
 
 /// `GET /api/status?ids=a,b,c`: up to 100 users at once.
+#[utoipa::path(
+    get, path = "/api/status", tag = "status",
+    params(
+        ("ids" = String, Query, description = "Up to 100 comma-separated user ids"),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of the last answer"),
+    ),
+    responses(
+        (status = 200, description = "One status per distinct id, in the order first asked", body = StatusesResponse, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
+        (status = 304, description = "Unchanged since the ETag sent"),
+        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
+        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
+        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
+        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
 pub async fn get_statuses(
     Viewer(viewer): Viewer,
@@ -96,6 +149,25 @@ pub struct QueryBody {
 }
 
 /// `POST /api/status/query`: up to 1000 users at once.
+#[utoipa::path(
+    post, path = "/api/status/query", tag = "status",
+    request_body = QueryRequest,
+    params(
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of the last answer"),
+    ),
+    responses(
+        (status = 200, description = "One status per distinct id, in the order first asked", body = StatusesResponse, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
+        (status = 304, description = "Unchanged since the ETag sent"),
+        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
+        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
+        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
+        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
+        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorResponse),
+        (status = 415, description = "Body is not JSON (UNSUPPORTED_MEDIA_TYPE)", body = ErrorResponse),
+    )
+)]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
 pub async fn query_statuses(
     Viewer(viewer): Viewer,

@@ -379,3 +379,53 @@ async fn metrics_count_exactly_a_known_sequence_of_requests(pool: PgPool) {
         assert!(page.contains(needed), "{needed} in\n{page}");
     }
 }
+
+#[sqlx::test]
+async fn the_openapi_document_covers_every_route(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let document: Value = app
+        .raw(Method::GET, "/openapi.json", &[], None)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        document["openapi"]
+            .as_str()
+            .is_some_and(|version| version.starts_with('3'))
+    );
+    let routes = [
+        ("/api/status", "put"),
+        ("/api/status", "get"),
+        ("/api/status/{userId}", "get"),
+        ("/api/status/query", "post"),
+        ("/api/status/devices/{deviceId}", "delete"),
+        ("/api/blocks", "get"),
+        ("/api/blocks/{userId}", "put"),
+        ("/api/blocks/{userId}", "delete"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ];
+    for (path, method) in routes {
+        let operation = &document["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is documented");
+        let codes: Vec<&String> = operation["responses"]
+            .as_object()
+            .expect("responses")
+            .keys()
+            .collect();
+        if path.starts_with("/api") {
+            for code in ["401", "500", "503"] {
+                assert!(
+                    codes.iter().any(|c| *c == code),
+                    "{method} {path} documents {code}: {codes:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
