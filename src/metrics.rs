@@ -24,7 +24,7 @@ pub struct Metrics {
     pub prune_duration: Histogram,
     /// Users by effective status (as they see themselves), counted at scrape time.
     pub users: IntGaugeVec,
-    /// Database pool connections, by state: `open`, `idle`, `in_use`.
+    /// Database pool connections, by state: `open`, `idle`, `in_use`; and requests `waiting` for one.
     pub pool_connections: IntGaugeVec,
 }
 

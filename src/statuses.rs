@@ -16,8 +16,10 @@ use dashmap::DashMap;
 // hashing showed up as a tenth of a batch read's CPU.
 use foldhash::fast::RandomState;
 use moka::sync::Cache;
-use sqlx::PgPool;
+use prometheus::IntGauge;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
 
 use crate::domain::{DeviceId, Ping, UserId};
 use crate::metrics::Metrics;
@@ -44,6 +46,8 @@ pub struct StatusesConfig {
 pub struct Statuses {
     pool: PgPool,
     metrics: Arc<Metrics>,
+    /// Requests waiting for a pooled connection now.
+    waiting: IntGauge,
     /// Connections for the flush, opened from the task that runs it: the
     /// request pool's connections belong to the HTTP workers, which are gone
     /// by the time the last flush runs at shutdown.
@@ -78,9 +82,11 @@ impl Statuses {
         });
         let coalescer =
             (!config.write_coalesce.is_zero()).then(|| Coalescer::new(config.write_coalesce));
+        let waiting = metrics.pool_connections.with_label_values(&["waiting"]);
         Self {
             pool,
             metrics,
+            waiting,
             flush_pool,
             max_devices: config.max_devices,
             cache,
@@ -100,7 +106,7 @@ impl Statuses {
             return Ok(known);
         }
         let mut hidden: HashMap<UserId, Hidden> = HashMap::new();
-        for relation in store::block_relations(&self.pool, viewer).await? {
+        for relation in store::block_relations(&mut *self.connection().await?, viewer).await? {
             let last_seen = match hidden.get(&relation.other) {
                 // Blocked both ways: hidden since the earlier block.
                 Some(earlier) => earlier.last_seen.min(relation.other_last_seen),
@@ -124,7 +130,7 @@ impl Statuses {
 
     /// `blocker` lifts a block on `blocked`; both see the change at once on this instance.
     pub async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<(), sqlx::Error> {
-        store::remove_block(&self.pool, blocker, blocked).await?;
+        store::remove_block(&mut *self.connection().await?, blocker, blocked).await?;
         self.forget_blocks_of(&[blocker, blocked]);
         Ok(())
     }
@@ -142,7 +148,9 @@ impl Statuses {
         let row = match self.cached(user) {
             Some(row) => row,
             None => {
-                let row = store::fetch_status(&self.pool, user).await?.map(Arc::new);
+                let row = store::fetch_status(&mut *self.connection().await?, user)
+                    .await?
+                    .map(Arc::new);
                 self.remember(user, row.clone());
                 row
             }
@@ -161,7 +169,7 @@ impl Statuses {
             .collect();
         if !misses.is_empty() {
             let mut found: HashMap<UserId, Arc<StoredStatus>> =
-                store::fetch_statuses(&self.pool, &misses)
+                store::fetch_statuses(&mut *self.connection().await?, &misses)
                     .await?
                     .into_iter()
                     .map(|row| (row.user_id, Arc::new(row)))
@@ -211,7 +219,16 @@ impl Statuses {
                 }
             }
         }
-        let row = Arc::new(store::apply_ping(&self.pool, user, ping, now, self.max_devices).await?);
+        let row = Arc::new(
+            store::apply_ping(
+                &mut *self.connection().await?,
+                user,
+                ping,
+                now,
+                self.max_devices,
+            )
+            .await?,
+        );
         if let Some(coalescer) = &self.coalescer {
             coalescer.written(user, &row, Some(&ping.device_id));
         }
@@ -231,7 +248,7 @@ impl Statuses {
         if let Some(coalescer) = &self.coalescer {
             coalescer.forget(user, device);
         }
-        let removed = store::remove_device(&self.pool, user, device).await?;
+        let removed = store::remove_device(&mut *self.connection().await?, user, device).await?;
         if let Some(cache) = &self.cache {
             cache.invalidate(&user);
         }
@@ -276,6 +293,19 @@ impl Statuses {
     /// How many pings are held back, waiting for the next flush.
     pub fn pending_pings(&self) -> usize {
         self.coalescer.as_ref().map_or(0, Coalescer::pending_count)
+    }
+
+    /// A pooled connection; while a request waits for one it counts in the metrics.
+    async fn connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        struct Waiting<'a>(&'a IntGauge);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        self.waiting.inc();
+        let _waiting = Waiting(&self.waiting);
+        self.pool.acquire().await
     }
 
     fn cached(&self, user: UserId) -> Option<Row> {
