@@ -90,8 +90,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command.unwrap_or(Command::Serve { dev: false }) {
         Command::Serve { dev } => {
             config.jwt_secret = jwt_secret(&config, dev)?;
+            config.dev_mode = dev;
             let application = Application::build(&config).await?;
             tracing::info!(addr = %config.addr, port = application.port(), "serving");
+            if dev {
+                tracing::warn!("demo page: http://{}/demo", config.addr);
+            }
             application.run_until_stopped().await?;
         }
         Command::Migrate => {

@@ -26,6 +26,10 @@ pub struct Config {
     pub db_startup_timeout: Duration,
     /// The address to listen on.
     pub addr: String,
+    /// Origins (scheme://host[:port]) whose pages may call the API from another origin.
+    pub cors_origins: Vec<String>,
+    /// Development mode (`serve --dev`): the demo page and its token endpoint exist.
+    pub dev_mode: bool,
     /// The token signing secret; `None` when unset (only `--dev` runs without it).
     pub jwt_secret: Option<SecretString>,
     /// A secret still accepted while tokens signed with it are around (a rotation).
@@ -115,6 +119,8 @@ impl Config {
             db_statement_timeout: vars.duration("PRESENCE_DB_STATEMENT_TIMEOUT", "1s")?,
             db_startup_timeout: vars.duration("PRESENCE_DB_STARTUP_TIMEOUT", "30s")?,
             addr: vars.text("PRESENCE_ADDR", "127.0.0.1:8080"),
+            cors_origins: cors_origins(&vars.text("PRESENCE_CORS_ORIGINS", ""))?,
+            dev_mode: false,
             jwt_secret: lookup("PRESENCE_JWT_SECRET")
                 .filter(|secret| !secret.is_empty())
                 .map(SecretString::from),
@@ -218,6 +224,26 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
     }
 }
 
+/// Parses `PRESENCE_CORS_ORIGINS`: a comma-separated list of origins, empty by default.
+fn cors_origins(text: &str) -> Result<Vec<String>, ConfigError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && origin.matches('/').count() == 2;
+            if valid {
+                Ok(origin.to_owned())
+            } else {
+                Err(ConfigError::new(
+                    "PRESENCE_CORS_ORIGINS",
+                    format!("expected origins such as https://app.example, not {origin:?}"),
+                ))
+            }
+        })
+        .collect()
+}
+
 /// A configured duration as a signed delta, saturating (settings are capped far below the limit).
 pub fn to_delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
@@ -261,6 +287,7 @@ mod tests {
         assert_eq!(config.cache_capacity.get(), 100_000);
         assert_eq!(config.write_coalesce, Duration::from_secs(5));
         assert!(config.jwt_secret.is_none());
+        assert!(config.cors_origins.is_empty() && !config.dev_mode);
         assert_eq!(config.ping_interval_seconds(), 30);
     }
 
@@ -293,6 +320,8 @@ mod tests {
             ("PRESENCE_MAX_DEVICES", "ten"),
             ("PRESENCE_MAX_DEVICES", "5000"),
             ("PRESENCE_CACHE_TTL", "1000 years"),
+            ("PRESENCE_CORS_ORIGINS", "app.example"),
+            ("PRESENCE_CORS_ORIGINS", "https://app.example/path"),
         ];
         for (variable, value) in cases {
             let error = config_with(&[(variable, value)]).expect_err(value);

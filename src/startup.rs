@@ -5,7 +5,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_cors::Cors;
 use actix_web::dev::{Server, Service};
+use actix_web::http::header;
+use actix_web::middleware::Condition;
 use actix_web::{App, HttpServer, web};
 use secrecy::ExposeSecret;
 use sqlx::migrate::MigrateDatabase;
@@ -159,6 +162,8 @@ impl Application {
             ),
         });
         let verifier = web::Data::new(TokenVerifier::with_settings(&tokens));
+        let token_settings = web::Data::new(tokens);
+        let (dev_mode, cors_origins) = (config.dev_mode, config.cors_origins.clone());
         let state_for_shutdown = state.clone();
         let mut background = vec![tokio::spawn(sweep_rate_limiter(state.clone()))];
         if !config.write_coalesce.is_zero() {
@@ -205,9 +210,14 @@ impl Application {
                         Ok(response)
                     }
                 })
+                .wrap(Condition::new(
+                    !cors_origins.is_empty(),
+                    cors(&cors_origins),
+                ))
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(verifier.clone())
+                .app_data(token_settings.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(BODY_LIMIT_BYTES)
@@ -215,7 +225,7 @@ impl Application {
                 )
                 .app_data(web::PathConfig::default().error_handler(ApiError::from_path_error))
                 .app_data(web::QueryConfig::default().error_handler(ApiError::from_query_error))
-                .configure(routes::configure)
+                .configure(|routes| routes::configure(routes, dev_mode))
                 .default_service(web::to(routes::not_found))
         })
         .listen(listener)
@@ -256,6 +266,21 @@ impl Application {
         }
         result
     }
+}
+
+/// CORS for front ends on the configured origins, with the headers the browser client needs.
+fn cors(origins: &[String]) -> Cors {
+    origins
+        .iter()
+        .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
+        .allowed_methods(["GET", "PUT", "POST", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([header::ETAG, header::RETRY_AFTER])
+        .max_age(3600)
 }
 
 /// Options for the server's connection pool: a request never waits long for a connection.

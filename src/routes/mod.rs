@@ -1,6 +1,7 @@
 //! Thin HTTP handlers: extract, parse, call the store and the rules, shape the response.
 
 pub(crate) mod blocks;
+mod client;
 mod conditional;
 pub(crate) mod devices;
 pub(crate) mod health;
@@ -16,9 +17,28 @@ pub use status_body::StatusBody;
 /// The largest body `POST /api/status/query` accepts.
 const QUERY_BODY_LIMIT_BYTES: usize = 64 * 1024;
 
-/// Registers every route of the API, each answering unknown methods with `405`.
-pub fn configure(config: &mut web::ServiceConfig) {
+/// Registers every route of the API, each answering unknown methods with `405`;
+/// the demo page and its token endpoint only in development mode.
+pub fn configure(config: &mut web::ServiceConfig, dev_mode: bool) {
+    if dev_mode {
+        config
+            .service(
+                web::resource("/demo")
+                    .route(web::get().to(client::demo_page))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/demo/token")
+                    .route(web::get().to(client::demo_token))
+                    .default_service(web::to(method_not_allowed)),
+            );
+    }
     config
+        .service(
+            web::resource("/client/presence.js")
+                .route(web::get().to(client::client_script))
+                .default_service(web::to(method_not_allowed)),
+        )
         .service(
             web::resource("/healthz")
                 .route(web::get().to(health::health))

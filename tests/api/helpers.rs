@@ -50,6 +50,22 @@ pub async fn spawn_app_on_clock(
     overrides: &[(&str, &str)],
     clock: ManualClock,
 ) -> TestApp {
+    spawn_app_configured(pool, overrides, clock, |_| {}).await
+}
+
+/// Starts the app in development mode (`serve --dev`: the demo page exists).
+pub async fn spawn_dev_app(pool: PgPool) -> TestApp {
+    let clock = ManualClock::starting_at(start_time());
+    spawn_app_configured(pool, &[], clock, |config| config.dev_mode = true).await
+}
+
+/// Starts the app with `adjust` applied to the configuration read from the overrides.
+pub async fn spawn_app_configured(
+    pool: PgPool,
+    overrides: &[(&str, &str)],
+    clock: ManualClock,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
     let mut vars: HashMap<String, String> = [
         ("PRESENCE_ADDR", "127.0.0.1:0"),
         ("PRESENCE_JWT_SECRET", TEST_SECRET),
@@ -67,7 +83,9 @@ pub async fn spawn_app_on_clock(
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
-    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("valid test config");
+    let mut config =
+        Config::from_lookup(|name| vars.get(name).cloned()).expect("valid test config");
+    adjust(&mut config);
     presence::store::install_sql_functions(&pool)
         .await
         .expect("the sql/ functions apply");

@@ -6,6 +6,7 @@ mod cluster;
 mod concurrency;
 mod devices;
 mod errors;
+mod front_end;
 mod health;
 mod helpers;
 mod operations;

@@ -1,0 +1,129 @@
+// End to end in headless Chromium: two browser contexts as two users on the
+// demo page, against the real server (built by `cargo test`) with short thresholds.
+// Run from the repository root: node --test tests/e2e/
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import net from "node:net";
+import { after, before, test } from "node:test";
+
+import { chromium } from "playwright-core";
+
+const BINARY = process.env.PRESENCE_BIN ?? "target/debug/presence";
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const DATABASE_SERVER = process.env.E2E_DATABASE_SERVER ?? "postgres://postgres@127.0.0.1:5432";
+const OFFLINE_AFTER_MS = 6000;
+
+let server;
+let browser;
+let base;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const probe = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+before(async () => {
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  server = spawn(BINARY, ["serve", "--dev"], {
+    env: {
+      ...process.env,
+      DATABASE_URL: `${DATABASE_SERVER}/presence_e2e_${randomUUID().replaceAll("-", "")}`,
+      PRESENCE_ADDR: `127.0.0.1:${port}`,
+      PRESENCE_IDLE_AFTER: "3s",
+      PRESENCE_AWAY_AFTER: "60s",
+      PRESENCE_OFFLINE_AFTER: `${OFFLINE_AFTER_MS}ms`,
+      PRESENCE_CACHE_TTL: "200ms",
+      PRESENCE_SETTINGS_BURST: "1000",
+      RUST_LOG: "warn",
+    },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  for (let attempt = 0; attempt < 200; attempt += 1) {
+    try {
+      if ((await fetch(`${base}/readyz`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill("SIGTERM");
+});
+
+/** Waits until `page` shows `user` in the roster with `status`; returns how long it took. */
+async function seen(page, user, status, timeout = 8000) {
+  const started = Date.now();
+  await page.waitForSelector(`li[data-user="${user}"][data-status="${status}"]`, { timeout });
+  return Date.now() - started;
+}
+
+test("two users watch each other through the demo page", async () => {
+  const [alice, bob] = [randomUUID(), randomUUID()];
+  const pageA = await (await browser.newContext()).newPage();
+  const pageB = await (await browser.newContext()).newPage();
+  await pageA.goto(`${base}/demo?as=${alice}&watch=${bob}`);
+  await pageB.goto(`${base}/demo?as=${bob}&watch=${alice}`);
+
+  // Alice interacts (past the client's 1 s throttle): Bob sees her online within a poll or two.
+  await seen(pageB, alice, "idle", 8000);
+  await pageA.mouse.click(20, 20);
+  await seen(pageB, alice, "online", 2500);
+  assert.equal(await pageB.locator(`li[data-user="${alice}"] .platforms`).textContent(), "web");
+
+  // Alice's client stops (a laptop lid closing): idle after 3 s, then offline.
+  await pageA.evaluate(() => window.presenceClient.stop());
+  await seen(pageB, alice, "idle");
+  await seen(pageB, alice, "offline");
+
+  // Back, then do not disturb.
+  await pageA.evaluate(() => window.presenceClient.start());
+  await seen(pageB, alice, "online");
+  await pageA.check("#dnd");
+  await seen(pageB, alice, "dnd");
+
+  // A status message shows; invisible looks offline.
+  await pageA.fill("#message", "Deep work");
+  await pageA.click("#set-message");
+  await pageB.waitForFunction(
+    (user) => document.querySelector(`li[data-user="${user}"] .message`)?.textContent === "Deep work",
+    alice,
+  );
+  await pageA.check("#invisible");
+  await seen(pageB, alice, "offline");
+  assert.equal(await pageB.locator(`li[data-user="${alice}"] .message`).textContent(), "");
+  await pageA.uncheck("#invisible");
+  await pageA.uncheck("#dnd");
+  await seen(pageB, alice, "online");
+
+  mkdirSync("target/e2e", { recursive: true });
+  await pageB.screenshot({ path: "target/e2e/demo.png", fullPage: true });
+
+  // Alice closes the page: her device signs out on pagehide, so Bob sees her
+  // offline well before the offline threshold would have.
+  const closed = Date.now();
+  await pageA.close({ runBeforeUnload: true });
+  await seen(pageB, alice, "offline", OFFLINE_AFTER_MS);
+  assert.ok(Date.now() - closed < OFFLINE_AFTER_MS, `offline after ${Date.now() - closed} ms`);
+});

@@ -1,0 +1,241 @@
+// presence.js: the browser client of the presence service. A dependency-free
+// ES module; import it from the server (`/client/presence.js`) or copy it.
+//
+//   const presence = new PresenceClient({ token, baseUrl: "https://presence.example" });
+//   presence.start();                       // activity pings on input, heartbeats, sign-out on pagehide
+//   const stop = presence.watch(ids, (changed, all) => render(all));
+//   presence.setStatusMessage("In a meeting", new Date(Date.now() + 3600e3));
+
+/**
+ * @typedef {"online" | "idle" | "away" | "dnd" | "offline"} Status
+ * @typedef {{ userId: string, status: Status, lastSeen: string | null,
+ *   statusMessage: string | null, platforms: string[], nextChangeAt: string | null }} UserStatus
+ * @typedef {{
+ *   token: string | (() => string),
+ *   baseUrl?: string,
+ *   deviceId?: string,
+ *   platform?: "web" | "desktop" | "mobile",
+ *   activityThrottleMs?: number,
+ *   pollIntervalMs?: number,
+ *   maxBackoffMs?: number,
+ *   fetch?: typeof fetch,
+ *   setTimeout?: (callback: () => void, ms: number) => unknown,
+ *   clearTimeout?: (handle: unknown) => void,
+ *   now?: () => number,
+ *   random?: () => number,
+ *   window?: EventTarget & { addEventListener: Function, removeEventListener: Function },
+ *   document?: EventTarget & { visibilityState?: string },
+ *   storage?: { getItem(key: string): string | null, setItem(key: string, value: string): void },
+ * }} PresenceOptions
+ */
+
+const STORAGE_KEY = "presence.deviceId";
+const INPUT_EVENTS = ["pointerdown", "keydown", "focus"];
+
+/** A device id that stays the same for this tab across reloads (sessionStorage), new per tab. */
+export function tabDeviceId(storage = globalThis.sessionStorage) {
+  let id = storage?.getItem(STORAGE_KEY);
+  if (!id) {
+    const random = globalThis.crypto?.randomUUID?.() ?? Math.random().toString(36).slice(2);
+    id = `web-${random}`.slice(0, 64);
+    storage?.setItem(STORAGE_KEY, id);
+  }
+  return id;
+}
+
+/** Pings the service for this browser tab and watches other users' statuses. */
+export class PresenceClient {
+  /** @param {PresenceOptions} options */
+  constructor(options) {
+    this.options = options;
+    this.baseUrl = (options.baseUrl ?? "").replace(/\/$/, "");
+    this.platform = options.platform ?? "web";
+    this.deviceId = options.deviceId ?? tabDeviceId(options.storage);
+    this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.setTimeout = options.setTimeout ?? globalThis.setTimeout.bind(globalThis);
+    this.clearTimeout = options.clearTimeout ?? globalThis.clearTimeout.bind(globalThis);
+    this.now = options.now ?? Date.now;
+    this.random = options.random ?? Math.random;
+    this.window = options.window ?? globalThis.window;
+    this.document = options.document ?? globalThis.document;
+    this.activityThrottleMs = options.activityThrottleMs ?? 10_000;
+    this.pollIntervalMs = options.pollIntervalMs ?? 3_000;
+    this.maxBackoffMs = options.maxBackoffMs ?? 60_000;
+    this.pingIntervalMs = 30_000;
+    this.lastActivityAt = -Infinity;
+    this.heartbeatTimer = null;
+    this.started = false;
+    this.onInput = () => this.activity();
+    this.onPageHide = () => this.signOut();
+  }
+
+  /** Starts pinging: one activity ping now, one per interaction (throttled), heartbeats in between. */
+  start() {
+    if (this.started) return;
+    this.started = true;
+    for (const type of INPUT_EVENTS) this.window?.addEventListener(type, this.onInput, { passive: true });
+    this.window?.addEventListener("pagehide", this.onPageHide);
+    this.activity(true);
+  }
+
+  /** Stops pinging (the device then goes offline for others after the offline threshold). */
+  stop() {
+    this.started = false;
+    for (const type of INPUT_EVENTS) this.window?.removeEventListener(type, this.onInput);
+    this.window?.removeEventListener("pagehide", this.onPageHide);
+    if (this.heartbeatTimer !== null) this.clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+  }
+
+  /** An interaction: an activity ping, unless one went out within the throttle window. */
+  activity(force = false) {
+    if (!force && this.now() - this.lastActivityAt < this.activityThrottleMs) return;
+    if (this.document?.visibilityState === "hidden") return this.ping({ active: false });
+    return this.ping({ active: true });
+  }
+
+  /** Sets or clears (`null`) the manual status, optionally until a moment. */
+  setManualStatus(status, until = null) {
+    return this.ping({ active: true, manualStatus: status, ...(until ? { manualStatusUntil: iso(until) } : {}) });
+  }
+
+  /** Appears offline to everyone else, or not. */
+  setInvisible(invisible) {
+    return this.ping({ active: true, invisible });
+  }
+
+  /** Sets or clears (`null` or `""`) the status message, optionally until a moment. */
+  setStatusMessage(message, until = null) {
+    return this.ping({ active: true, statusMessage: message, ...(until ? { statusMessageUntil: iso(until) } : {}) });
+  }
+
+  /** Sends one ping with `fields`; resolves to the caller's self view. */
+  async ping(fields) {
+    if (fields.active !== false) this.lastActivityAt = this.now();
+    this.scheduleHeartbeat();
+    const response = await this.request("PUT", "/api/status", {
+      deviceId: this.deviceId,
+      platform: this.platform,
+      ...fields,
+    });
+    if (!response.ok) throw await apiError(response);
+    const self = await response.json();
+    if (self.pingIntervalSeconds) this.pingIntervalMs = self.pingIntervalSeconds * 1000;
+    this.scheduleHeartbeat();
+    return self;
+  }
+
+  /** Signs this device out at once; survives the page unloading (`keepalive`). */
+  signOut() {
+    this.stop();
+    return this.request("DELETE", `/api/status/devices/${encodeURIComponent(this.deviceId)}`, undefined, {
+      keepalive: true,
+    }).catch(() => undefined);
+  }
+
+  /**
+   * Polls the statuses of `userIds` and calls `onChange(changed, all)` when any changes.
+   * Conditional requests (ETag) make unchanged polls cheap; a poll comes sooner when a
+   * `nextChangeAt` is near; `Retry-After` is honoured; errors back off with jitter.
+   * Returns a function that stops watching.
+   * @param {string[]} userIds
+   * @param {(changed: UserStatus[], all: UserStatus[]) => void} onChange
+   */
+  watch(userIds, onChange) {
+    const ids = [...new Set(userIds)];
+    let etag = null;
+    let known = new Map();
+    let failures = 0;
+    let timer = null;
+    let stopped = false;
+    const schedule = (ms) => {
+      if (!stopped) timer = this.setTimeout(poll, Math.max(0, ms));
+    };
+    const poll = async () => {
+      let response;
+      try {
+        response = await this.request("POST", "/api/status/query", { userIds: ids }, {}, etag);
+      } catch {
+        failures += 1;
+        return schedule(this.backoff(failures));
+      }
+      if (response.status === 304) {
+        failures = 0;
+        return schedule(this.nextPollIn([...known.values()]));
+      }
+      if (!response.ok) {
+        failures += 1;
+        const retryAfter = Number(response.headers.get("Retry-After"));
+        return schedule(retryAfter > 0 ? retryAfter * 1000 : this.backoff(failures));
+      }
+      failures = 0;
+      etag = response.headers.get("ETag");
+      const { statuses } = await response.json();
+      const changed = statuses.filter((status) => JSON.stringify(known.get(status.userId)) !== JSON.stringify(status));
+      known = new Map(statuses.map((status) => [status.userId, status]));
+      if (changed.length > 0 && !stopped) onChange(changed, statuses);
+      schedule(this.nextPollIn(statuses));
+    };
+    schedule(0);
+    return () => {
+      stopped = true;
+      if (timer !== null) this.clearTimeout(timer);
+    };
+  }
+
+  /** How long until the next poll: the interval, or sooner when a status will change by itself. */
+  nextPollIn(statuses) {
+    let wait = this.pollIntervalMs;
+    for (const status of statuses) {
+      if (!status.nextChangeAt) continue;
+      const due = Date.parse(status.nextChangeAt) - this.now() + 50;
+      wait = Math.min(wait, Math.max(due, 250));
+    }
+    return wait;
+  }
+
+  /** Exponential backoff with jitter: about 1 s, 2 s, 4 s... up to `maxBackoffMs`. */
+  backoff(failures) {
+    const base = Math.min(this.maxBackoffMs, 1000 * 2 ** Math.min(failures - 1, 16));
+    return base * (0.5 + this.random());
+  }
+
+  scheduleHeartbeat() {
+    if (!this.started) return;
+    if (this.heartbeatTimer !== null) this.clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = this.setTimeout(() => {
+      this.heartbeatTimer = null;
+      this.ping({ active: false }).catch(() => this.scheduleHeartbeat());
+    }, this.pingIntervalMs);
+  }
+
+  request(method, path, body, init = {}, etag = null) {
+    const token = typeof this.options.token === "function" ? this.options.token() : this.options.token;
+    const headers = { Authorization: `Bearer ${token}` };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (etag) headers["If-None-Match"] = etag;
+    return this.fetch(`${this.baseUrl}${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      ...init,
+    });
+  }
+}
+
+function iso(moment) {
+  return (moment instanceof Date ? moment : new Date(moment)).toISOString();
+}
+
+async function apiError(response) {
+  let detail = {};
+  try {
+    detail = (await response.json()).error ?? {};
+  } catch {
+    // not JSON
+  }
+  const error = new Error(detail.message ?? `HTTP ${response.status}`);
+  error.status = response.status;
+  error.code = detail.code;
+  return error;
+}

@@ -1,0 +1,203 @@
+// Unit tests of the browser client's polling: node --test web/
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { PresenceClient, tabDeviceId } from "./presence.js";
+
+/** A clock and timer queue moved by hand. */
+function fakeTime() {
+  let now = Date.parse("2026-11-23T10:00:00Z");
+  const timers = [];
+  return {
+    now: () => now,
+    setTimeout: (callback, ms) => {
+      const timer = { at: now + ms, callback };
+      timers.push(timer);
+      return timer;
+    },
+    clearTimeout: (timer) => {
+      const index = timers.indexOf(timer);
+      if (index >= 0) timers.splice(index, 1);
+    },
+    /** Runs the earliest timer; returns how long it waited. */
+    async next() {
+      timers.sort((a, b) => a.at - b.at);
+      const timer = timers.shift();
+      assert.ok(timer, "a timer is scheduled");
+      const waited = timer.at - now;
+      now = timer.at;
+      await timer.callback();
+      await new Promise((resolve) => setImmediate(resolve));
+      return waited;
+    },
+    pending: () => timers.length,
+  };
+}
+
+function response(status, body, headers = {}) {
+  return {
+    status,
+    ok: status >= 200 && status < 300,
+    headers: { get: (name) => headers[name] ?? headers[name.toLowerCase()] ?? null },
+    json: async () => body,
+  };
+}
+
+function status(userId, overrides = {}) {
+  return { userId, status: "online", lastSeen: null, statusMessage: null, platforms: ["web"], nextChangeAt: null, ...overrides };
+}
+
+function client(time, replies, extra = {}) {
+  const requests = [];
+  const fetch = async (url, init) => {
+    requests.push({ url, ...init });
+    const reply = replies.shift();
+    if (reply instanceof Error) throw reply;
+    assert.ok(reply, `a reply for request ${requests.length}`);
+    return reply;
+  };
+  const presence = new PresenceClient({
+    token: "t0ken",
+    deviceId: "tab-1",
+    fetch,
+    now: time.now,
+    setTimeout: time.setTimeout,
+    clearTimeout: time.clearTimeout,
+    random: () => 0.5,
+    ...extra,
+  });
+  return { presence, requests };
+}
+
+test("a poll sends back the ETag of the last answer and calls back only on change", async () => {
+  const time = fakeTime();
+  const first = { statuses: [status("a"), status("b")] };
+  const { presence, requests } = client(time, [
+    response(200, first, { ETag: '"v1"' }),
+    response(304, undefined, { ETag: '"v1"' }),
+    response(200, first, { ETag: '"v1b"' }),
+    response(200, { statuses: [status("a", { status: "idle" }), status("b")] }, { ETag: '"v2"' }),
+  ]);
+  const calls = [];
+  presence.watch(["a", "b", "a"], (changed, all) => calls.push({ changed, all }));
+
+  await time.next();
+  assert.equal(calls.length, 1, "the first answer is a change");
+  assert.deepEqual(JSON.parse(requests[0].body), { userIds: ["a", "b"] });
+  assert.equal(requests[0].headers.Authorization, "Bearer t0ken");
+  assert.equal(requests[0].headers["If-None-Match"], undefined);
+
+  await time.next();
+  assert.equal(requests[1].headers["If-None-Match"], '"v1"', "the ETag is reused");
+  assert.equal(calls.length, 1, "a 304 calls nothing");
+
+  await time.next();
+  assert.equal(calls.length, 1, "an identical body calls nothing");
+  assert.equal(requests[2].headers["If-None-Match"], '"v1"');
+
+  await time.next();
+  assert.equal(requests[3].headers["If-None-Match"], '"v1b"');
+  assert.equal(calls.length, 2);
+  assert.deepEqual(calls[1].changed.map((s) => s.userId), ["a"], "only the changed user is reported");
+});
+
+test("a poll comes sooner when a status will change by itself", async () => {
+  const time = fakeTime();
+  const soon = new Date(time.now() + 1_000).toISOString();
+  const { presence } = client(time, [
+    response(200, { statuses: [status("a", { nextChangeAt: soon })] }, { ETag: '"x"' }),
+    response(304),
+  ]);
+  presence.watch(["a"], () => {});
+  await time.next();
+  const waited = await time.next();
+  assert.ok(waited <= 1_100 && waited >= 1_000, `polled after ${waited} ms, not the 3 s interval`);
+});
+
+test("errors back off exponentially with jitter, and Retry-After is honoured", async () => {
+  const time = fakeTime();
+  const jitters = [0, 0.99, 0.5];
+  const { presence } = client(
+    time,
+    [
+      new TypeError("offline"),
+      new TypeError("offline"),
+      response(503, { error: { code: "DATABASE_UNAVAILABLE" } }, { "Retry-After": "7" }),
+      response(200, { statuses: [status("a")] }, { ETag: '"x"' }),
+      response(304),
+    ],
+    { random: () => jitters.shift() ?? 0.5 },
+  );
+  presence.watch(["a"], () => {});
+  await time.next();
+  const first = await time.next();
+  const second = await time.next();
+  const afterRetryAfter = await time.next();
+  const afterSuccess = await time.next();
+  assert.equal(first, 500, "1 s × 0.5 jitter");
+  assert.ok(Math.abs(second - 2_980) < 1, `2 s × 1.49 jitter, got ${second}`);
+  assert.equal(afterRetryAfter, 7_000, "Retry-After in seconds");
+  assert.equal(afterSuccess, 3_000, "back to the interval after a success");
+});
+
+test("watching stops when asked", async () => {
+  const time = fakeTime();
+  const { presence, requests } = client(time, [response(200, { statuses: [status("a")] }, { ETag: '"x"' })]);
+  const stop = presence.watch(["a"], () => {});
+  await time.next();
+  stop();
+  assert.equal(time.pending(), 0);
+  assert.equal(requests.length, 1);
+});
+
+test("pings: an activity ping at start, heartbeats at the server's interval, input throttled", async () => {
+  const time = fakeTime();
+  const listeners = {};
+  const window = {
+    addEventListener: (type, listener) => (listeners[type] = listener),
+    removeEventListener: (type) => delete listeners[type],
+  };
+  const self = { pingIntervalSeconds: 20 };
+  const { presence, requests } = client(time, [response(200, self), response(200, self), response(200, self), response(200, self)], {
+    window,
+    document: { visibilityState: "visible" },
+    activityThrottleMs: 5_000,
+  });
+  presence.start();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(JSON.parse(requests[0].body), { deviceId: "tab-1", platform: "web", active: true });
+
+  listeners.pointerdown();
+  assert.equal(requests.length, 1, "input within the throttle window sends nothing");
+  const waited = await time.next();
+  assert.equal(waited, 20_000, "heartbeat after pingIntervalSeconds");
+  assert.equal(JSON.parse(requests[1].body).active, false);
+
+  listeners.keydown();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(JSON.parse(requests[2].body).active, true, "input after the window is activity");
+
+  presence.signOut();
+  assert.equal(requests[3].method, "DELETE");
+  assert.equal(requests[3].url, "/api/status/devices/tab-1");
+  assert.equal(requests[3].keepalive, true);
+  assert.equal(listeners.pointerdown, undefined, "signed out: no more listeners");
+});
+
+test("a hidden tab only heartbeats", async () => {
+  const time = fakeTime();
+  const { presence, requests } = client(time, [response(200, {})], { document: { visibilityState: "hidden" } });
+  await presence.activity(true);
+  assert.equal(JSON.parse(requests[0].body).active, false);
+});
+
+test("the device id is stable for a tab and new for another", () => {
+  const store = () => {
+    const values = new Map();
+    return { getItem: (k) => values.get(k) ?? null, setItem: (k, v) => values.set(k, v) };
+  };
+  const tab = store();
+  assert.equal(tabDeviceId(tab), tabDeviceId(tab));
+  assert.notEqual(tabDeviceId(tab), tabDeviceId(store()));
+  assert.match(tabDeviceId(tab), /^[A-Za-z0-9._:-]{1,64}$/);
+});
