@@ -26,7 +26,7 @@ pub struct Config {
     pub db_startup_timeout: Duration,
     /// The address to listen on.
     pub addr: String,
-    /// Origins (scheme://host[:port]) whose pages may call the API from another origin.
+    /// Origins (such as `https://app.example:8443`) whose pages may call the API from another origin.
     pub cors_origins: Vec<String>,
     /// Development mode (`serve --dev`): the demo page and its token endpoint exist.
     pub dev_mode: bool,
