@@ -147,7 +147,7 @@ impl Application {
                 write_coalesce: config.write_coalesce,
                 max_devices: config.max_devices.get(),
             },
-            metrics.clone(),
+            &metrics,
         );
         let state = web::Data::new(AppState {
             statuses,

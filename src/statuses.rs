@@ -16,7 +16,7 @@ use dashmap::DashMap;
 // hashing showed up as a tenth of a batch read's CPU.
 use foldhash::fast::RandomState;
 use moka::sync::Cache;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
@@ -45,9 +45,13 @@ pub struct StatusesConfig {
 /// Reads and writes of user statuses, through the read cache and the ping coalescer.
 pub struct Statuses {
     pool: PgPool,
-    metrics: Arc<Metrics>,
     /// Requests waiting for a pooled connection now.
     waiting: IntGauge,
+    /// The counters of the hot paths, looked up once rather than per call.
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    pings_written: IntCounter,
+    pings_coalesced: IntCounter,
     /// Connections for the flush, opened from the task that runs it: the
     /// request pool's connections belong to the HTTP workers, which are gone
     /// by the time the last flush runs at shutdown.
@@ -61,7 +65,7 @@ pub struct Statuses {
 
 impl Statuses {
     /// The read path over `pool`, tuned by `config`.
-    pub fn new(pool: PgPool, config: StatusesConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(pool: PgPool, config: StatusesConfig, metrics: &Metrics) -> Self {
         let flush_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(2))
@@ -82,11 +86,13 @@ impl Statuses {
         });
         let coalescer =
             (!config.write_coalesce.is_zero()).then(|| Coalescer::new(config.write_coalesce));
-        let waiting = metrics.pool_connections.with_label_values(&["waiting"]);
         Self {
+            waiting: metrics.pool_connections.with_label_values(&["waiting"]),
+            cache_hits: metrics.cache_lookups.with_label_values(&["hit"]),
+            cache_misses: metrics.cache_lookups.with_label_values(&["miss"]),
+            pings_written: metrics.pings.with_label_values(&["written"]),
+            pings_coalesced: metrics.pings.with_label_values(&["coalesced"]),
             pool,
-            metrics,
-            waiting,
             flush_pool,
             max_devices: config.max_devices,
             cache,
@@ -141,6 +147,60 @@ impl Statuses {
                 cache.invalidate(user);
             }
         }
+    }
+
+    /// One user's row and the block between them and `viewer`, if any.
+    pub async fn fetch_for(
+        &self,
+        viewer: UserId,
+        user: UserId,
+    ) -> Result<(Row, Option<Hidden>), sqlx::Error> {
+        if self.cache.is_none() {
+            let mut found = self.fetch_uncached_for(viewer, &[user]).await?;
+            return Ok(found.pop().unwrap_or((None, None)));
+        }
+        let row = self.fetch(user).await?;
+        Ok((row, self.blocked_users(viewer).await?.hidden(user)))
+    }
+
+    /// The rows of `users` (distinct), in their order, each with the block between
+    /// its user and `viewer`: one round trip at most.
+    pub async fn fetch_many_for(
+        &self,
+        viewer: UserId,
+        users: &[UserId],
+    ) -> Result<Vec<(Row, Option<Hidden>)>, sqlx::Error> {
+        if self.cache.is_none() {
+            return self.fetch_uncached_for(viewer, users).await;
+        }
+        let rows = self.fetch_many(users).await?;
+        let blocked = self.blocked_users(viewer).await?;
+        Ok(users
+            .iter()
+            .zip(rows)
+            .map(|(user, row)| (row, blocked.hidden(*user)))
+            .collect())
+    }
+
+    /// Without a cache, rows and blocks come together, in one statement.
+    async fn fetch_uncached_for(
+        &self,
+        viewer: UserId,
+        users: &[UserId],
+    ) -> Result<Vec<(Row, Option<Hidden>)>, sqlx::Error> {
+        let mut found: HashMap<UserId, (Arc<StoredStatus>, Option<Hidden>)> =
+            store::fetch_statuses_for_viewer(&mut *self.connection().await?, viewer, users)
+                .await?
+                .into_iter()
+                .map(|(row, hidden)| (row.user_id, (Arc::new(row), hidden)))
+                .collect();
+        Ok(users
+            .iter()
+            .map(|user| match found.remove(user) {
+                Some((row, hidden)) => (self.with_pending(*user, Some(row)), hidden),
+                None => (None, None),
+            })
+            .collect())
     }
 
     /// One user's row, `None` if they never pinged.
@@ -202,10 +262,10 @@ impl Statuses {
             .as_ref()
             .and_then(|coalescer| coalescer.hold_back(user, ping, now))
         {
-            self.metrics.pings.with_label_values(&["coalesced"]).inc();
+            self.pings_coalesced.inc();
             return Ok(row);
         }
-        self.metrics.pings.with_label_values(&["written"]).inc();
+        self.pings_written.inc();
         if let Some(coalescer) = &self.coalescer {
             // Held-back timestamps go first, so that a device replaced for
             // room is really the least recently seen one.
@@ -311,11 +371,11 @@ impl Statuses {
     fn cached(&self, user: UserId) -> Option<Row> {
         let cache = self.cache.as_ref()?;
         let row = cache.get(&user);
-        let result = if row.is_some() { "hit" } else { "miss" };
-        self.metrics
-            .cache_lookups
-            .with_label_values(&[result])
-            .inc();
+        if row.is_some() {
+            self.cache_hits.inc();
+        } else {
+            self.cache_misses.inc();
+        }
         row
     }
 

@@ -83,8 +83,7 @@ pub async fn get_status(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let user = UserId::parse(&path).map_err(ApiError::InvalidUserId)?;
-    let row = state.statuses.fetch(user).await?;
-    let hidden = state.statuses.blocked_users(viewer).await?.hidden(user);
+    let (row, hidden) = state.statuses.fetch_for(viewer, user).await?;
     let view = calculate_effective_status(
         user,
         row.as_deref(),
@@ -209,14 +208,13 @@ async fn batch_response(
     viewer: UserId,
     users: &[UserId],
 ) -> Result<HttpResponse, ApiError> {
-    let rows = state.statuses.fetch_many(users).await?;
-    let blocked = state.statuses.blocked_users(viewer).await?;
+    let rows = state.statuses.fetch_many_for(viewer, users).await?;
     let now = state.clock.now();
     let views: Vec<EffectiveStatus> = users
         .iter()
         .zip(&rows)
-        .map(|(user, row)| {
-            let hidden = blocked.hidden(*user);
+        .map(|(user, (row, hidden))| {
+            let hidden = *hidden;
             calculate_effective_status(
                 *user,
                 row.as_deref(),

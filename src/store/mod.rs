@@ -15,7 +15,7 @@ pub use jobs::{
 pub use pg_cron::{PG_CRON_JOB, PgCronError, install_pg_cron_job, uninstall_pg_cron_job};
 pub use status::{
     PendingPings, apply_pending_pings, apply_ping, count_users_by_status, fetch_status,
-    fetch_statuses, remove_device,
+    fetch_statuses, fetch_statuses_for_viewer, remove_device,
 };
 
 /// The migrations in `migrations/`, embedded in the binary.

@@ -404,7 +404,7 @@ async fn the_read_cache_stays_within_its_capacity(pool: PgPool) {
     let statuses = Statuses::new(
         pool,
         config(Duration::from_secs(60), 10, Duration::ZERO),
-        Arc::new(Metrics::new()),
+        &Metrics::new(),
     );
     let users: Vec<UserId> = (0..100).map(|_| new_user()).collect();
     for user in &users[..20] {
@@ -427,7 +427,7 @@ async fn a_timestamp_only_ping_within_the_window_is_held_back_then_flushed(pool:
     let statuses = Statuses::new(
         pool.clone(),
         config(Duration::ZERO, 1, Duration::from_secs(5)),
-        Arc::new(Metrics::new()),
+        &Metrics::new(),
     );
     let user = new_user();
     let stored_ping = |pool: PgPool| async move {
@@ -475,7 +475,7 @@ async fn pings_that_must_reach_the_database_are_never_held_back(pool: PgPool) {
     let statuses = Statuses::new(
         pool.clone(),
         config(Duration::ZERO, 1, Duration::from_secs(5)),
-        Arc::new(Metrics::new()),
+        &Metrics::new(),
     );
     let user = new_user();
     statuses

@@ -110,7 +110,15 @@ async fn etag_of(
 
 #[sqlx::test]
 async fn the_privacy_matrix(pool: PgPool) {
-    let app = spawn_app(pool).await;
+    privacy_matrix(&spawn_app(pool).await).await;
+}
+
+#[sqlx::test]
+async fn the_privacy_matrix_without_the_read_cache(pool: PgPool) {
+    privacy_matrix(&spawn_app_with(pool, &[("PRESENCE_CACHE_TTL", "0")]).await).await;
+}
+
+async fn privacy_matrix(app: &TestApp) {
     let t0 = start_time();
     let relations = [
         Relation::Myself,
@@ -184,7 +192,7 @@ async fn the_privacy_matrix(pool: PgPool) {
                 ("offline", &then, json!([]), json!(null))
             }
         };
-        let seen = read_everywhere(&app, viewer, target).await;
+        let seen = read_everywhere(app, viewer, target).await;
         let shown = (
             seen["status"].as_str().unwrap_or_default(),
             &seen["lastSeen"],
@@ -439,7 +447,15 @@ fn step() -> impl Strategy<Value = Step> {
 /// step a stranger and a possibly-blocked user see only what they may.
 #[sqlx::test]
 async fn privacy_holds_after_every_step_of_random_sequences(pool: PgPool) {
-    let app = spawn_app(pool).await;
+    random_sequences(&spawn_app(pool).await).await;
+}
+
+#[sqlx::test]
+async fn privacy_holds_after_every_step_of_random_sequences_without_the_read_cache(pool: PgPool) {
+    random_sequences(&spawn_app_with(pool, &[("PRESENCE_CACHE_TTL", "0")]).await).await;
+}
+
+async fn random_sequences(app: &TestApp) {
     let mut runner = TestRunner::default();
     let sequences = prop::collection::vec(step(), 1..14);
     for _ in 0..24 {
@@ -520,7 +536,7 @@ async fn privacy_holds_after_every_step_of_random_sequences(pool: PgPool) {
                 Step::Advance(seconds) => app.advance(TimeDelta::seconds(*seconds)),
             }
             let context = format!("after {:?}", &steps[..=index]);
-            let seen = read_everywhere(&app, stranger, target).await;
+            let seen = read_everywhere(app, stranger, target).await;
             if invisible {
                 assert_eq!(seen["status"], "offline", "{context}: {seen}");
                 assert_eq!(
@@ -538,7 +554,7 @@ async fn privacy_holds_after_every_step_of_random_sequences(pool: PgPool) {
                     "{context}"
                 );
             }
-            let seen_by_other = read_everywhere(&app, other, target).await;
+            let seen_by_other = read_everywhere(app, other, target).await;
             if blocks.0 || blocks.1 {
                 assert_eq!(
                     seen_by_other["status"], "offline",
@@ -554,7 +570,7 @@ async fn privacy_holds_after_every_step_of_random_sequences(pool: PgPool) {
                     (&json!([]), &json!(null)),
                     "{context}"
                 );
-                let target_sees = read_everywhere(&app, target, other).await;
+                let target_sees = read_everywhere(app, target, other).await;
                 assert_eq!(
                     target_sees["platforms"],
                     json!([]),
