@@ -294,9 +294,14 @@ pub fn pool_options(config: &Config) -> PgPoolOptions {
 }
 
 /// The connection options of `DATABASE_URL`, with the statement timeout.
+///
+/// Every statement is planned once per connection (`force_generic_plan`): the
+/// queries are point lookups by primary key, and Postgres otherwise re-plans
+/// those taking an array (`= any($1)`), which cost more than running them.
 pub fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError> {
     let options = PgConnectOptions::from_str(config.database_url.expose_secret())
-        .map_err(StartupError::DatabaseUrl)?;
+        .map_err(StartupError::DatabaseUrl)?
+        .options([("plan_cache_mode", "force_generic_plan")]);
     let timeout_ms = config.db_statement_timeout.as_millis();
     Ok(if timeout_ms == 0 {
         options
