@@ -1,6 +1,5 @@
 //! The `presence` binary as users run it.
 
-use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -8,6 +7,8 @@ use presence::auth::{DEV_JWT_SECRET, TokenVerifier};
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
+
+use crate::helpers::{free_port, wait_until_healthy};
 
 /// The binary, run outside the repository so no developer's `.env` leaks in.
 fn presence() -> Command {
@@ -166,11 +167,7 @@ async fn migrate_creates_the_database_when_missing() {
 #[tokio::test]
 async fn serve_dev_creates_the_database_and_answers_health_checks() {
     let name = format!("presence_cli_{}", Uuid::new_v4().simple());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let mut server = presence()
         .args(["serve", "--dev"])
         .env("DATABASE_URL", database_url(&name))
@@ -182,19 +179,7 @@ async fn serve_dev_creates_the_database_and_answers_health_checks() {
         .spawn()
         .expect("starts");
 
-    let client = reqwest::Client::new();
-    let mut healthy = false;
-    for _ in 0..200 {
-        let answer = client
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await;
-        if answer.is_ok_and(|response| response.status() == 200) {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let healthy = wait_until_healthy(&format!("http://127.0.0.1:{port}")).await;
     server.kill().expect("stops");
     let output = server.wait_with_output().expect("exits");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -209,11 +194,7 @@ async fn serve_dev_creates_the_database_and_answers_health_checks() {
 #[tokio::test]
 async fn sigterm_writes_the_held_back_pings_and_exits_0() {
     let name = format!("presence_cli_{}", Uuid::new_v4().simple());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let secret = "sigterm-test-secret";
     let server = presence()
         .args(["serve"])
@@ -229,12 +210,7 @@ async fn sigterm_writes_the_held_back_pings_and_exits_0() {
         .expect("starts");
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(wait_until_healthy(&base).await, "the server started");
     let user = presence::domain::UserId::from(Uuid::new_v4());
     let token =
         presence::auth::issue_token(&SecretString::from(secret), user, Duration::from_secs(600))
@@ -307,11 +283,7 @@ async fn sigterm_writes_the_held_back_pings_and_exits_0() {
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
     let name = format!("presence_cli_{}", Uuid::new_v4().simple());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let secret = "in-flight-test-secret";
     let mut server = presence()
         .args(["serve"])
@@ -327,12 +299,7 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
         .expect("starts");
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(wait_until_healthy(&base).await, "the server started");
     let user = presence::domain::UserId::from(Uuid::new_v4());
     let token =
         presence::auth::issue_token(&SecretString::from(secret), user, Duration::from_secs(600))

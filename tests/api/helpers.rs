@@ -221,3 +221,24 @@ pub async fn error_code(response: Response) -> (StatusCode, String) {
 pub fn iso(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Waits (up to 10 s) until a server at `base` answers `/healthz`; whether it did.
+pub async fn wait_until_healthy(base: &str) -> bool {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        let answer = client.get(format!("{base}/healthz")).send().await;
+        if answer.is_ok_and(|response| response.status() == StatusCode::OK) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -200,11 +200,7 @@ fn start_up_retries_an_unreachable_database_then_gives_up_clearly() {
 async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     let bin = newest_server().expect("a PostgreSQL server is installed");
     let cluster = Cluster::start(bin, "");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = crate::helpers::free_port();
     let mut server = Command::new(env!("CARGO_BIN_EXE_presence"))
         .args(["serve"])
         .current_dir(std::env::temp_dir())
@@ -219,20 +215,10 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
         .spawn()
         .expect("starts");
     let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the server started");
+    assert!(
+        crate::helpers::wait_until_healthy(&format!("http://127.0.0.1:{port}")).await,
+        "the server started"
+    );
     let token = token_for(new_user());
     let response = client
         .put(format!("http://127.0.0.1:{port}/api/status"))
