@@ -6,7 +6,7 @@
 //! schema of their own).
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use crate::routes;
 
@@ -210,6 +210,45 @@ pub struct ErrorDetail {
 pub struct Health {
     /// `ok` or `ready`.
     pub status: String,
+}
+
+/// The errors every `/api` endpoint can answer with.
+#[derive(IntoResponses)]
+pub enum CommonErrors {
+    /// Invalid input (INVALID_BODY, INVALID_USER_ID, ...)
+    #[response(status = 400)]
+    BadRequest(ErrorResponse),
+    /// Missing or unacceptable token (UNAUTHORIZED)
+    #[response(status = 401)]
+    Unauthorized(ErrorResponse),
+    /// No such route or resource (NOT_FOUND)
+    #[response(status = 404)]
+    NotFound(ErrorResponse),
+    /// Internal error (INTERNAL)
+    #[response(status = 500)]
+    Internal(ErrorResponse),
+    /// The database is unavailable (DATABASE_UNAVAILABLE)
+    #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    Unavailable(ErrorResponse),
+}
+
+/// The errors of endpoints that take a JSON body.
+#[derive(IntoResponses)]
+pub enum BodyErrors {
+    /// Body too large (PAYLOAD_TOO_LARGE)
+    #[response(status = 413)]
+    TooLarge(ErrorResponse),
+    /// Body is not JSON (UNSUPPORTED_MEDIA_TYPE)
+    #[response(status = 415)]
+    NotJson(ErrorResponse),
+}
+
+/// The error of rate-limited endpoints.
+#[derive(IntoResponses)]
+pub enum LimitErrors {
+    /// Over the rate limit (RATE_LIMITED)
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Whole seconds to wait")))]
+    RateLimited(ErrorResponse),
 }
 
 struct BearerAuth;

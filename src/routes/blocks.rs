@@ -26,14 +26,8 @@ fn other_user(path: &str, viewer: UserId) -> Result<UserId, ApiError> {
     params(("userId" = uuid::Uuid, Path, description = "The user to block")),
     responses(
         (status = 204, description = "Blocked (idempotent)"),
-        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
-        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
-        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
-        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 429, description = "Over the rate limit (RATE_LIMITED)", body = ErrorResponse,
-            headers(("Retry-After" = u64, description = "Whole seconds to wait"))),
+        CommonErrors,
+        LimitErrors,
     )
 )]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
@@ -61,14 +55,8 @@ pub async fn put_block(
     params(("userId" = uuid::Uuid, Path, description = "The user to unblock")),
     responses(
         (status = 204, description = "Unblocked (idempotent)"),
-        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
-        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
-        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
-        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 429, description = "Over the rate limit (RATE_LIMITED)", body = ErrorResponse,
-            headers(("Retry-After" = u64, description = "Whole seconds to wait"))),
+        CommonErrors,
+        LimitErrors,
     )
 )]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
@@ -94,12 +82,7 @@ struct BlocksBody {
     get, path = "/api/blocks", tag = "blocks",
     responses(
         (status = 200, description = "The users the caller blocks, most recent first", body = BlocksResponse),
-        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
-        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
-        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
-        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        CommonErrors,
     )
 )]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]

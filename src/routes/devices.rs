@@ -13,12 +13,7 @@ use crate::startup::AppState;
     params(("deviceId" = String, Path, description = "The device to sign out")),
     responses(
         (status = 204, description = "Signed out"),
-        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
-        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
-        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
-        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        CommonErrors,
     )
 )]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]

@@ -23,16 +23,9 @@ pub const MAX_IDS_IN_BODY: usize = 1000;
     request_body = PingRequest,
     responses(
         (status = 200, description = "The caller's self view", body = PingResponse),
-        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
-        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
-        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
-        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorResponse),
-        (status = 415, description = "Body is not JSON (UNSUPPORTED_MEDIA_TYPE)", body = ErrorResponse),
-        (status = 429, description = "Over the rate limit (RATE_LIMITED)", body = ErrorResponse,
-            headers(("Retry-After" = u64, description = "Whole seconds to wait"))),
+        CommonErrors,
+        BodyErrors,
+        LimitErrors,
     )
 )]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
@@ -67,12 +60,7 @@ pub async fn put_status(
     responses(
         (status = 200, description = "The user's status as the caller may see it", body = StatusView, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
         (status = 304, description = "Unchanged since the ETag sent"),
-        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
-        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
-        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
-        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        CommonErrors,
     )
 )]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
@@ -111,12 +99,7 @@ pub struct IdsQuery {
     responses(
         (status = 200, description = "One status per distinct id, in the order first asked", body = StatusesResponse, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
         (status = 304, description = "Unchanged since the ETag sent"),
-        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
-        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
-        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
-        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        CommonErrors,
     )
 )]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
@@ -157,14 +140,8 @@ pub struct QueryBody {
     responses(
         (status = 200, description = "One status per distinct id, in the order first asked", body = StatusesResponse, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
         (status = 304, description = "Unchanged since the ETag sent"),
-        (status = 400, description = "Invalid input (INVALID_BODY, INVALID_USER_ID, ...)", body = ErrorResponse),
-        (status = 401, description = "Missing or unacceptable token (UNAUTHORIZED)", body = ErrorResponse),
-        (status = 404, description = "No such route or resource (NOT_FOUND)", body = ErrorResponse),
-        (status = 500, description = "Internal error (INTERNAL)", body = ErrorResponse),
-        (status = 503, description = "The database is unavailable (DATABASE_UNAVAILABLE)", body = ErrorResponse,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 413, description = "Body too large (PAYLOAD_TOO_LARGE)", body = ErrorResponse),
-        (status = 415, description = "Body is not JSON (UNSUPPORTED_MEDIA_TYPE)", body = ErrorResponse),
+        CommonErrors,
+        BodyErrors,
     )
 )]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
