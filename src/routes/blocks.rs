@@ -4,7 +4,6 @@ use serde::Serialize;
 use crate::auth::Viewer;
 use crate::domain::UserId;
 use crate::error::ApiError;
-#[allow(unused_imports, reason = "named by the OpenAPI annotations")]
 use crate::openapi::*;
 use crate::startup::AppState;
 use crate::store::{self, BlockError};

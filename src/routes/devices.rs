@@ -3,7 +3,6 @@ use actix_web::{HttpResponse, web};
 use crate::auth::Viewer;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
-#[allow(unused_imports, reason = "named by the OpenAPI annotations")]
 use crate::openapi::*;
 use crate::startup::AppState;
 

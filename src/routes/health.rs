@@ -1,7 +1,6 @@
 use actix_web::{HttpResponse, web};
 
 use crate::error::ApiError;
-#[allow(unused_imports, reason = "named by the OpenAPI annotations")]
 use crate::openapi::*;
 use crate::startup::AppState;
 use crate::store;

@@ -7,7 +7,6 @@ use super::conditional::conditional_json;
 use crate::auth::Viewer;
 use crate::domain::{PingBody, UserId};
 use crate::error::ApiError;
-#[allow(unused_imports, reason = "named by the OpenAPI annotations")]
 use crate::openapi::*;
 use crate::presence::{EffectiveStatus, calculate_effective_status};
 use crate::startup::AppState;

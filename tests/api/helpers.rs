@@ -167,6 +167,34 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `GET /api/status?ids=` as `viewer`, which must answer `200`; the body.
+    pub async fn batch_get(&self, viewer: UserId, users: &[UserId]) -> Value {
+        let ids: Vec<String> = users.iter().map(ToString::to_string).collect();
+        let response = self
+            .client
+            .get(format!("{}/api/status?ids={}", self.address, ids.join(",")))
+            .bearer_auth(token_for(viewer))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("JSON body")
+    }
+
+    /// `POST /api/status/query` as `viewer`, which must answer `200`; the body.
+    pub async fn batch_post(&self, viewer: UserId, users: &[UserId]) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/api/status/query", self.address))
+            .bearer_auth(token_for(viewer))
+            .json(&serde_json::json!({ "userIds": users }))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("JSON body")
+    }
+
     /// `DELETE /api/status/devices/{device}` as `user`.
     pub async fn delete_device(&self, user: UserId, device: &str) -> Response {
         self.client

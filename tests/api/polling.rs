@@ -17,14 +17,6 @@ use sqlx::PgPool;
 
 use crate::helpers::{TEST_SECRET, error_code, iso, new_user, spawn_app, start_time, token_for};
 
-fn ids(users: &[UserId]) -> String {
-    users
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn user_ids(body: &Value) -> Vec<String> {
     body["statuses"]
         .as_array()
@@ -42,35 +34,8 @@ async fn a_batch_answers_each_distinct_id_once_in_the_order_first_asked(pool: Pg
     app.ping_ok(bob, json!({"invisible": true})).await;
 
     let order = [carol, alice, carol, bob, alice];
-    let by_get: Value = app
-        .raw(
-            Method::GET,
-            &format!("/api/status?ids={}", ids(&order)),
-            &[("authorization", &format!("Bearer {}", token_for(viewer)))],
-            None,
-        )
-        .await
-        .json()
-        .await
-        .expect("JSON");
-    let by_post: Value = app
-        .raw(
-            Method::POST,
-            "/api/status/query",
-            &[
-                ("authorization", &format!("Bearer {}", token_for(viewer))),
-                ("content-type", "application/json"),
-            ],
-            Some(
-                json!({"userIds": order.iter().map(ToString::to_string).collect::<Vec<_>>()})
-                    .to_string()
-                    .into_bytes(),
-            ),
-        )
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let by_get = app.batch_get(viewer, &order).await;
+    let by_post = app.batch_post(viewer, &order).await;
 
     for body in [&by_get, &by_post] {
         assert_eq!(
@@ -99,18 +64,7 @@ async fn a_batch_shows_the_caller_their_self_view(pool: PgPool) {
     let app = spawn_app(pool).await;
     let user = new_user();
     app.ping_ok(user, json!({"invisible": true})).await;
-    let auth = format!("Bearer {}", token_for(user));
-    let body: Value = app
-        .raw(
-            Method::GET,
-            &format!("/api/status?ids={user}"),
-            &[("authorization", &auth)],
-            None,
-        )
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let body = app.batch_get(user, &[user]).await;
     assert_eq!(body["statuses"][0], app.status_of(user, user).await);
     assert_eq!(body["statuses"][0]["invisible"], true);
 }

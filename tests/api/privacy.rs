@@ -33,47 +33,9 @@ enum State {
 
 /// Reads `user` as `viewer` on the three read paths; all must agree.
 async fn read_everywhere(app: &TestApp, viewer: UserId, user: UserId) -> Value {
-    let auth = format!("Bearer {}", token_for(viewer));
-    let single: Value = app
-        .raw(
-            Method::GET,
-            &format!("/api/status/{user}"),
-            &[("authorization", &auth)],
-            None,
-        )
-        .await
-        .json()
-        .await
-        .expect("JSON");
-    let batch: Value = app
-        .raw(
-            Method::GET,
-            &format!("/api/status?ids={user}"),
-            &[("authorization", &auth)],
-            None,
-        )
-        .await
-        .json()
-        .await
-        .expect("JSON");
-    let query: Value = app
-        .raw(
-            Method::POST,
-            "/api/status/query",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            Some(
-                json!({"userIds": [user.to_string()]})
-                    .to_string()
-                    .into_bytes(),
-            ),
-        )
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let single = app.status_of(viewer, user).await;
+    let batch = app.batch_get(viewer, &[user]).await;
+    let query = app.batch_post(viewer, &[user]).await;
     assert_eq!(
         batch["statuses"][0], single,
         "batch GET agrees with the single read"
