@@ -106,6 +106,13 @@ impl TokenVerifier {
 
     /// The user a token speaks for, or why it is refused.
     pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
+        if names_critical_extensions(token) {
+            // RFC 7515 4.1.11: a token whose `crit` names extensions the
+            // recipient does not understand must be refused; this server understands none.
+            return Err(ApiError::Unauthorized(
+                "the token's header lists critical extensions (crit) this server does not support",
+            ));
+        }
         let mut outcome = Err(ErrorKind::InvalidSignature.into());
         for key in &self.keys {
             outcome = jsonwebtoken::decode::<Claims>(token, key, &self.validation);
@@ -152,6 +159,21 @@ impl TokenVerifier {
             ))?;
         self.verify(token)
     }
+}
+
+/// Whether the token's header carries a `crit` parameter.
+///
+/// A header that cannot be read is left to the signature check, which refuses it.
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine;
+    let Some((header, _)) = token.split_once('.') else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .is_some_and(|header| header.get("crit").is_some())
 }
 
 /// Signs a token for `user`, valid for `ttl` from now (for `presence token` and tests).
@@ -217,6 +239,37 @@ mod tests {
                 .expect("valid"),
             user
         );
+    }
+
+    #[test]
+    fn a_token_with_critical_extensions_is_refused() {
+        use base64::Engine;
+        let user = UserId::parse("0b6c3f1e-8f4a-4e55-9a2b-1c2d3e4f5a6b").expect("uuid");
+        let key = EncodingKey::from_secret(b"s3cret");
+        let claims = Claims {
+            sub: user.to_string(),
+            exp: jsonwebtoken::get_current_timestamp() + 60,
+            iss: None,
+            aud: None,
+        };
+        let valid =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("signs");
+        let verifier = TokenVerifier::new(&secret("s3cret"));
+        assert_eq!(verifier.verify(&valid).expect("valid"), user);
+
+        // The same claims under a header with `crit`, signed properly.
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = engine.encode(r#"{"alg":"HS256","typ":"JWT","crit":["exp"],"exp":1}"#);
+        let payload = valid.split('.').nth(1).expect("a payload");
+        let signing_input = format!("{header}.{payload}");
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::HS256)
+                .expect("signs");
+        let error = verifier
+            .verify(&format!("{signing_input}.{signature}"))
+            .expect_err("crit refused");
+        assert_eq!(error.code(), "UNAUTHORIZED");
+        assert!(error.to_string().contains("crit"), "{error}");
     }
 
     #[test]

@@ -8,6 +8,9 @@ use secrecy::SecretString;
 
 use crate::presence::Thresholds;
 
+/// Where `/metrics` is served unless `PRESENCE_METRICS_ADDR` says otherwise: loopback only.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
 /// The longest duration any setting accepts, so that instant arithmetic cannot overflow.
 const LONGEST_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -62,6 +65,16 @@ pub struct Config {
     pub cache_capacity: NonZeroU32,
     /// How long a timestamp-only ping may be held back before it is written.
     pub write_coalesce: Duration,
+    /// Where `/metrics` is served; `None` turns the metrics listener off.
+    pub metrics_addr: Option<String>,
+    /// How often the user counts of `/metrics` are recomputed, in the background.
+    pub metrics_users_every: Duration,
+    /// The longest any one database call (acquire and query) may take before the request gets `503`.
+    pub db_deadline: Duration,
+    /// The longest a request may take to arrive, body included, before it gets `408`.
+    pub request_timeout: Duration,
+    /// The most client connections the public listener holds open at once.
+    pub max_connections: NonZeroU32,
 }
 
 /// A setting that could not be used; the message names the variable.
@@ -100,6 +113,27 @@ impl Config {
                 "must not be shorter than PRESENCE_IDLE_AFTER",
             ));
         }
+        let prune_after = vars.duration("PRESENCE_PRUNE_AFTER", "5m")?;
+        if prune_after < offline_after {
+            return Err(ConfigError::new(
+                "PRESENCE_PRUNE_AFTER",
+                "must not be shorter than PRESENCE_OFFLINE_AFTER: a live device would be pruned",
+            ));
+        }
+        let db_deadline = vars.duration("PRESENCE_DB_DEADLINE", "1500ms")?;
+        if db_deadline.is_zero() {
+            return Err(ConfigError::new(
+                "PRESENCE_DB_DEADLINE",
+                "must be longer than 0",
+            ));
+        }
+        let request_timeout = vars.duration("PRESENCE_REQUEST_TIMEOUT", "10s")?;
+        if request_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "PRESENCE_REQUEST_TIMEOUT",
+                "must be at least 100ms",
+            ));
+        }
         let put_per_second = vars.rate("PRESENCE_PUT_PER_SECOND", "2")?;
         let settings_per_second = vars.rate("PRESENCE_SETTINGS_PER_SECOND", "0.2")?;
         let max_devices = vars.count("PRESENCE_MAX_DEVICES", "10")?;
@@ -135,7 +169,7 @@ impl Config {
                 away_after: to_delta(away_after),
                 offline_after: to_delta(offline_after),
             },
-            prune_after: vars.duration("PRESENCE_PRUNE_AFTER", "5m")?,
+            prune_after,
             prune_every: vars.duration("PRESENCE_PRUNE_EVERY", "60s")?,
             put_burst: vars.count("PRESENCE_PUT_BURST", "20")?,
             settings_burst: vars.count("PRESENCE_SETTINGS_BURST", "10")?,
@@ -145,6 +179,16 @@ impl Config {
             cache_ttl: vars.duration("PRESENCE_CACHE_TTL", "1s")?,
             cache_capacity: vars.count("PRESENCE_CACHE_CAPACITY", "100000")?,
             write_coalesce: vars.duration("PRESENCE_WRITE_COALESCE", "5s")?,
+            // Unset: the default; set but empty: no metrics listener.
+            metrics_addr: match lookup("PRESENCE_METRICS_ADDR") {
+                None => Some(DEFAULT_METRICS_ADDR.to_owned()),
+                Some(addr) if addr.trim().is_empty() => None,
+                Some(addr) => Some(addr.trim().to_owned()),
+            },
+            metrics_users_every: vars.duration("PRESENCE_METRICS_USERS_EVERY", "15s")?,
+            db_deadline,
+            request_timeout,
+            max_connections: vars.count("PRESENCE_MAX_CONNECTIONS", "10000")?,
         })
     }
 
@@ -289,6 +333,32 @@ mod tests {
         assert!(config.jwt_secret.is_none());
         assert!(config.cors_origins.is_empty() && !config.dev_mode);
         assert_eq!(config.ping_interval_seconds(), 30);
+        assert_eq!(config.metrics_addr.as_deref(), Some(DEFAULT_METRICS_ADDR));
+        assert_eq!(config.metrics_users_every, Duration::from_secs(15));
+        assert_eq!(config.db_deadline, Duration::from_millis(1500));
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.max_connections.get(), 10_000);
+    }
+
+    #[test]
+    fn an_empty_metrics_address_turns_the_listener_off() {
+        let config = config_with(&[("PRESENCE_METRICS_ADDR", "")]).expect("valid");
+        assert_eq!(config.metrics_addr, None);
+    }
+
+    #[test]
+    fn devices_may_not_be_pruned_while_still_live() {
+        let error = config_with(&[
+            ("PRESENCE_OFFLINE_AFTER", "10m"),
+            ("PRESENCE_PRUNE_AFTER", "5m"),
+        ])
+        .expect_err("prune before offline");
+        assert_eq!(error.variable, "PRESENCE_PRUNE_AFTER");
+        config_with(&[
+            ("PRESENCE_OFFLINE_AFTER", "5m"),
+            ("PRESENCE_PRUNE_AFTER", "5m"),
+        ])
+        .expect("equal is fine");
     }
 
     #[test]
@@ -322,6 +392,9 @@ mod tests {
             ("PRESENCE_CACHE_TTL", "1000 years"),
             ("PRESENCE_CORS_ORIGINS", "app.example"),
             ("PRESENCE_CORS_ORIGINS", "https://app.example/path"),
+            ("PRESENCE_DB_DEADLINE", "0"),
+            ("PRESENCE_REQUEST_TIMEOUT", "10ms"),
+            ("PRESENCE_MAX_CONNECTIONS", "0"),
         ];
         for (variable, value) in cases {
             let error = config_with(&[(variable, value)]).expect_err(value);

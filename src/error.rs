@@ -51,6 +51,21 @@ pub enum ApiError {
         /// The endpoint's limit in bytes.
         limit: usize,
     },
+    /// The request target is longer than the server takes.
+    #[error("the URL must be at most {limit} bytes")]
+    UriTooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request head (request line and headers) is larger than the server takes.
+    #[error("the request headers must be at most {limit} bytes in all")]
+    HeadersTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request, body included, did not arrive in time.
+    #[error("the request did not arrive in time; send it whole, promptly")]
+    RequestTimeout,
     /// The body is not `application/json`.
     #[error("the body must be JSON, sent with Content-Type: application/json")]
     UnsupportedMediaType,
@@ -87,6 +102,9 @@ impl ApiError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::UriTooLong { .. } => "URI_TOO_LONG",
+            Self::HeadersTooLarge { .. } => "HEADERS_TOO_LARGE",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::DatabaseUnavailable(_) | Self::NotReady(_) => "DATABASE_UNAVAILABLE",
@@ -175,6 +193,9 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::DatabaseUnavailable(_) | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,

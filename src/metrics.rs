@@ -1,4 +1,12 @@
-//! Prometheus metrics: one registry per server, rendered at `GET /metrics`.
+//! Prometheus metrics: one registry per server, rendered at `GET /metrics` on the metrics listener.
+//!
+//! Every label takes a value from a fixed set, whatever clients send: methods
+//! outside the API's fold into `OTHER`, unmatched paths into `unmatched`.
+
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::http::{Method, StatusCode};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
@@ -22,7 +30,8 @@ pub struct Metrics {
     pub devices_pruned: IntCounter,
     /// How long this server's prune runs took.
     pub prune_duration: Histogram,
-    /// Users by effective status (as they see themselves), counted at scrape time.
+    /// Users by effective status, as a status read by anyone else shows them (an
+    /// invisible user counts as offline), counted in the background.
     pub users: IntGaugeVec,
     /// Database pool connections, by state: `open`, `idle`, `in_use`; and requests `waiting` for one.
     pub pool_connections: IntGaugeVec,
@@ -99,6 +108,19 @@ impl Metrics {
         metrics
     }
 
+    /// Counts one answered request and its latency, under bounded labels.
+    pub fn observe_request(&self, request: &HttpRequest, status: StatusCode, took: Duration) {
+        let method = method_label(request.method());
+        let route = request.match_pattern();
+        let route = route.as_deref().unwrap_or("unmatched");
+        self.http_requests
+            .with_label_values(&[method, route, status.as_str()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[method, route])
+            .observe(took.as_secs_f64());
+    }
+
     /// Every metric in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut text = Vec::new();
@@ -109,8 +131,42 @@ impl Metrics {
     }
 }
 
+/// The method label: one of the methods HTTP defines, or `OTHER` for anything a client made up.
+fn method_label(method: &Method) -> &'static str {
+    static KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("OTHER", Method::as_str)
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_fold_into_one_label() {
+        for made_up in ["FOOBAR", "get", "X1", "PROPFIND"] {
+            let method = Method::from_bytes(made_up.as_bytes()).expect("a token");
+            assert_eq!(method_label(&method), "OTHER", "{made_up}");
+        }
+        assert_eq!(method_label(&Method::PUT), "PUT");
+        assert_eq!(method_label(&Method::HEAD), "HEAD");
     }
 }

@@ -181,12 +181,14 @@ pub struct QueryRequest {
     pub user_ids: Vec<String>,
 }
 
-/// The users the caller blocks, most recent first.
+/// A page of the users the caller blocks, in ascending id order.
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]
 pub struct BlocksResponse {
-    /// The blocked users.
+    /// The blocked users of this page, in ascending id order.
     pub user_ids: Vec<String>,
+    /// The `after` for the next page; `null` on the last one.
+    pub next: Option<String>,
 }
 
 /// Every error: a contract code and a human message.
@@ -283,7 +285,6 @@ impl Modify for BearerAuth {
         routes::blocks::get_blocks,
         routes::health::health,
         routes::health::ready,
-        routes::health::metrics,
     ),
     components(schemas(
         StatusView, PingResponse, PingRequest, StatusesResponse, QueryRequest, BlocksResponse,

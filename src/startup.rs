@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_cors::Cors;
-use actix_web::dev::{Server, Service};
+use actix_http::HttpService;
+use actix_http::error::DispatchError;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_web::dev::{AppConfig, Server, Service};
 use actix_web::http::header;
 use actix_web::middleware::Condition;
 use actix_web::{App, HttpServer, web};
@@ -14,18 +17,20 @@ use secrecy::ExposeSecret;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::TokenVerifier;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, to_delta};
-use crate::domain::UserId;
 use crate::error::ApiError;
-use crate::jobs::PruneSchedule;
+use crate::head_guard::HeadGuard;
+use crate::jobs::{PruneSchedule, UserCounts};
 use crate::metrics::Metrics;
-use crate::presence::Thresholds;
 use crate::rate_limit::UserRateLimiter;
+use crate::routes::status::MAX_IDS_IN_QUERY;
+use crate::state::AppState;
 use crate::statuses::{Statuses, StatusesConfig};
 use crate::{routes, store};
 
@@ -35,43 +40,6 @@ const BODY_LIMIT_BYTES: usize = 16 * 1024;
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 /// How often the rate limiter forgets users whose budget has recovered.
 const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(60);
-
-/// What every handler shares.
-pub struct AppState {
-    /// Reads and writes of statuses, through the cache and the coalescer.
-    pub statuses: Statuses,
-    /// Where "now" comes from.
-    pub clock: Arc<dyn Clock>,
-    /// The status thresholds.
-    pub thresholds: Thresholds,
-    /// How often clients should heartbeat, returned by each ping.
-    pub ping_interval_seconds: u64,
-    /// The per-user limit on `PUT /api/status`.
-    pub put_limiter: UserRateLimiter,
-    /// The tighter per-user limit on settings changes and blocks.
-    pub settings_limiter: UserRateLimiter,
-    /// This server's metrics.
-    pub metrics: Arc<Metrics>,
-}
-
-impl AppState {
-    /// Counts a ping of `user` against the ping limit.
-    pub fn limit_pings(&self, user: UserId) -> Result<(), ApiError> {
-        self.counted(self.put_limiter.check(user), "ping")
-    }
-
-    /// Counts a settings or block change of `user` against the settings limit.
-    pub fn limit_settings(&self, user: UserId) -> Result<(), ApiError> {
-        self.counted(self.settings_limiter.check(user), "settings")
-    }
-
-    fn counted(&self, outcome: Result<(), ApiError>, limit: &str) -> Result<(), ApiError> {
-        if outcome.is_err() {
-            self.metrics.rate_limited.with_label_values(&[limit]).inc();
-        }
-        outcome
-    }
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,9 +59,11 @@ pub enum StartupError {
     /// A migration failed.
     #[error("could not apply the migrations: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
-    /// The listening address could not be bound.
-    #[error("PRESENCE_ADDR: could not listen on {addr}: {source}")]
+    /// A listening address could not be bound.
+    #[error("{variable}: could not listen on {addr}: {source}")]
     Bind {
+        /// The variable that names the address.
+        variable: &'static str,
         /// The address asked for.
         addr: String,
         /// Why binding failed.
@@ -105,7 +75,9 @@ pub enum StartupError {
 /// A built server, listening, ready to run.
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: Server,
+    metrics_server: Option<Server>,
     state: web::Data<AppState>,
     background: Vec<JoinHandle<()>>,
 }
@@ -126,19 +98,15 @@ impl Application {
         let tokens = config
             .token_settings()
             .ok_or(StartupError::MissingJwtSecret)?;
-        let listener = TcpListener::bind(&config.addr).map_err(|source| StartupError::Bind {
-            addr: config.addr.clone(),
-            source,
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                addr: config.addr.clone(),
-                source,
-            })?
-            .port();
+        let (listener, port) = bind("PRESENCE_ADDR", &config.addr)?;
+        let metrics_listener = config
+            .metrics_addr
+            .as_deref()
+            .map(|addr| bind("PRESENCE_METRICS_ADDR", addr))
+            .transpose()?;
 
         let metrics = Arc::new(Metrics::new());
+        let counting_pool = own_connection(&pool);
         let statuses = Statuses::new(
             pool.clone(),
             StatusesConfig {
@@ -146,6 +114,7 @@ impl Application {
                 cache_capacity: u64::from(config.cache_capacity.get()),
                 write_coalesce: config.write_coalesce,
                 max_devices: config.max_devices.get(),
+                db_deadline: config.db_deadline,
             },
             &metrics,
         );
@@ -161,10 +130,6 @@ impl Application {
                 config.settings_per_second,
             ),
         });
-        let verifier = web::Data::new(TokenVerifier::with_settings(&tokens));
-        let token_settings = web::Data::new(tokens);
-        let (dev_mode, cors_origins) = (config.dev_mode, config.cors_origins.clone());
-        let state_for_shutdown = state.clone();
         let mut background = vec![tokio::spawn(sweep_rate_limiter(state.clone()))];
         if !config.write_coalesce.is_zero() {
             background.push(tokio::spawn(flush_held_back_pings(
@@ -183,30 +148,141 @@ impl Application {
             };
             background.push(tokio::spawn(schedule.run_forever()));
         }
+        let (metrics_server, metrics_port) = match metrics_listener {
+            Some((listener, port)) => {
+                background.push(tokio::spawn(
+                    UserCounts {
+                        pool: counting_pool,
+                        clock: state.clock.clone(),
+                        thresholds: config.thresholds,
+                        every: config.metrics_users_every,
+                        deadline: config.db_deadline,
+                        metrics: metrics.clone(),
+                    }
+                    .run_forever(),
+                ));
+                (Some(metrics_server(listener, state.clone())?), Some(port))
+            }
+            None => (None, None),
+        };
+        let server = public_server(config, listener, state.clone(), tokens)?;
+        Ok(Self {
+            port,
+            metrics_port,
+            server,
+            metrics_server,
+            state,
+            background,
+        })
+    }
 
-        let server = HttpServer::new(move || {
-            let metrics = metrics.clone();
-            App::new()
+    /// A handle that stops the server gracefully, as SIGTERM does.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// The port the server listens on (useful when it was asked for port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The port `/metrics` is served on, if the metrics listener is on.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
+    }
+
+    /// Serves until SIGTERM or SIGINT, lets in-flight requests finish, then writes held-back pings.
+    ///
+    /// Fails when the server fails or when held-back pings could not be
+    /// written, so that the process exits non-zero and the loss is seen.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics_handle = self.metrics_server.as_ref().map(Server::handle);
+        if let Some(server) = self.metrics_server {
+            tokio::spawn(server);
+        }
+        let result = self.server.await;
+        if let Some(handle) = metrics_handle {
+            handle.stop(false).await;
+        }
+        for task in self.background {
+            task.abort();
+        }
+        match self.state.statuses.flush().await {
+            Ok(users) => tracing::info!(users, "wrote the held-back pings"),
+            Err(error) => {
+                tracing::error!(%error, "could not write the held-back pings");
+                result?;
+                return Err(std::io::Error::other(format!(
+                    "could not write the held-back pings: {error}"
+                )));
+            }
+        }
+        result
+    }
+}
+
+/// Binds `addr` (named by `variable` in errors); returns the listener and its port.
+fn bind(variable: &'static str, addr: &str) -> Result<(TcpListener, u16), StartupError> {
+    let failed = |source| StartupError::Bind {
+        variable,
+        addr: addr.to_owned(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).map_err(failed)?;
+    let port = listener.local_addr().map_err(failed)?.port();
+    Ok((listener, port))
+}
+
+/// The public API server: every connection's request heads go through a
+/// [`HeadGuard`] before actix-http parses them, so that what the HTTP layer
+/// refuses still gets the contract's JSON error.
+fn public_server(
+    config: &Config,
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    tokens: crate::auth::TokenSettings,
+) -> Result<Server, StartupError> {
+    let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+        variable: "PRESENCE_ADDR",
+        addr: config.addr.clone(),
+        source,
+    })?;
+    let verifier = web::Data::new(TokenVerifier::with_settings(&tokens));
+    let token_settings = web::Data::new(tokens);
+    let (dev_mode, cors_origins) = (config.dev_mode, config.cors_origins.clone());
+    let request_timeout = config.request_timeout;
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let connections_per_worker = usize::try_from(config.max_connections.get())
+        .unwrap_or(usize::MAX)
+        .div_ceil(workers);
+    let builder = actix_server::Server::build();
+    let shutdown_signal = builder.graceful_shutdown_signal();
+    let server = builder
+        .workers(workers)
+        .max_concurrent_connections(connections_per_worker)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        .listen("presence", listener, move || {
+            let metrics = state.metrics.clone();
+            let app = App::new()
+                .wrap_fn(move |request, service| {
+                    let response = service.call(request);
+                    async move {
+                        tokio::time::timeout(request_timeout, response)
+                            .await
+                            .unwrap_or_else(|_| Err(ApiError::RequestTimeout.into()))
+                    }
+                })
                 .wrap_fn(move |request, service| {
                     let started = std::time::Instant::now();
                     let response = service.call(request);
                     let metrics = metrics.clone();
                     async move {
                         let response = response.await?;
-                        let request = response.request();
-                        let method = request.method().as_str();
-                        let route = request
-                            .match_pattern()
-                            .unwrap_or_else(|| "unmatched".to_owned());
-                        let status = response.status();
-                        metrics
-                            .http_requests
-                            .with_label_values(&[method, &route, status.as_str()])
-                            .inc();
-                        metrics
-                            .http_duration
-                            .with_label_values(&[method, &route])
-                            .observe(started.elapsed().as_secs_f64());
+                        metrics.observe_request(
+                            response.request(),
+                            response.status(),
+                            started.elapsed(),
+                        );
                         Ok(response)
                     }
                 })
@@ -227,45 +303,73 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(ApiError::from_query_error))
                 .configure(|routes| routes::configure(routes, dev_mode))
                 .default_service(web::to(routes::not_found))
+                .into_factory()
+                .map_err(|error| error.error_response());
+            let signal = shutdown_signal.clone();
+            let http = actix_http::ServiceConfig::default();
+            fn_service(move |stream: TcpStream| {
+                // Small JSON answers go out at once rather than waiting for more to send.
+                let _ = stream.set_nodelay(true);
+                let peer = stream.peer_addr().ok();
+                let guarded =
+                    HeadGuard::new(stream, request_timeout, MAX_IDS_IN_QUERY, http.clone());
+                std::future::ready(Ok::<_, DispatchError>((guarded, peer)))
+            })
+            .and_then(
+                HttpService::build()
+                    .graceful_shutdown_signal(move || {
+                        let signal = signal.clone();
+                        async move { signal.notified().await }
+                    })
+                    // The guard times heads out itself, with a JSON answer.
+                    .client_request_timeout(Duration::ZERO)
+                    .local_addr(addr)
+                    .h1(map_config(app, |_| AppConfig::default())),
+            )
         })
-        .listen(listener)
         .map_err(|source| StartupError::Bind {
+            variable: "PRESENCE_ADDR",
             addr: config.addr.clone(),
             source,
         })?
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .run();
+    Ok(server)
+}
 
-        Ok(Self {
-            port,
-            server,
-            state: state_for_shutdown,
-            background,
-        })
-    }
+/// The operator's listener: `/metrics` only, one worker.
+fn metrics_server(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+) -> Result<Server, StartupError> {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |addr| addr.to_string());
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(routes::metrics::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .map_err(|source| StartupError::Bind {
+        variable: "PRESENCE_METRICS_ADDR",
+        addr,
+        source,
+    })?
+    .shutdown_timeout(1)
+    .run())
+}
 
-    /// A handle that stops the server gracefully, as SIGTERM does.
-    pub fn handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
-    }
-
-    /// The port the server listens on (useful when it was asked for port 0).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Serves until SIGTERM or SIGINT, lets in-flight requests finish, then writes held-back pings.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
-        for task in self.background {
-            task.abort();
-        }
-        match self.state.statuses.flush().await {
-            Ok(users) => tracing::info!(users, "wrote the held-back pings"),
-            Err(error) => tracing::error!(%error, "could not write the held-back pings"),
-        }
-        result
-    }
+/// A pool of one connection of its own, opened when first needed, for background work
+/// that must never wait behind requests (nor make them wait).
+pub fn own_connection(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .test_before_acquire(false)
+        .connect_lazy_with(PgConnectOptions::clone(&pool.connect_options()))
 }
 
 /// CORS for front ends on the configured origins, with the headers the browser client needs.

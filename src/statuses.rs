@@ -16,11 +16,11 @@ use dashmap::DashMap;
 // hashing showed up as a tenth of a batch read's CPU.
 use foldhash::fast::RandomState;
 use moka::sync::Cache;
-use prometheus::{IntCounter, IntGauge};
-use sqlx::pool::PoolConnection;
+use prometheus::IntCounter;
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
 
+use crate::database::Database;
 use crate::domain::{DeviceId, Ping, UserId};
 use crate::metrics::Metrics;
 use crate::presence::{Hidden, StoredStatus};
@@ -40,13 +40,13 @@ pub struct StatusesConfig {
     pub write_coalesce: Duration,
     /// The most devices a user keeps.
     pub max_devices: u32,
+    /// The longest one database call of a request may take.
+    pub db_deadline: Duration,
 }
 
 /// Reads and writes of user statuses, through the read cache and the ping coalescer.
 pub struct Statuses {
-    pool: PgPool,
-    /// Requests waiting for a pooled connection now.
-    waiting: IntGauge,
+    db: Database,
     /// The counters of the hot paths, looked up once rather than per call.
     cache_hits: IntCounter,
     cache_misses: IntCounter,
@@ -73,8 +73,6 @@ impl Statuses {
         let cache = (!config.cache_ttl.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(config.cache_capacity)
-                // Sized up front: growing the table while it churns cost a few percent of a batch read.
-                .initial_capacity(usize::try_from(config.cache_capacity).unwrap_or(usize::MAX))
                 .time_to_live(config.cache_ttl)
                 .build_with_hasher(RandomState::default())
         });
@@ -87,12 +85,15 @@ impl Statuses {
         let coalescer =
             (!config.write_coalesce.is_zero()).then(|| Coalescer::new(config.write_coalesce));
         Self {
-            waiting: metrics.pool_connections.with_label_values(&["waiting"]),
+            db: Database::new(
+                pool,
+                config.db_deadline,
+                metrics.pool_connections.with_label_values(&["waiting"]),
+            ),
             cache_hits: metrics.cache_lookups.with_label_values(&["hit"]),
             cache_misses: metrics.cache_lookups.with_label_values(&["miss"]),
             pings_written: metrics.pings.with_label_values(&["written"]),
             pings_coalesced: metrics.pings.with_label_values(&["coalesced"]),
-            pool,
             flush_pool,
             max_devices: config.max_devices,
             cache,
@@ -102,8 +103,13 @@ impl Statuses {
     }
 
     /// The database, for what needs no cache.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The request pool (for its size in the metrics).
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.db.pool()
     }
 
     /// The users that blocks (in either direction) hide from `viewer`.
@@ -112,7 +118,11 @@ impl Statuses {
             return Ok(known);
         }
         let mut hidden: HashMap<UserId, Hidden> = HashMap::new();
-        for relation in store::block_relations(&mut *self.connection().await?, viewer).await? {
+        let relations = self
+            .db
+            .run(async |connection| store::block_relations(connection, viewer).await)
+            .await?;
+        for relation in relations {
             let last_seen = match hidden.get(&relation.other) {
                 // Blocked both ways: hidden since the earlier block.
                 Some(earlier) => earlier.last_seen.min(relation.other_last_seen),
@@ -129,14 +139,18 @@ impl Statuses {
 
     /// `blocker` blocks `blocked`; both see the change at once on this instance.
     pub async fn block(&self, blocker: UserId, blocked: UserId) -> Result<(), BlockError> {
-        store::add_block(&self.pool, blocker, blocked).await?;
+        self.db
+            .run(async |connection| store::add_block(connection, blocker, blocked).await)
+            .await?;
         self.forget_blocks_of(&[blocker, blocked]);
         Ok(())
     }
 
     /// `blocker` lifts a block on `blocked`; both see the change at once on this instance.
     pub async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<(), sqlx::Error> {
-        store::remove_block(&mut *self.connection().await?, blocker, blocked).await?;
+        self.db
+            .run(async |connection| store::remove_block(connection, blocker, blocked).await)
+            .await?;
         self.forget_blocks_of(&[blocker, blocked]);
         Ok(())
     }
@@ -188,12 +202,15 @@ impl Statuses {
         viewer: UserId,
         users: &[UserId],
     ) -> Result<Vec<(Row, Option<Hidden>)>, sqlx::Error> {
-        let mut found: HashMap<UserId, (Arc<StoredStatus>, Option<Hidden>)> =
-            store::fetch_statuses_for_viewer(&mut *self.connection().await?, viewer, users)
-                .await?
-                .into_iter()
-                .map(|(row, hidden)| (row.user_id, (Arc::new(row), hidden)))
-                .collect();
+        let mut found: HashMap<UserId, (Arc<StoredStatus>, Option<Hidden>)> = self
+            .db
+            .run(async |connection| {
+                store::fetch_statuses_for_viewer(connection, viewer, users).await
+            })
+            .await?
+            .into_iter()
+            .map(|(row, hidden)| (row.user_id, (Arc::new(row), hidden)))
+            .collect();
         Ok(users
             .iter()
             .map(|user| match found.remove(user) {
@@ -208,7 +225,9 @@ impl Statuses {
         let row = match self.cached(user) {
             Some(row) => row,
             None => {
-                let row = store::fetch_status(&mut *self.connection().await?, user)
+                let row = self
+                    .db
+                    .run(async |connection| store::fetch_status(connection, user).await)
                     .await?
                     .map(Arc::new);
                 self.remember(user, row.clone());
@@ -228,12 +247,13 @@ impl Statuses {
             .map(|(user, _)| *user)
             .collect();
         if !misses.is_empty() {
-            let mut found: HashMap<UserId, Arc<StoredStatus>> =
-                store::fetch_statuses(&mut *self.connection().await?, &misses)
-                    .await?
-                    .into_iter()
-                    .map(|row| (row.user_id, Arc::new(row)))
-                    .collect();
+            let mut found: HashMap<UserId, Arc<StoredStatus>> = self
+                .db
+                .run(async |connection| store::fetch_statuses(connection, &misses).await)
+                .await?
+                .into_iter()
+                .map(|row| (row.user_id, Arc::new(row)))
+                .collect();
             for (user, slot) in users.iter().zip(rows.iter_mut()) {
                 if slot.is_none() {
                     let row = found.remove(user);
@@ -271,23 +291,24 @@ impl Statuses {
             // room is really the least recently seen one.
             if let Some(pending) = coalescer.take_user(user) {
                 let taken = vec![(user, pending)];
-                if let Err(error) =
-                    store::apply_pending_pings(&self.pool, &Coalescer::batch(&taken)).await
+                let batch = Coalescer::batch(&taken);
+                if let Err(error) = self
+                    .db
+                    .run(async |connection| store::apply_pending_pings(connection, &batch).await)
+                    .await
                 {
                     coalescer.restore(taken);
                     return Err(error);
                 }
             }
         }
+        let max_devices = self.max_devices;
         let row = Arc::new(
-            store::apply_ping(
-                &mut *self.connection().await?,
-                user,
-                ping,
-                now,
-                self.max_devices,
-            )
-            .await?,
+            self.db
+                .run(async |connection| {
+                    store::apply_ping(connection, user, ping, now, max_devices).await
+                })
+                .await?,
         );
         if let Some(coalescer) = &self.coalescer {
             coalescer.written(user, &row, Some(&ping.device_id));
@@ -308,7 +329,10 @@ impl Statuses {
         if let Some(coalescer) = &self.coalescer {
             coalescer.forget(user, device);
         }
-        let removed = store::remove_device(&mut *self.connection().await?, user, device).await?;
+        let removed = self
+            .db
+            .run(async |connection| store::remove_device(connection, user, device).await)
+            .await?;
         if let Some(cache) = &self.cache {
             cache.invalidate(&user);
         }
@@ -353,19 +377,6 @@ impl Statuses {
     /// How many pings are held back, waiting for the next flush.
     pub fn pending_pings(&self) -> usize {
         self.coalescer.as_ref().map_or(0, Coalescer::pending_count)
-    }
-
-    /// A pooled connection; while a request waits for one it counts in the metrics.
-    async fn connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        struct Waiting<'a>(&'a IntGauge);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.dec();
-            }
-        }
-        self.waiting.inc();
-        let _waiting = Waiting(&self.waiting);
-        self.pool.acquire().await
     }
 
     fn cached(&self, user: UserId) -> Option<Row> {

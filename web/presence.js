@@ -189,7 +189,8 @@ export class PresenceClient {
     for (const status of statuses) {
       if (!status.nextChangeAt) continue;
       const due = Date.parse(status.nextChangeAt) - this.now() + 50;
-      wait = Math.min(wait, Math.max(due, 250));
+      // A time the browser cannot read (NaN) schedules nothing.
+      if (Number.isFinite(due)) wait = Math.min(wait, Math.max(due, 250));
     }
     return wait;
   }

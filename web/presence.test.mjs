@@ -114,6 +114,18 @@ test("a poll comes sooner when a status will change by itself", async () => {
   assert.ok(waited <= 1_100 && waited >= 1_000, `polled after ${waited} ms, not the 3 s interval`);
 });
 
+test("a nextChangeAt the browser cannot read never makes a NaN delay", async () => {
+  const time = fakeTime();
+  const { presence } = client(time, [
+    response(200, { statuses: [status("a", { nextChangeAt: "+10000-01-01T23:58:59.999Z" })] }, { ETag: '"x"' }),
+    response(304),
+  ]);
+  presence.watch(["a"], () => {});
+  await time.next();
+  const waited = await time.next();
+  assert.equal(waited, 3_000, "the regular interval, not NaN");
+});
+
 test("errors back off exponentially with jitter, and Retry-After is honoured", async () => {
   const time = fakeTime();
   const jitters = [0, 0.99, 0.5];

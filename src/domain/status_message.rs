@@ -1,4 +1,5 @@
-/// A custom status message: 1 to 140 Unicode scalar values, no control characters.
+/// A custom status message: 1 to 140 Unicode scalar values, no control characters
+/// and no invisible formatting characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusMessage(String);
 
@@ -20,6 +21,12 @@ impl StatusMessage {
         if input.chars().any(char::is_control) {
             return Err("statusMessage must not contain control characters".to_owned());
         }
+        if input.chars().any(is_invisible_format) {
+            return Err(
+                "statusMessage must not contain bidirectional overrides, zero-width or separator characters"
+                    .to_owned(),
+            );
+        }
         Ok(Some(Self(input.to_owned())))
     }
 
@@ -27,6 +34,20 @@ impl StatusMessage {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Characters that reorder or hide text without showing themselves: they let a
+/// message pose as something else in other people's lists.
+fn is_invisible_format(character: char) -> bool {
+    matches!(
+        character,
+        '\u{061C}'                 // Arabic letter mark
+            | '\u{200B}'..='\u{200F}' // zero-width space, joiners, LRM, RLM
+            | '\u{2028}'..='\u{202E}' // line and paragraph separators, bidi embeddings and overrides
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+            | '\u{2066}'..='\u{2069}' // bidi isolates
+            | '\u{FEFF}' // zero-width no-break space
+    )
 }
 
 #[cfg(test)]
@@ -68,5 +89,24 @@ mod tests {
                 "{input:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn bidi_overrides_and_zero_width_characters_are_rejected() {
+        for input in [
+            "evil\u{202E}gnp.exe",
+            "a\u{2066}b",
+            "a\u{2069}",
+            "zero\u{200B}width",
+            "\u{200F}rtl",
+            "\u{FEFF}bom",
+            "a\u{2028}b",
+        ] {
+            assert!(
+                StatusMessage::parse(input).is_err(),
+                "{input:?} should be rejected"
+            );
+        }
+        assert!(StatusMessage::parse("شكرا 🙂 merci").is_ok());
     }
 }

@@ -38,10 +38,19 @@ impl From<DateTime<Utc>> for Timestamp {
 }
 
 /// Parses an RFC 3339 timestamp from a body, in any offset, to a UTC instant at millisecond precision.
+///
+/// The instant must fall before the year 10000 in UTC: RFC 3339 has four
+/// digits for the year, so a later one could not be written back.
 pub fn parse_timestamp(field: &str, input: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(input)
+    let instant = DateTime::parse_from_rfc3339(input)
         .map(|instant| instant.with_timezone(&Utc).trunc_subsecs(3))
-        .map_err(|_| format!("{field} must be an RFC 3339 timestamp such as \"2026-11-23T10:15:00Z\", not {input:?}"))
+        .map_err(|_| format!("{field} must be an RFC 3339 timestamp such as \"2026-11-23T10:15:00Z\", not {input:?}"))?;
+    if !(0..=9999).contains(&instant.year()) {
+        return Err(format!(
+            "{field} must fall between the years 0000 and 9999 in UTC, not {input:?}"
+        ));
+    }
+    Ok(instant)
 }
 
 #[cfg(test)]
@@ -75,6 +84,23 @@ mod tests {
             );
             assert_eq!(json, expected, "{millis}");
         }
+    }
+
+    #[test]
+    fn instants_past_the_year_9999_in_utc_are_refused() {
+        for input in [
+            "9999-12-31T23:59:59.999-23:59",
+            "9999-12-31T23:00:00-01:00",
+            "0000-01-01T00:00:00+00:01",
+        ] {
+            let error = parse_timestamp("manualStatusUntil", input).expect_err(input);
+            assert!(error.contains("9999"), "{error}");
+        }
+        let last = parse_timestamp("at", "9999-12-31T23:59:59.999Z").expect("the last instant");
+        assert_eq!(
+            serde_json::to_string(&Timestamp(last)).expect("serializes"),
+            "\"9999-12-31T23:59:59.999Z\""
+        );
     }
 
     #[test]

@@ -20,6 +20,19 @@ pub enum Status {
     Offline,
 }
 
+impl Status {
+    /// The status as the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Idle => "idle",
+            Self::Away => "away",
+            Self::Dnd => "dnd",
+            Self::Offline => "offline",
+        }
+    }
+}
+
 /// The durations the rules are computed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {

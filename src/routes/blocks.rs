@@ -1,11 +1,11 @@
 use actix_web::{HttpResponse, web};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Viewer;
 use crate::domain::UserId;
 use crate::error::ApiError;
 use crate::openapi::*;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{self, BlockError};
 
 /// The other user in a block route, who may not be the caller.
@@ -70,25 +70,67 @@ pub async fn delete_block(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The most ids one page of `GET /api/blocks` holds, and the default page size.
+pub const MAX_BLOCKS_PAGE: u32 = 1000;
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct BlocksBody {
     user_ids: Vec<UserId>,
+    next: Option<UserId>,
 }
 
-/// `GET /api/blocks`: the users the caller blocks, most recent first.
+/// The query string of `GET /api/blocks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlocksQuery {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+/// `GET /api/blocks?limit=&after=`: the users the caller blocks, a page at a time, in ascending id order.
 #[utoipa::path(
     get, path = "/api/blocks", tag = "blocks",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 1000)"),
+        ("after" = Option<uuid::Uuid>, Query, description = "The `next` of the previous page"),
+    ),
     responses(
-        (status = 200, description = "The users the caller blocks, most recent first", body = BlocksResponse),
+        (status = 200, description = "A page of the users the caller blocks", body = BlocksResponse),
         CommonErrors,
     )
 )]
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
 pub async fn get_blocks(
     Viewer(viewer): Viewer,
+    query: web::Query<BlocksQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let user_ids = store::list_blocks(state.statuses.pool(), viewer).await?;
-    Ok(HttpResponse::Ok().json(BlocksBody { user_ids }))
+    let limit = query.limit.unwrap_or(MAX_BLOCKS_PAGE);
+    if !(1..=MAX_BLOCKS_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidBody(format!(
+            "limit must be between 1 and {MAX_BLOCKS_PAGE}"
+        )));
+    }
+    let after = query
+        .after
+        .as_deref()
+        .map(UserId::parse)
+        .transpose()
+        .map_err(ApiError::InvalidUserId)?;
+    // One more than the page: whether there is a next page.
+    let mut user_ids = state
+        .statuses
+        .database()
+        .run(async |connection| {
+            store::list_blocks(connection, viewer, after, i64::from(limit) + 1).await
+        })
+        .await?;
+    let next = if user_ids.len() > limit as usize {
+        user_ids.truncate(limit as usize);
+        user_ids.last().copied()
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(BlocksBody { user_ids, next }))
 }

@@ -4,7 +4,7 @@ use crate::auth::Viewer;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::openapi::*;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `DELETE /api/status/devices/{deviceId}`: signs one of the caller's devices out at once.
 #[utoipa::path(

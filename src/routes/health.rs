@@ -2,7 +2,7 @@ use actix_web::{HttpResponse, web};
 
 use crate::error::ApiError;
 use crate::openapi::*;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store;
 
 /// `GET /healthz`: the process serves; no database call.
@@ -24,7 +24,10 @@ pub async fn health() -> HttpResponse {
     )
 )]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let pending = store::pending_migrations(state.statuses.pool())
+    let pending = state
+        .statuses
+        .database()
+        .run(async |connection| store::pending_migrations(connection).await)
         .await
         .map_err(|error| {
             ApiError::NotReady(format!("the database does not answer: {}", summary(&error)))
@@ -37,42 +40,6 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
 }
 
-/// `GET /metrics`: the Prometheus text format.
-#[utoipa::path(
-    get, path = "/metrics", tag = "operations", security(()),
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
-)]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let metrics = &state.metrics;
-    let pool = state.statuses.pool();
-    let (open, idle) = (
-        i64::from(pool.size()),
-        i64::try_from(pool.num_idle()).unwrap_or(i64::MAX),
-    );
-    for (connections, count) in [("open", open), ("idle", idle), ("in_use", open - idle)] {
-        metrics
-            .pool_connections
-            .with_label_values(&[connections])
-            .set(count);
-    }
-    match store::count_users_by_status(pool, state.clock.now(), &state.thresholds).await {
-        Ok(counts) => {
-            for status in ["online", "idle", "away", "dnd", "offline"] {
-                let users = counts
-                    .iter()
-                    .find(|(name, _)| name == status)
-                    .map_or(0, |(_, users)| *users);
-                metrics.users.with_label_values(&[status]).set(users);
-            }
-        }
-        // The other figures still help while the database is away.
-        Err(error) => tracing::warn!(%error, "could not count users by status for the metrics"),
-    }
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(metrics.render())
-}
-
 /// The kind of database failure, without addresses or SQL.
 fn summary(error: &sqlx::Error) -> &'static str {
     match error {
@@ -82,10 +49,4 @@ fn summary(error: &sqlx::Error) -> &'static str {
         sqlx::Error::Database(_) => "the query failed (is the schema there?)",
         _ => "unexpected error",
     }
-}
-
-/// `GET /openapi.json`: the OpenAPI document of this API.
-pub async fn openapi() -> HttpResponse {
-    use utoipa::OpenApi;
-    HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
 }

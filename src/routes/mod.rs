@@ -1,14 +1,17 @@
 //! Thin HTTP handlers: extract, parse, call the store and the rules, shape the response.
 
+mod api_doc;
 pub(crate) mod blocks;
 mod client;
 mod conditional;
 pub(crate) mod devices;
 pub(crate) mod health;
+pub mod metrics;
+mod rejected;
 pub(crate) mod status;
 mod status_body;
 
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpResponse, ResponseError, Route, guard, web};
 
 use crate::error::ApiError;
 
@@ -24,45 +27,44 @@ pub fn configure(config: &mut web::ServiceConfig, dev_mode: bool) {
         config
             .service(
                 web::resource("/demo")
-                    .route(web::get().to(client::demo_page))
+                    .route(get_or_head().to(client::demo_page))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
                 web::resource("/demo/token")
-                    .route(web::get().to(client::demo_token))
+                    .route(get_or_head().to(client::demo_token))
                     .default_service(web::to(method_not_allowed)),
             );
     }
     config
         .service(
             web::resource("/client/presence.js")
-                .route(web::get().to(client::client_script))
+                .route(get_or_head().to(client::client_script))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
             web::resource("/healthz")
-                .route(web::get().to(health::health))
+                .route(get_or_head().to(health::health))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
             web::resource("/openapi.json")
-                .route(web::get().to(health::openapi))
+                .route(get_or_head().to(api_doc::openapi))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
-            web::resource("/metrics")
-                .route(web::get().to(health::metrics))
-                .default_service(web::to(method_not_allowed)),
+            web::resource(format!("{}/{{code}}", crate::head_guard::REJECTED_PATH))
+                .route(web::route().to(rejected::rejected)),
         )
         .service(
             web::resource("/readyz")
-                .route(web::get().to(health::ready))
+                .route(get_or_head().to(health::ready))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
             web::resource("/api/status")
                 .route(web::put().to(status::put_status))
-                .route(web::get().to(status::get_statuses))
+                .route(get_or_head().to(status::get_statuses))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -82,7 +84,7 @@ pub fn configure(config: &mut web::ServiceConfig, dev_mode: bool) {
         )
         .service(
             web::resource("/api/blocks")
-                .route(web::get().to(blocks::get_blocks))
+                .route(get_or_head().to(blocks::get_blocks))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -93,7 +95,7 @@ pub fn configure(config: &mut web::ServiceConfig, dev_mode: bool) {
         )
         .service(
             web::resource("/api/status/{userId}")
-                .route(web::get().to(status::get_status))
+                .route(get_or_head().to(status::get_status))
                 .default_service(web::to(method_not_allowed)),
         );
 }
@@ -105,4 +107,9 @@ pub async fn not_found() -> HttpResponse {
 
 async fn method_not_allowed() -> HttpResponse {
     ApiError::MethodNotAllowed.error_response()
+}
+
+/// A route for `GET` that answers `HEAD` too (the same headers, no body).
+fn get_or_head() -> Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }

@@ -9,7 +9,7 @@ use crate::domain::{PingBody, UserId};
 use crate::error::ApiError;
 use crate::openapi::*;
 use crate::presence::{EffectiveStatus, calculate_effective_status};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The most ids `GET /api/status?ids=` takes.
 pub const MAX_IDS_IN_QUERY: usize = 100;

@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{Connection, PgConnection, PgExecutor};
 
 use crate::domain::UserId;
 
@@ -31,8 +31,12 @@ pub enum BlockError {
 /// What each was shown of the other is read in the same statement, so it is
 /// exactly what stood at the moment of the block (or of the reverse block,
 /// when one already stands).
-pub async fn add_block(pool: &PgPool, blocker: UserId, blocked: UserId) -> Result<(), BlockError> {
-    let mut transaction = pool.begin().await?;
+pub async fn add_block(
+    connection: &mut PgConnection,
+    blocker: UserId,
+    blocked: UserId,
+) -> Result<(), BlockError> {
+    let mut transaction = connection.begin().await?;
     // One block at a time per blocker, so the count below holds.
     sqlx::query!(
         r#"select true as "locked!" from pg_advisory_xact_lock(hashtextextended($1::uuid::text, 7))"#,
@@ -105,14 +109,23 @@ pub async fn remove_block(
     Ok(())
 }
 
-/// The users `blocker` blocks, most recent first.
+/// Up to `limit` of the users `blocker` blocks, in ascending id order, after `after` if given.
 pub async fn list_blocks(
     executor: impl PgExecutor<'_>,
     blocker: UserId,
+    after: Option<UserId>,
+    limit: i64,
 ) -> Result<Vec<UserId>, sqlx::Error> {
     let ids = sqlx::query_scalar!(
-        "select blocked_id from blocks where blocker_id = $1 order by created_at desc, blocked_id",
+        r#"
+        select blocked_id from blocks
+        where blocker_id = $1 and ($2::uuid is null or blocked_id > $2)
+        order by blocked_id
+        limit $3
+        "#,
         blocker.as_uuid(),
+        after.map(|user| user.as_uuid()),
+        limit,
     )
     .fetch_all(executor)
     .await?;

@@ -299,10 +299,11 @@ pub async fn remove_device(
     Ok(result.rows_affected() == 1)
 }
 
-/// How many users are in each effective status at `now`, as they see themselves (for the metrics).
+/// How many users are in each effective status at `now`, as anyone but the user
+/// sees them: an invisible user counts as offline (for the metrics).
 ///
-/// The same rules as `calculate_effective_status`, in SQL, over the whole table:
-/// a scrape costs one sequential scan.
+/// The same rules as `calculate_effective_status`, in SQL, over the whole
+/// table: one sequential scan, run in the background, never per scrape.
 pub async fn count_users_by_status(
     executor: impl PgExecutor<'_>,
     now: DateTime<Utc>,
@@ -319,6 +320,7 @@ pub async fn count_users_by_status(
                     select 1 from jsonb_array_elements(devices) as e(device)
                     where (e.device ->> 'lastPing')::timestamptz > $1::timestamptz - $2::interval)
                     then 'offline'
+                when invisible then 'offline'
                 when manual_status is not null
                      and (manual_status_until is null or manual_status_until > $1::timestamptz)
                     then manual_status

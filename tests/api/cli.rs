@@ -16,6 +16,8 @@ fn presence() -> Command {
     command
         .current_dir(std::env::temp_dir())
         .env_remove("PRESENCE_JWT_SECRET")
+        // Servers of parallel tests must not race for the default metrics port.
+        .env("PRESENCE_METRICS_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn");
     command
 }

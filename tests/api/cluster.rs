@@ -103,6 +103,58 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Stops every process of the server (SIGSTOP) without closing a connection,
+    /// as a hung or partitioned database looks; it thaws when the guard drops.
+    pub fn freeze(&self) -> Frozen {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .expect("reads postmaster.pid");
+        let postmaster = pid_file
+            .lines()
+            .next()
+            .expect("the pid line")
+            .trim()
+            .to_owned();
+        let children = Command::new("pgrep")
+            .args(["-P", &postmaster])
+            .output()
+            .expect("pgrep runs");
+        let mut pids = vec![postmaster];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        signal("-STOP", &pids);
+        Frozen { pids }
+    }
+}
+
+/// A frozen cluster's processes; dropping it sends SIGCONT.
+pub struct Frozen {
+    pids: Vec<String>,
+}
+
+impl Frozen {
+    /// Lets the server's processes run again.
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal("-CONT", &self.pids);
+    }
+}
+
+fn signal(which: &str, pids: &[String]) {
+    let status = Command::new("kill")
+        .arg(which)
+        .args(pids)
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {which} {pids:?}");
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = as_postgres(

@@ -19,6 +19,8 @@ pub const TEST_SECRET: &str = "test-secret-for-the-presence-suite";
 /// A running server on a per-test database, with a clock the test moves.
 pub struct TestApp {
     pub address: String,
+    /// Where `/metrics` is served (its own listener).
+    pub metrics_address: String,
     pub clock: ManualClock,
     pub pool: PgPool,
     client: reqwest::Client,
@@ -74,6 +76,7 @@ pub async fn spawn_app_configured(
         ("PRESENCE_SETTINGS_BURST", "10000"),
         ("PRESENCE_SETTINGS_PER_SECOND", "10000"),
         ("PRESENCE_PRUNE_EVERY", "0"),
+        ("PRESENCE_METRICS_ADDR", "127.0.0.1:0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -92,9 +95,14 @@ pub async fn spawn_app_configured(
     let application = Application::build_with_pool(&config, pool.clone(), Arc::new(clock.clone()))
         .expect("the app builds");
     let address = format!("http://127.0.0.1:{}", application.port());
+    let metrics_address = format!(
+        "http://127.0.0.1:{}",
+        application.metrics_port().unwrap_or_default()
+    );
     tokio::spawn(application.run_until_stopped());
     TestApp {
         address,
+        metrics_address,
         clock,
         pool,
         client: reqwest::Client::new(),
@@ -269,4 +277,93 @@ pub async fn wait_until_healthy(base: &str) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     false
+}
+
+/// One response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The body as JSON, which every error must be.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "status {} has a body that is not JSON ({error}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The contract's error code of this response.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an error body: {:?}", self))
+            .to_owned()
+    }
+}
+
+/// Writes `bytes` to the server at `address` (`http://host:port`) over one
+/// connection, then reads responses until the server closes it or stays
+/// silent for `wait`; every complete response, in order.
+pub async fn raw_exchange(
+    address: &str,
+    bytes: &[u8],
+    wait: std::time::Duration,
+) -> Vec<RawResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connects");
+    // A server may refuse and close before all is sent: that is an answer too.
+    let _ = stream.write_all(bytes).await;
+    let mut received = Vec::new();
+    let mut chunk = [0_u8; 8192];
+    while let Ok(Ok(read)) = tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+        if read == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..read]);
+    }
+    parse_responses(&received)
+}
+
+/// Splits raw bytes into HTTP/1.1 responses (framed by Content-Length).
+fn parse_responses(mut bytes: &[u8]) -> Vec<RawResponse> {
+    let mut responses = Vec::new();
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(head)) = response.parse(bytes) else {
+            return responses;
+        };
+        let headers: Vec<(String, String)> = response
+            .headers
+            .iter()
+            .map(|header| {
+                (
+                    header.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(header.value).into_owned(),
+                )
+            })
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(name, _)| name == "content-length")
+            .and_then(|(_, value)| value.parse().ok())
+            .unwrap_or(0);
+        let end = (head + length).min(bytes.len());
+        responses.push(RawResponse {
+            status: response.code.unwrap_or_default(),
+            headers,
+            body: bytes[head..end].to_vec(),
+        });
+        bytes = &bytes[end..];
+    }
 }

@@ -7,6 +7,8 @@ mod concurrency;
 mod devices;
 mod errors;
 mod front_end;
+mod fuzz;
+mod hardening;
 mod health;
 mod helpers;
 mod operations;

@@ -50,7 +50,7 @@ async fn readyz_says_ready_when_the_database_answers_and_is_migrated(pool: PgPoo
     );
 }
 
-fn config_for(url: &str) -> Config {
+pub fn config_for(url: &str) -> Config {
     let vars = [
         ("DATABASE_URL", url),
         ("PRESENCE_ADDR", "127.0.0.1:0"),
@@ -59,6 +59,7 @@ fn config_for(url: &str) -> Config {
         ("PRESENCE_CACHE_TTL", "0"),
         ("PRESENCE_WRITE_COALESCE", "0"),
         ("PRESENCE_DB_STATEMENT_TIMEOUT", "500ms"),
+        ("PRESENCE_METRICS_ADDR", ""),
     ];
     Config::from_lookup(|name| {
         vars.iter()
@@ -207,6 +208,7 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
         .env("DATABASE_URL", cluster.url("presence"))
         .env("PRESENCE_ADDR", format!("127.0.0.1:{port}"))
         .env("PRESENCE_JWT_SECRET", TEST_SECRET)
+        .env("PRESENCE_METRICS_ADDR", "127.0.0.1:0")
         .env("PRESENCE_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -260,7 +262,7 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
 type Expectation<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
 
 /// The value of the sample `name{labels}` in a Prometheus text page, 0 if absent.
-fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     page.lines()
         .filter_map(|line| line.strip_prefix(name))
         .filter_map(|rest| rest.strip_prefix('{'))
@@ -276,6 +278,34 @@ fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Scrapes the metrics listener until `done` holds (the user counts are kept
+/// in the background), at most 5 s; the last page.
+pub async fn scrape_until(app: &crate::helpers::TestApp, done: impl Fn(&str) -> bool) -> String {
+    let client = reqwest::Client::new();
+    let mut page = String::new();
+    for _ in 0..250 {
+        let response = client
+            .get(format!("{}/metrics", app.metrics_address))
+            .send()
+            .await
+            .expect("the metrics listener answers");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("text/plain"))
+        );
+        page = response.text().await.expect("text");
+        if done(&page) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    page
+}
+
 #[sqlx::test]
 async fn metrics_count_exactly_a_known_sequence_of_requests(pool: PgPool) {
     let app = crate::helpers::spawn_app_with(
@@ -283,6 +313,7 @@ async fn metrics_count_exactly_a_known_sequence_of_requests(pool: PgPool) {
         &[
             ("PRESENCE_PUT_BURST", "3"),
             ("PRESENCE_PUT_PER_SECOND", "0.01"),
+            ("PRESENCE_METRICS_USERS_EVERY", "20ms"),
         ],
     )
     .await;
@@ -299,16 +330,10 @@ async fn metrics_count_exactly_a_known_sequence_of_requests(pool: PgPool) {
         app.status_of(reader, user).await;
     }
 
-    let response = app.raw(Method::GET, "/metrics", &[], None).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| t.starts_with("text/plain"))
-    );
-    let page = response.text().await.expect("text");
+    let page = scrape_until(&app, |page| {
+        sample(page, "presence_users", &[("status", "online")]) == 1.0
+    })
+    .await;
     let expectations: [Expectation; 11] = [
         ("presence_pings_total", &[("outcome", "written")], 1.0),
         ("presence_pings_total", &[("outcome", "coalesced")], 2.0),
@@ -391,7 +416,6 @@ async fn the_openapi_document_covers_every_route(pool: PgPool) {
         ("/api/blocks/{userId}", "delete"),
         ("/healthz", "get"),
         ("/readyz", "get"),
-        ("/metrics", "get"),
     ];
     for (path, method) in routes {
         let operation = &document["paths"][path][method];

@@ -339,6 +339,7 @@ fn config(cache_ttl: Duration, cache_capacity: u64, write_coalesce: Duration) ->
         cache_capacity,
         write_coalesce,
         max_devices: 10,
+        db_deadline: Duration::from_secs(2),
     }
 }
 
@@ -475,6 +476,7 @@ async fn graceful_shutdown_writes_the_held_back_pings(pool: PgPool) {
         ("PRESENCE_ADDR", "127.0.0.1:0"),
         ("PRESENCE_JWT_SECRET", TEST_SECRET),
         ("PRESENCE_PRUNE_EVERY", "0"),
+        ("PRESENCE_METRICS_ADDR", ""),
     ];
     let config = Config::from_lookup(|name| {
         vars.iter()
