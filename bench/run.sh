@@ -30,6 +30,7 @@ WORK=$(mktemp -d)
 SERVER_PID=
 cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+    [ -n "${SERVER_B:-}" ] && kill "$SERVER_B" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -63,7 +64,8 @@ done > "$WORK/tokens"
 start_server() {
     env DATABASE_URL="$URL" PRESENCE_ADDR="127.0.0.1:$PORT" PRESENCE_JWT_SECRET=$SECRET \
         PRESENCE_PUT_BURST=100000000 PRESENCE_PUT_PER_SECOND=100000000 PRESENCE_PRUNE_EVERY=0 \
-        RUST_LOG=warn "$@" "$BIN" serve &
+        PRESENCE_SETTINGS_BURST=100000000 PRESENCE_SETTINGS_PER_SECOND=100000000 \
+        PRESENCE_METRICS_ADDR= RUST_LOG=warn "$@" "$BIN" serve &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
         curl -fs "$BASE/healthz" >/dev/null 2>&1 && return
@@ -108,11 +110,24 @@ start_server
 BENCH_HOT=$HOT run_wrk warmup single.lua /api/status/x >/dev/null
 read -r cached cached50 cached99 < <(BENCH_HOT=$HOT run_wrk single-cached single.lua /api/status/x)
 read -r batch batch50 batch99 < <(run_wrk batch batch.lua /api/status)
-read -r coalesced co50 co99 < <(run_wrk ping-coalesced ping.lua /api/status)
+read -r batched ba50 ba99 < <(run_wrk ping-batched ping.lua /api/status)
+read -r through th50 th99 < <(run_wrk ping-direct ping-direct.lua /api/status)
 stop_server
 
-start_server PRESENCE_WRITE_COALESCE=0
-read -r through th50 th99 < <(run_wrk ping-through ping.lua /api/status)
+say "cross-instance visibility..."
+start_server PRESENCE_CACHE_TTL=60s
+first_pid=$SERVER_PID
+PORT_B=$((PORT + 1))
+env DATABASE_URL="$URL" PRESENCE_ADDR="127.0.0.1:$PORT_B" PRESENCE_JWT_SECRET=$SECRET \
+    PRESENCE_PRUNE_EVERY=0 PRESENCE_SETTINGS_BURST=100000000 PRESENCE_SETTINGS_PER_SECOND=100000000 \
+    PRESENCE_METRICS_ADDR= PRESENCE_CACHE_TTL=60s RUST_LOG=warn "$BIN" serve &
+SERVER_B=$!
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT_B/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+writer_id=$(sed -n 2p "$WORK/ids")
+read -r vis50 vis99 vismax < <(python3 bench/visibility.py "127.0.0.1:$PORT" "127.0.0.1:$PORT_B" \
+    "$(sed -n 2p "$WORK/tokens")" "$writer_id" "$(sed -n 1p "$WORK/tokens")")
+kill -TERM "$SERVER_B"; wait "$SERVER_B" || true; SERVER_B=
+SERVER_PID=$first_pid
 stop_server
 
 say "mixed scenario..."
@@ -151,11 +166,12 @@ row "figure ($(nproc) cores, $USERS users, c=$CONNECTIONS)" "req/s" "p50 ms" "p9
 row "ceiling: GET /healthz (HTTP floor)" "$floor" "$floor50" "$floor99" "1.00" ""
 row "ceiling: pgbench -S -M prepared (tps)" "$pg_select" "" "" "1.00" ""
 row "ceiling: pgbench -N -M prepared (tps)" "$pg_write" "" "" "1.00" ""
-row "single GET, cache off" "$cold" "$cold50" "$cold99" "$(ratio "$cold" "$pg_select")" "of pgbench -S (target 0.60)"
+row "single GET, cache off (cold)" "$cold" "$cold50" "$cold99" "$(ratio "$cold" "$pg_select")" "of pgbench -S (target 0.60)"
 row "single GET, cache on ($HOT hot users)" "$cached" "$cached50" "$cached99" "$(ratio "$cached" "$floor")" "of /healthz (target 0.70)"
 row "batch of 100: statuses/s" "$((batch * 100))" "$batch50" "$batch99" "$(ratio "$((batch * 100))" 500000)" "of 500,000 (target 1.00)"
-row "PUT ping, write-through" "$through" "$th50" "$th99" "$(ratio "$through" "$pg_write")" "of pgbench -N (target 0.50)"
-row "PUT ping, coalesced" "$coalesced" "$co50" "$co99" "$(ratio "$coalesced" "$pg_write")" "of pgbench -N (target 10)"
+row "PUT ping, each written on its own" "$through" "$th50" "$th99" "$(ratio "$through" "$pg_write")" "of pgbench -N (target 0.50)"
+row "PUT ping, group commit (durable)" "$batched" "$ba50" "$ba99" "$(ratio "$batched" "$pg_write")" "of pgbench -N (target 5)"
+row "cross-instance visibility (ms, TTL 60 s)" "" "$vis50" "$vis99" "" "p50 / p99, max $vismax ms"
 row "mixed: clients at p99 < 50 ms (c=$mixed_c)" "$best_clients" "$mixed50" "$mixed99" "$(ratio "$best_clients" 50000)" "of 50,000 (target 1.00)"
 row "peak RSS of the server (MB)" "$((rss_kb / 1024))" "" "" "$(ratio "$((rss_kb / 1024))" 150)" "of 150 MB (target < 1.00)"
 printf '\n'

@@ -16,6 +16,7 @@ language plpgsql
 as $function$
 declare
     removed bigint;
+    notifications bigint;
 begin
     -- EXECUTE plans with the actual cutoff every time, so the planner sees how
     -- few rows the oldest_ping_minute index selects (a generic plan would not).
@@ -32,6 +33,7 @@ begin
                         where (e.device ->> 'lastPing')::timestamptz < $1)
                 )
                 or s.device_count > $2
+            order by s.user_id
             for update
         ),
         ranked as (
@@ -56,11 +58,20 @@ begin
             set devices = p.devices, updated_at = now()
             from pruned as p
             where s.user_id = p.user_id and p.removed > 0
-            returning p.removed
+            returning s.user_id, s.version, p.removed
+        ),
+        announced as (
+            -- A notification payload holds at most 8000 bytes: 150 rows each.
+            select pg_notify('presence_changes', string_agg(
+                       'u:' || c.user_id || ':' || c.version, ','))
+            from (select user_id, version, (row_number() over ()) / 150 as chunk
+                  from updated) as c
+            group by c.chunk
         )
-        select coalesce(sum(removed), 0)::bigint from updated
+        select (select coalesce(sum(removed), 0) from updated)::bigint,
+               (select count(*) from announced)
     $query$
-    into removed
+    into removed, notifications
     using at - older_than, max_devices;
     return removed;
 end

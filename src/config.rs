@@ -63,8 +63,6 @@ pub struct Config {
     pub cache_ttl: Duration,
     /// How many users' rows the read cache holds at most.
     pub cache_capacity: NonZeroU32,
-    /// How long a timestamp-only ping may be held back before it is written.
-    pub write_coalesce: Duration,
     /// Where `/metrics` is served; `None` turns the metrics listener off.
     pub metrics_addr: Option<String>,
     /// How often the user counts of `/metrics` are recomputed, in the background.
@@ -75,6 +73,52 @@ pub struct Config {
     pub request_timeout: Duration,
     /// The most client connections the public listener holds open at once.
     pub max_connections: NonZeroU32,
+    /// How logs are written.
+    pub log: LogConfig,
+}
+
+/// How logs are written (`PRESENCE_LOG_FORMAT`, `RUST_LOG`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Text or JSON lines.
+    pub format: LogFormat,
+    /// The `RUST_LOG` filter, such as `info` or `presence=debug,info`.
+    pub filter: String,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogConfig {
+    /// Reads the log settings from the process environment (before anything else, to log its errors).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the log settings through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(&lookup);
+        let format = match vars.text("PRESENCE_LOG_FORMAT", "text").trim() {
+            format if format.eq_ignore_ascii_case("text") => LogFormat::Text,
+            format if format.eq_ignore_ascii_case("json") => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "PRESENCE_LOG_FORMAT",
+                    format!("expected text or json, not {other:?}"),
+                ));
+            }
+        };
+        Ok(Self {
+            format,
+            filter: vars.text("RUST_LOG", "info"),
+        })
+    }
 }
 
 /// A setting that could not be used; the message names the variable.
@@ -178,7 +222,6 @@ impl Config {
             max_devices,
             cache_ttl: vars.duration("PRESENCE_CACHE_TTL", "1s")?,
             cache_capacity: vars.count("PRESENCE_CACHE_CAPACITY", "100000")?,
-            write_coalesce: vars.duration("PRESENCE_WRITE_COALESCE", "5s")?,
             // Unset: the default; set but empty: no metrics listener.
             metrics_addr: match lookup("PRESENCE_METRICS_ADDR") {
                 None => Some(DEFAULT_METRICS_ADDR.to_owned()),
@@ -189,6 +232,7 @@ impl Config {
             db_deadline,
             request_timeout,
             max_connections: vars.count("PRESENCE_MAX_CONNECTIONS", "10000")?,
+            log: LogConfig::from_lookup(&lookup)?,
         })
     }
 
@@ -329,7 +373,6 @@ mod tests {
         assert_eq!(config.max_devices.get(), 10);
         assert_eq!(config.cache_ttl, Duration::from_secs(1));
         assert_eq!(config.cache_capacity.get(), 100_000);
-        assert_eq!(config.write_coalesce, Duration::from_secs(5));
         assert!(config.jwt_secret.is_none());
         assert!(config.cors_origins.is_empty() && !config.dev_mode);
         assert_eq!(config.ping_interval_seconds(), 30);
@@ -395,6 +438,7 @@ mod tests {
             ("PRESENCE_DB_DEADLINE", "0"),
             ("PRESENCE_REQUEST_TIMEOUT", "10ms"),
             ("PRESENCE_MAX_CONNECTIONS", "0"),
+            ("PRESENCE_LOG_FORMAT", "xml"),
         ];
         for (variable, value) in cases {
             let error = config_with(&[(variable, value)]).expect_err(value);

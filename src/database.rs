@@ -32,6 +32,11 @@ impl Database {
         }
     }
 
+    /// How long one call may take.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// The pool, for what runs outside the request path (its size, for the metrics).
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -79,7 +84,8 @@ impl Drop for Waiting<'_> {
     }
 }
 
-fn past_deadline() -> sqlx::Error {
+/// The error of a call that did not finish within the deadline (a `503` for the client).
+pub fn past_deadline() -> sqlx::Error {
     sqlx::Error::Io(io::Error::new(
         io::ErrorKind::TimedOut,
         "the database did not answer within PRESENCE_DB_DEADLINE",

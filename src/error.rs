@@ -145,24 +145,41 @@ impl ApiError {
     }
 }
 
+impl From<crate::domain::InvalidPing> for ApiError {
+    fn from(error: crate::domain::InvalidPing) -> Self {
+        use crate::domain::InvalidPing;
+        match error {
+            InvalidPing::DeviceId(message) => Self::InvalidDeviceId(message),
+            InvalidPing::Status(message) => Self::InvalidStatus(message),
+            InvalidPing::Message(message) => Self::InvalidStatusMessage(message),
+            InvalidPing::Timestamp(message) => Self::InvalidTimestamp(message),
+        }
+    }
+}
+
+/// Whether a database error means "unavailable, retry shortly" (`503`) rather than a fault (`500`).
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        // Cancelled by statement_timeout, or the server is shutting down or starting up.
+        sqlx::Error::Database(database) => matches!(
+            database.code().as_deref(),
+            Some("57014" | "57P01" | "57P02" | "57P03")
+        ),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_) => Self::DatabaseUnavailable(error),
-            // Cancelled by statement_timeout, or the server is shutting down or starting up.
-            sqlx::Error::Database(ref database)
-                if matches!(
-                    database.code().as_deref(),
-                    Some("57014" | "57P01" | "57P02" | "57P03")
-                ) =>
-            {
-                Self::DatabaseUnavailable(error)
-            }
-            other => Self::Internal(Box::new(other)),
+        if database_unavailable(&error) {
+            Self::DatabaseUnavailable(error)
+        } else {
+            Self::Internal(Box::new(error))
         }
     }
 }

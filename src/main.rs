@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mimalloc::MiMalloc;
 use presence::cli::{Cli, run};
+use presence::config::LogConfig;
 use presence::telemetry::init_telemetry;
 
 // glibc's malloc and free took about a tenth of the server's CPU under load.
@@ -15,7 +16,13 @@ static ALLOCATOR: MiMalloc = MiMalloc;
 async fn main() -> ExitCode {
     // A missing .env is the normal case in production.
     let _ = dotenvy::dotenv();
-    init_telemetry();
+    match LogConfig::from_env() {
+        Ok(log) => init_telemetry(&log),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

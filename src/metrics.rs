@@ -20,7 +20,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// Request latency, by method and route template.
     pub http_duration: HistogramVec,
-    /// Pings taken, by outcome: `written` through to the database, or `coalesced`.
+    /// Pings written, by path: `batched` by the ping writer, or `direct` (settings changes).
     pub pings: IntCounterVec,
     /// Requests refused by a rate limit, by limit: `ping` or `settings`.
     pub rate_limited: IntCounterVec,

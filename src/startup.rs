@@ -78,7 +78,6 @@ pub struct Application {
     metrics_port: Option<u16>,
     server: Server,
     metrics_server: Option<Server>,
-    state: web::Data<AppState>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -107,12 +106,11 @@ impl Application {
 
         let metrics = Arc::new(Metrics::new());
         let counting_pool = own_connection(&pool);
-        let statuses = Statuses::new(
+        let (statuses, mut background) = Statuses::start(
             pool.clone(),
             StatusesConfig {
                 cache_ttl: config.cache_ttl,
                 cache_capacity: u64::from(config.cache_capacity.get()),
-                write_coalesce: config.write_coalesce,
                 max_devices: config.max_devices.get(),
                 db_deadline: config.db_deadline,
             },
@@ -130,13 +128,7 @@ impl Application {
                 config.settings_per_second,
             ),
         });
-        let mut background = vec![tokio::spawn(sweep_rate_limiter(state.clone()))];
-        if !config.write_coalesce.is_zero() {
-            background.push(tokio::spawn(flush_held_back_pings(
-                state.clone(),
-                config.write_coalesce,
-            )));
-        }
+        background.push(tokio::spawn(sweep_rate_limiter(state.clone())));
         if !config.prune_every.is_zero() {
             let schedule = PruneSchedule {
                 pool,
@@ -171,7 +163,6 @@ impl Application {
             metrics_port,
             server,
             metrics_server,
-            state,
             background,
         })
     }
@@ -191,10 +182,8 @@ impl Application {
         self.metrics_port
     }
 
-    /// Serves until SIGTERM or SIGINT, lets in-flight requests finish, then writes held-back pings.
-    ///
-    /// Fails when the server fails or when held-back pings could not be
-    /// written, so that the process exits non-zero and the loss is seen.
+    /// Serves until SIGTERM or SIGINT, and lets in-flight requests finish
+    /// (their writes included: every answered write is already durable).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let metrics_handle = self.metrics_server.as_ref().map(Server::handle);
         if let Some(server) = self.metrics_server {
@@ -204,18 +193,9 @@ impl Application {
         if let Some(handle) = metrics_handle {
             handle.stop(false).await;
         }
+        // Only now: the ping writers answer the requests that were in flight.
         for task in self.background {
             task.abort();
-        }
-        match self.state.statuses.flush().await {
-            Ok(users) => tracing::info!(users, "wrote the held-back pings"),
-            Err(error) => {
-                tracing::error!(%error, "could not write the held-back pings");
-                result?;
-                return Err(std::io::Error::other(format!(
-                    "could not write the held-back pings: {error}"
-                )));
-            }
         }
         result
     }
@@ -472,16 +452,6 @@ async fn create_if_missing(config: &Config) -> Result<(), StartupError> {
         }
     }
     Ok(())
-}
-
-async fn flush_held_back_pings(state: web::Data<AppState>, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    loop {
-        ticker.tick().await;
-        if let Err(error) = state.statuses.flush().await {
-            tracing::warn!(%error, "could not write the held-back pings; retrying");
-        }
-    }
 }
 
 async fn sweep_rate_limiter(state: web::Data<AppState>) {

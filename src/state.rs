@@ -12,7 +12,7 @@ use crate::statuses::Statuses;
 
 /// What every handler shares.
 pub struct AppState {
-    /// Reads and writes of statuses, through the cache and the coalescer.
+    /// Reads and writes of statuses, through the read cache and the ping writer.
     pub statuses: Statuses,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,

@@ -19,12 +19,16 @@ function viewer_auth()
   return "Bearer " .. tokens[1]
 end
 
-function ping(active)
+-- A ping from one of three tabs of a random user: many distinct devices, as
+-- real clients are, never one device in a loop. `extra` adds body fields.
+function ping(active, extra)
   local n = math.random(#tokens)
+  local body = string.format('{"deviceId":"tab-%d","active":%s%s}',
+    math.random(3), active and "true" or "false", extra or "")
   return wrk.format("PUT", "/api/status", {
     ["Authorization"] = "Bearer " .. tokens[n],
     ["Content-Type"] = "application/json",
-  }, active and '{"deviceId":"bench"}' or '{"deviceId":"bench","active":false}')
+  }, body)
 end
 
 math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))

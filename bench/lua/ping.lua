@@ -1,4 +1,5 @@
--- PUT /api/status heartbeats from random users who hold a token.
+-- PUT /api/status heartbeats from random tabs of random users: written by the
+-- ping writer in group commits.
 dofile(os.getenv("BENCH_LUA") .. "/common.lua")
 request = function()
   return ping(false)

@@ -10,7 +10,7 @@ mod user_id;
 
 pub use device_id::DeviceId;
 pub use manual_status::ManualStatus;
-pub use ping::{Patch, Ping, PingBody, SettingChange};
+pub use ping::{InvalidPing, Patch, Ping, PingBody, SettingChange};
 pub use platform::Platform;
 pub use status_message::StatusMessage;
 pub use timestamp::{Timestamp, parse_timestamp};

@@ -2,7 +2,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
 use super::{DeviceId, ManualStatus, Platform, StatusMessage, parse_timestamp};
-use crate::error::ApiError;
 
 /// A body field that distinguishes "absent" from `null` from a value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,6 +37,23 @@ pub struct PingBody {
     status_message: Patch<String>,
     #[serde(default)]
     status_message_until: Patch<String>,
+}
+
+/// Why a ping body was refused: the field at fault, with a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPing {
+    /// `deviceId` breaks the device id rules.
+    #[error("{0}")]
+    DeviceId(String),
+    /// `manualStatus` is not one that can be set, or its expiry stands alone.
+    #[error("{0}")]
+    Status(String),
+    /// `statusMessage` is not acceptable, or its expiry stands alone.
+    #[error("{0}")]
+    Message(String),
+    /// A `...Until` field is not a usable timestamp.
+    #[error("{0}")]
+    Timestamp(String),
 }
 
 /// How a ping changes a setting that has an expiry (manual status, status message).
@@ -84,9 +100,9 @@ impl Ping {
 
 impl PingBody {
     /// Checks every field and builds the ping; expiries must lie after `now`.
-    pub fn parse(self, now: DateTime<Utc>) -> Result<Ping, ApiError> {
+    pub fn parse(self, now: DateTime<Utc>) -> Result<Ping, InvalidPing> {
         let device_id = match self.device_id {
-            Some(id) => DeviceId::parse(&id).map_err(ApiError::InvalidDeviceId)?,
+            Some(id) => DeviceId::parse(&id).map_err(InvalidPing::DeviceId)?,
             None => DeviceId::default_device(),
         };
         let manual_status = setting_change(
@@ -97,17 +113,17 @@ impl PingBody {
             |status| {
                 ManualStatus::parse(status)
                     .map(Some)
-                    .map_err(ApiError::InvalidStatus)
+                    .map_err(InvalidPing::Status)
             },
-            ApiError::InvalidStatus,
+            InvalidPing::Status,
         )?;
         let status_message = setting_change(
             self.status_message,
             self.status_message_until,
             ("statusMessage", "statusMessageUntil"),
             now,
-            |message| StatusMessage::parse(message).map_err(ApiError::InvalidStatusMessage),
-            ApiError::InvalidStatusMessage,
+            |message| StatusMessage::parse(message).map_err(InvalidPing::Message),
+            InvalidPing::Message,
         )?;
         Ok(Ping {
             device_id,
@@ -126,9 +142,9 @@ fn setting_change<T>(
     until: Patch<String>,
     (value_field, until_field): (&str, &str),
     now: DateTime<Utc>,
-    parse_value: impl FnOnce(&str) -> Result<Option<T>, ApiError>,
-    orphan_expiry: impl FnOnce(String) -> ApiError,
-) -> Result<SettingChange<T>, ApiError> {
+    parse_value: impl FnOnce(&str) -> Result<Option<T>, InvalidPing>,
+    orphan_expiry: impl FnOnce(String) -> InvalidPing,
+) -> Result<SettingChange<T>, InvalidPing> {
     let value = match value {
         Patch::Absent => None,
         Patch::Null => Some(None),
@@ -138,10 +154,9 @@ fn setting_change<T>(
         Patch::Absent => None,
         Patch::Null => Some(None),
         Patch::Value(text) => {
-            let instant =
-                parse_timestamp(until_field, &text).map_err(ApiError::InvalidTimestamp)?;
+            let instant = parse_timestamp(until_field, &text).map_err(InvalidPing::Timestamp)?;
             if instant <= now {
-                return Err(ApiError::InvalidTimestamp(format!(
+                return Err(InvalidPing::Timestamp(format!(
                     "{until_field} must lie in the future"
                 )));
             }

@@ -38,6 +38,8 @@ pub struct StoredStatus {
     pub status_message_until: Option<DateTime<Utc>>,
     /// Every stored device, live or not, most recently pinged first.
     pub devices: Vec<StoredDevice>,
+    /// Bumped by every write of the row: a larger version is a newer row.
+    pub version: i64,
 }
 
 impl StoredStatus {

@@ -59,6 +59,7 @@ fn row(seen: TimeDelta, ping: TimeDelta) -> StoredStatus {
         status_message: None,
         status_message_until: None,
         devices: vec![device("tab", Platform::Web, ping)],
+        version: 1,
     }
 }
 
@@ -429,6 +430,7 @@ fn arbitrary_row() -> impl Strategy<Value = StoredStatus> {
                         None
                     },
                     devices,
+                    version: 1,
                 }
             },
         )

@@ -1,19 +1,9 @@
-use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection, PgExecutor};
 
 use crate::domain::UserId;
 
 /// How many users one user may block.
 pub const MAX_BLOCKS_PER_USER: i64 = 10_000;
-
-/// One block between the viewer and another user, in either direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockRelation {
-    /// The other user.
-    pub other: UserId,
-    /// The other user's last activity when the block was made: what the viewer keeps seeing.
-    pub other_last_seen: Option<DateTime<Utc>>,
-}
 
 /// Why a block could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -89,18 +79,44 @@ pub async fn add_block(
     if outcome == "too_many" {
         return Err(BlockError::TooMany);
     }
+    if outcome == "added" {
+        announce_pair(&mut *transaction, blocker, blocked).await?;
+    }
     transaction.commit().await?;
     Ok(())
 }
 
-/// Lifts a block (idempotent).
+/// Announces on the change channel that the blocks between two users changed (delivered at commit).
+async fn announce_pair(
+    executor: impl PgExecutor<'_>,
+    blocker: UserId,
+    blocked: UserId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "select pg_notify('presence_changes', 'b:' || $1::uuid || ':' || $2::uuid)",
+        blocker.as_uuid(),
+        blocked.as_uuid(),
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Lifts a block (idempotent); a lifted block is announced on the change channel.
 pub async fn remove_block(
     executor: impl PgExecutor<'_>,
     blocker: UserId,
     blocked: UserId,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "delete from blocks where blocker_id = $1 and blocked_id = $2",
+        r#"
+        with lifted as (
+            delete from blocks where blocker_id = $1 and blocked_id = $2
+            returning blocker_id, blocked_id
+        )
+        select pg_notify('presence_changes', 'b:' || blocker_id || ':' || blocked_id)
+        from lifted
+        "#,
         blocker.as_uuid(),
         blocked.as_uuid(),
     )
@@ -130,30 +146,4 @@ pub async fn list_blocks(
     .fetch_all(executor)
     .await?;
     Ok(ids.into_iter().map(UserId::from).collect())
-}
-
-/// Every block between `viewer` and anyone, in either direction.
-pub async fn block_relations(
-    executor: impl PgExecutor<'_>,
-    viewer: UserId,
-) -> Result<Vec<BlockRelation>, sqlx::Error> {
-    let rows = sqlx::query!(
-        r#"
-        select blocked_id as "other!", blocked_last_seen as other_last_seen
-        from blocks where blocker_id = $1
-        union all
-        select blocker_id as "other!", blocker_last_seen as other_last_seen
-        from blocks where blocked_id = $1
-        "#,
-        viewer.as_uuid(),
-    )
-    .fetch_all(executor)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| BlockRelation {
-            other: UserId::from(row.other),
-            other_last_seen: row.other_last_seen,
-        })
-        .collect())
 }

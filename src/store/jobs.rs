@@ -1,29 +1,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::PgExecutor;
 use sqlx::postgres::types::PgInterval;
-use sqlx::{PgExecutor, PgPool};
-
-/// The SQL functions in `sql/`, applied after the migrations.
-const SQL_FUNCTIONS: &str = include_str!("../../sql/prune_stale_devices.sql");
-
-/// The advisory lock held while `sql/` is applied, so instances starting together do not collide.
-const SQL_FUNCTIONS_LOCK: i64 = 0x7072_6573_656e_6301;
-
-/// Applies the SQL functions in `sql/` (idempotent `create or replace`).
-pub async fn install_sql_functions(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let mut transaction = pool.begin().await?;
-    sqlx::query!(
-        r#"select true as "locked!" from pg_advisory_xact_lock($1)"#,
-        SQL_FUNCTIONS_LOCK
-    )
-    .fetch_one(&mut *transaction)
-    .await?;
-    sqlx::raw_sql(SQL_FUNCTIONS)
-        .execute(&mut *transaction)
-        .await?;
-    transaction.commit().await
-}
 
 /// Runs the prune job once (see `sql/prune_stale_devices.sql`); returns how many entries it removed.
 #[tracing::instrument(level = "debug", skip_all)]
@@ -78,17 +57,4 @@ pub async fn claim_job_run(
     .fetch_optional(executor)
     .await?;
     Ok(claimed.is_some())
-}
-
-/// How many of the embedded migrations the database has not applied (readiness).
-pub async fn pending_migrations(executor: impl PgExecutor<'_>) -> Result<usize, sqlx::Error> {
-    let applied: Vec<i64> =
-        sqlx::query_scalar!("select version from _sqlx_migrations where success order by version")
-            .fetch_all(executor)
-            .await?;
-    Ok(super::MIGRATOR
-        .iter()
-        .filter(|migration| !migration.migration_type.is_down_migration())
-        .filter(|migration| applied.binary_search(&migration.version).is_err())
-        .count())
 }

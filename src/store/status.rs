@@ -18,6 +18,7 @@ struct StatusRecord {
     status_message: Option<String>,
     status_message_until: Option<DateTime<Utc>>,
     devices: Json<Vec<StoredDevice>>,
+    version: i64,
 }
 
 impl From<StatusRecord> for StoredStatus {
@@ -32,8 +33,9 @@ impl From<StatusRecord> for StoredStatus {
             status_message: record.status_message,
             status_message_until: record.status_message_until,
             devices: record.devices.0,
+            version: record.version,
         };
-        // The stored order can lag behind coalesced pings; readers get it exact.
+        // The prune job keeps the stored order; readers get it by last ping.
         status.sort_devices();
         status
     }
@@ -50,7 +52,7 @@ pub async fn fetch_status(
         r#"
         select user_id, manual_status as "manual_status: ManualStatus", manual_status_until,
                invisible, last_seen_before_invisible, last_seen, status_message,
-               status_message_until, devices as "devices: Json<Vec<StoredDevice>>"
+               status_message_until, devices as "devices: Json<Vec<StoredDevice>>", version
         from user_status
         where user_id = $1
         "#,
@@ -73,7 +75,7 @@ pub async fn fetch_statuses(
         r#"
         select user_id, manual_status as "manual_status: ManualStatus", manual_status_until,
                invisible, last_seen_before_invisible, last_seen, status_message,
-               status_message_until, devices as "devices: Json<Vec<StoredDevice>>"
+               status_message_until, devices as "devices: Json<Vec<StoredDevice>>", version
         from user_status
         where user_id = any($1)
         "#,
@@ -84,219 +86,177 @@ pub async fn fetch_statuses(
     Ok(records.into_iter().map(StoredStatus::from).collect())
 }
 
-/// Timestamps of pings answered without a write, to be written later in one batch.
-#[derive(Debug, Default)]
-pub struct PendingPings {
-    /// The user of each ping.
-    pub users: Vec<Uuid>,
-    /// The device of each ping.
-    pub devices: Vec<String>,
-    /// The latest ping of that device.
-    pub last_pings: Vec<DateTime<Utc>>,
-    /// The latest activity of that device, if any ping was one.
-    pub last_actives: Vec<Option<DateTime<Utc>>>,
+/// One ping to record, with the settings it changes: what [`apply_pings`] takes.
+#[derive(Debug, Clone)]
+pub struct PingWrite {
+    /// Whose ping.
+    pub user: UserId,
+    /// The ping and its settings.
+    pub ping: Ping,
+    /// When it was taken.
+    pub at: DateTime<Utc>,
 }
 
-/// Writes held-back ping timestamps of many users in one statement; returns the new rows.
+/// The columns of many pings, as `apply_pings` takes them.
+#[derive(Default)]
+struct PingColumns {
+    users: Vec<Uuid>,
+    devices: Vec<String>,
+    platforms: Vec<Option<&'static str>>,
+    actives: Vec<bool>,
+    ats: Vec<DateTime<Utc>>,
+    set_manual: Vec<bool>,
+    manual_statuses: Vec<Option<&'static str>>,
+    manual_untils: Vec<Option<DateTime<Utc>>>,
+    drop_manual_expiry: Vec<bool>,
+    invisibles: Vec<Option<bool>>,
+    set_message: Vec<bool>,
+    messages: Vec<Option<String>>,
+    message_untils: Vec<Option<DateTime<Utc>>>,
+    drop_message_expiry: Vec<bool>,
+}
+
+impl PingColumns {
+    fn of(writes: &[PingWrite]) -> Self {
+        let mut columns = Self::default();
+        for PingWrite { user, ping, at } in writes {
+            columns.users.push(user.as_uuid());
+            columns.devices.push(ping.device_id.as_str().to_owned());
+            columns
+                .platforms
+                .push(ping.platform.map(|platform| platform.as_str()));
+            columns.actives.push(ping.active);
+            columns.ats.push(*at);
+            let (set, status, until, drop) = match &ping.manual_status {
+                SettingChange::Keep => (false, None, None, false),
+                SettingChange::Set { value, until } => {
+                    (true, value.map(ManualStatus::as_str), *until, false)
+                }
+                SettingChange::DropExpiry => (false, None, None, true),
+            };
+            columns.set_manual.push(set);
+            columns.manual_statuses.push(status);
+            columns.manual_untils.push(until);
+            columns.drop_manual_expiry.push(drop);
+            columns.invisibles.push(ping.invisible);
+            let (set, message, until, drop) = match &ping.status_message {
+                SettingChange::Keep => (false, None, None, false),
+                SettingChange::Set { value, until } => (
+                    true,
+                    value.as_ref().map(|message| message.as_str().to_owned()),
+                    *until,
+                    false,
+                ),
+                SettingChange::DropExpiry => (false, None, None, true),
+            };
+            columns.set_message.push(set);
+            columns.messages.push(message);
+            columns.message_untils.push(until);
+            columns.drop_message_expiry.push(drop);
+        }
+        columns
+    }
+}
+
+/// Records pings and their settings in one round trip and one commit (see
+/// `sql/apply_pings.sql`); returns, for each ping in order, the row as it left it.
 ///
-/// Timestamps only move forward (`greatest`), and a device removed meanwhile
-/// stays removed: only entries still in the list are touched.
-#[tracing::instrument(level = "debug", skip_all, fields(pings = pending.users.len()))]
-pub async fn apply_pending_pings(
+/// Rows are locked in ascending user id order; every written row is announced
+/// on the change channel.
+#[tracing::instrument(level = "debug", skip_all, fields(pings = writes.len()))]
+pub async fn apply_pings(
     executor: impl PgExecutor<'_>,
-    pending: &PendingPings,
+    writes: &[PingWrite],
+    max_devices: u32,
 ) -> Result<Vec<StoredStatus>, sqlx::Error> {
+    let columns = PingColumns::of(writes);
     let records = sqlx::query_as!(
         StatusRecord,
         r#"
-        with pings as (
-            select p.user_id,
-                   jsonb_object_agg(p.device_id, jsonb_build_object(
-                       'lastPing', p.last_ping, 'lastActive', p.last_active)) as devices,
-                   max(p.last_active) as last_active
-            from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[])
-                as p(user_id, device_id, last_ping, last_active)
-            group by p.user_id
-        )
-        update user_status as s
-        set devices = (
-                select coalesce(jsonb_agg(
-                    case when pings.devices ? (e.device ->> 'id') then
-                        e.device || jsonb_build_object(
-                            'lastPing', greatest(
-                                (e.device ->> 'lastPing')::timestamptz,
-                                (pings.devices -> (e.device ->> 'id') ->> 'lastPing')::timestamptz),
-                            'lastActive', greatest(
-                                (e.device ->> 'lastActive')::timestamptz,
-                                (pings.devices -> (e.device ->> 'id') ->> 'lastActive')::timestamptz))
-                    else e.device end
-                    order by e.position), '[]'::jsonb)
-                from jsonb_array_elements(s.devices) with ordinality as e(device, position)),
-            last_seen = greatest(s.last_seen, pings.last_active),
-            updated_at = now()
-        from pings
-        where s.user_id = pings.user_id
-        returning s.user_id, s.manual_status as "manual_status: ManualStatus", s.manual_status_until,
-                  s.invisible, s.last_seen_before_invisible, s.last_seen, s.status_message,
-                  s.status_message_until, s.devices as "devices!: Json<Vec<StoredDevice>>"
+        select user_id as "user_id!", manual_status as "manual_status: ManualStatus",
+               manual_status_until, invisible as "invisible!", last_seen_before_invisible,
+               last_seen, status_message, status_message_until,
+               devices as "devices!: Json<Vec<StoredDevice>>", version as "version!"
+        from apply_pings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+        order by ordinal
         "#,
-        &pending.users,
-        &pending.devices,
-        &pending.last_pings,
-        &pending.last_actives as &[Option<DateTime<Utc>>],
+        &columns.users,
+        &columns.devices,
+        &columns.platforms as &[Option<&str>],
+        &columns.actives,
+        &columns.ats,
+        i32::try_from(max_devices).unwrap_or(i32::MAX),
+        &columns.set_manual,
+        &columns.manual_statuses as &[Option<&str>],
+        &columns.manual_untils as &[Option<DateTime<Utc>>],
+        &columns.drop_manual_expiry,
+        &columns.invisibles as &[Option<bool>],
+        &columns.set_message,
+        &columns.messages as &[Option<String>],
+        &columns.message_untils as &[Option<DateTime<Utc>>],
+        &columns.drop_message_expiry,
     )
     .fetch_all(executor)
     .await?;
     Ok(records.into_iter().map(StoredStatus::from).collect())
 }
 
-/// Records a ping at `now` and applies its settings, in one atomic upsert; returns the new row.
-///
-/// The device list is rebuilt inside the statement from the locked row, so
-/// concurrent pings of one user serialize on that row and none is lost. The
-/// pinging device goes first; the others follow most recently pinged first,
-/// cut to `max_devices` (so the least recently seen one makes room).
-#[tracing::instrument(level = "debug", skip_all, fields(user.id = %user, device.id = %ping.device_id))]
+/// Records one ping at `at` with its settings (as [`apply_pings`]); returns the new row.
 pub async fn apply_ping(
     executor: impl PgExecutor<'_>,
     user: UserId,
     ping: &Ping,
-    now: DateTime<Utc>,
+    at: DateTime<Utc>,
     max_devices: u32,
 ) -> Result<StoredStatus, sqlx::Error> {
-    let (set_manual, manual_status, manual_until, drop_manual_expiry) = match &ping.manual_status {
-        SettingChange::Keep => (false, None, None, false),
-        SettingChange::Set { value, until } => (true, *value, *until, false),
-        SettingChange::DropExpiry => (false, None, None, true),
+    let write = PingWrite {
+        user,
+        ping: ping.clone(),
+        at,
     };
-    let (set_message, message, message_until, drop_message_expiry) = match &ping.status_message {
-        SettingChange::Keep => (false, None, None, false),
-        SettingChange::Set { value, until } => (
-            true,
-            value.as_ref().map(|message| message.as_str()),
-            *until,
-            false,
-        ),
-        SettingChange::DropExpiry => (false, None, None, true),
-    };
-    let record = sqlx::query_as!(
-        StatusRecord,
-        r#"
-        insert into user_status as s (
-            user_id, manual_status, manual_status_until, invisible, last_seen,
-            status_message, status_message_until, devices)
-        values (
-            $1,
-            case when $7::boolean then $8::text end,
-            case when $7::boolean then $9::timestamptz end,
-            coalesce($11::boolean, false),
-            $5::timestamptz,
-            case when $12::boolean then $13::text end,
-            case when $12::boolean then $14::timestamptz end,
-            jsonb_build_array(jsonb_build_object(
-                'id', $2::text,
-                'platform', coalesce($3::text, 'web'),
-                'lastPing', $5::timestamptz,
-                'lastActive', $5::timestamptz)))
-        on conflict (user_id) do update set
-            manual_status = case when $7 then $8 else s.manual_status end,
-            manual_status_until = case
-                when $7 then $9
-                when $10::boolean then null
-                else s.manual_status_until end,
-            invisible = coalesce($11, s.invisible),
-            -- Settings apply before the ping's activity: switching invisible
-            -- on freezes lastSeen without this very ping.
-            last_seen_before_invisible = case
-                when $11 is null then s.last_seen_before_invisible
-                when not $11 then null
-                when s.invisible then s.last_seen_before_invisible
-                else s.last_seen end,
-            last_seen = case
-                when $4::boolean or not s.devices @> jsonb_build_array(jsonb_build_object('id', $2))
-                then greatest(s.last_seen, $5)
-                else s.last_seen end,
-            status_message = case when $12 then $13 else s.status_message end,
-            status_message_until = case
-                when $12 then $14
-                when $15::boolean then null
-                else s.status_message_until end,
-            devices = (
-                select jsonb_agg(kept.device order by kept.rank)
-                from (
-                    select jsonb_build_object(
-                               'id', $2,
-                               'platform', coalesce($3, previous.device ->> 'platform', 'web'),
-                               'lastPing', $5,
-                               'lastActive', case
-                                   when $4 or previous.device is null then to_jsonb($5)
-                                   else previous.device -> 'lastActive' end) as device,
-                           0::bigint as rank
-                    from (select) as pinging
-                    left join lateral (
-                        select e.device
-                        from jsonb_array_elements(s.devices) as e(device)
-                        where e.device ->> 'id' = $2
-                        limit 1
-                    ) as previous on true
-                    union all
-                    select e.device,
-                           row_number() over (order by (e.device ->> 'lastPing')::timestamptz desc)
-                    from jsonb_array_elements(s.devices) as e(device)
-                    where e.device ->> 'id' <> $2
-                    order by rank
-                    limit $6::bigint
-                ) as kept),
-            updated_at = now()
-        returning user_id, manual_status as "manual_status: ManualStatus", manual_status_until,
-                  invisible, last_seen_before_invisible, last_seen, status_message,
-                  status_message_until, devices as "devices!: Json<Vec<StoredDevice>>"
-        "#,
-        user.as_uuid(),
-        ping.device_id.as_str(),
-        ping.platform.map(|platform| platform.as_str()),
-        ping.active,
-        now,
-        i64::from(max_devices),
-        set_manual,
-        manual_status.map(|status| status.as_str()),
-        manual_until,
-        drop_manual_expiry,
-        ping.invisible,
-        set_message,
-        message,
-        message_until,
-        drop_message_expiry,
-    )
-    .fetch_one(executor)
-    .await?;
-    Ok(record.into())
+    apply_pings(executor, std::slice::from_ref(&write), max_devices)
+        .await?
+        .pop()
+        .ok_or(sqlx::Error::RowNotFound)
 }
 
-/// Removes one device of `user` at once; `false` if the user has no such device.
+/// Removes one device of `user` at once; the row as it now stands, `None` if
+/// the user has no such device. The change is announced on the change channel.
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %user, device.id = %device))]
 pub async fn remove_device(
     executor: impl PgExecutor<'_>,
     user: UserId,
     device: &DeviceId,
-) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query!(
+) -> Result<Option<StoredStatus>, sqlx::Error> {
+    let record = sqlx::query_as!(
+        StatusRecord,
         r#"
-        update user_status as s
-        set devices = (
-                select coalesce(jsonb_agg(e.device order by e.position), '[]'::jsonb)
-                from jsonb_array_elements(s.devices) with ordinality as e(device, position)
-                where e.device ->> 'id' <> $2),
-            updated_at = now()
-        where user_id = $1
-          and devices @> jsonb_build_array(jsonb_build_object('id', $2::text))
+        with removed as (
+            update user_status as s
+            set devices = (
+                    select coalesce(jsonb_agg(e.device order by e.position), '[]'::jsonb)
+                    from jsonb_array_elements(s.devices) with ordinality as e(device, position)
+                    where e.device ->> 'id' <> $2),
+                updated_at = now()
+            where user_id = $1
+              and devices @> jsonb_build_array(jsonb_build_object('id', $2::text))
+            returning s.*
+        ),
+        announced as (
+            select pg_notify('presence_changes', 'u:' || user_id || ':' || version) from removed
+        )
+        select user_id, manual_status as "manual_status: ManualStatus", manual_status_until,
+               invisible, last_seen_before_invisible, last_seen, status_message,
+               status_message_until, devices as "devices: Json<Vec<StoredDevice>>", version
+        from removed
+        where (select count(*) from announced) >= 0
         "#,
         user.as_uuid(),
         device.as_str(),
     )
-    .execute(executor)
+    .fetch_optional(executor)
     .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(record.map(StoredStatus::from))
 }
 
 /// How many users are in each effective status at `now`, as anyone but the user
@@ -356,6 +316,7 @@ struct StatusForViewerRecord {
     status_message: Option<String>,
     status_message_until: Option<DateTime<Utc>>,
     devices: Json<Vec<StoredDevice>>,
+    version: i64,
     hidden: bool,
     hidden_last_seen: Option<DateTime<Utc>>,
 }
@@ -374,7 +335,7 @@ pub async fn fetch_statuses_for_viewer(
         r#"
         select s.user_id, s.manual_status as "manual_status: ManualStatus", s.manual_status_until,
                s.invisible, s.last_seen_before_invisible, s.last_seen, s.status_message,
-               s.status_message_until, s.devices as "devices: Json<Vec<StoredDevice>>",
+               s.status_message_until, s.devices as "devices: Json<Vec<StoredDevice>>", s.version,
                pair.hidden as "hidden!", pair.last_seen as hidden_last_seen
         from user_status as s
         cross join lateral (
@@ -412,6 +373,7 @@ pub async fn fetch_statuses_for_viewer(
                 status_message: record.status_message,
                 status_message_until: record.status_message_until,
                 devices: record.devices,
+                version: record.version,
             };
             (StoredStatus::from(status), hidden)
         })

@@ -194,7 +194,7 @@ async fn serve_dev_creates_the_database_and_answers_health_checks() {
 }
 
 #[tokio::test]
-async fn sigterm_writes_the_held_back_pings_and_exits_0() {
+async fn an_answered_ping_is_already_stored_and_sigterm_exits_0() {
     let name = format!("presence_cli_{}", Uuid::new_v4().simple());
     let port = free_port();
     let secret = "sigterm-test-secret";
@@ -203,7 +203,6 @@ async fn sigterm_writes_the_held_back_pings_and_exits_0() {
         .env("DATABASE_URL", database_url(&name))
         .env("PRESENCE_ADDR", format!("127.0.0.1:{port}"))
         .env("PRESENCE_JWT_SECRET", secret)
-        .env("PRESENCE_WRITE_COALESCE", "30s")
         .env("PRESENCE_PRUNE_EVERY", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -227,6 +226,18 @@ async fn sigterm_writes_the_held_back_pings_and_exits_0() {
     for read in futures::future::join_all(reads).await {
         assert_eq!(read.expect("reads").status(), 200);
     }
+    let stored = |name: String| async move {
+        let mut connection = PgConnection::connect(&database_url(&name))
+            .await
+            .expect("connects");
+        let row = presence::store::fetch_status(&mut connection, user)
+            .await
+            .expect("reads")
+            .expect("row");
+        row.devices[0]
+            .last_ping
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
     let mut last_ping = String::new();
     for _ in 0..2 {
         let me: serde_json::Value = client
@@ -244,24 +255,12 @@ async fn sigterm_writes_the_held_back_pings_and_exits_0() {
             .expect("lastPing")
             .to_owned();
         tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            stored(name.clone()).await,
+            last_ping,
+            "durable before it was answered"
+        );
     }
-    let stored = |name: String| async move {
-        let mut connection = PgConnection::connect(&database_url(&name))
-            .await
-            .expect("connects");
-        let row = presence::store::fetch_status(&mut connection, user)
-            .await
-            .expect("reads")
-            .expect("row");
-        row.devices[0]
-            .last_ping
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
-    assert_ne!(
-        stored(name.clone()).await,
-        last_ping,
-        "the second ping was held back"
-    );
 
     let killed = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
@@ -278,7 +277,7 @@ async fn sigterm_writes_the_held_back_pings_and_exits_0() {
         "{}",
         String::from_utf8_lossy(&exit.stderr)
     );
-    assert_eq!(stored(name.clone()).await, last_ping, "written at shutdown");
+    assert_eq!(stored(name.clone()).await, last_ping);
     drop_database(&name).await;
 }
 
@@ -375,5 +374,102 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
         Some("Written during shutdown")
     );
     holder.close().await.expect("closes");
+    drop_database(&name).await;
+}
+
+#[tokio::test]
+async fn sigkill_under_a_busy_write_load_loses_no_acknowledged_ping() {
+    let name = format!("presence_cli_{}", Uuid::new_v4().simple());
+    let port = free_port();
+    let secret = "sigkill-test-secret";
+    let mut server = presence()
+        .args(["serve"])
+        .env("DATABASE_URL", database_url(&name))
+        .env("PRESENCE_ADDR", format!("127.0.0.1:{port}"))
+        .env("PRESENCE_JWT_SECRET", secret)
+        .env("PRESENCE_PRUNE_EVERY", "0")
+        .env("PRESENCE_PUT_BURST", "100000")
+        .env("PRESENCE_PUT_PER_SECOND", "100000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(wait_until_healthy(&base).await, "the server started");
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // 32 devices of 16 users ping as fast as they are answered.
+    let clients: Vec<_> = (0..32)
+        .map(|n| {
+            let user = presence::domain::UserId::from(Uuid::from_u128(n / 2 + 1));
+            let token = presence::auth::issue_token(
+                &SecretString::from(secret),
+                user,
+                Duration::from_secs(600),
+            )
+            .expect("token");
+            let (base, acknowledged) = (base.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let device = format!("d{n}");
+                loop {
+                    let answer = client
+                        .put(format!("{base}/api/status"))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({"deviceId": device, "active": n % 3 == 0}))
+                        .send()
+                        .await;
+                    let Ok(answer) = answer else { break };
+                    if answer.status() != 200 {
+                        continue;
+                    }
+                    let Ok(me) = answer.json::<serde_json::Value>().await else {
+                        break;
+                    };
+                    let ping = me["devices"]
+                        .as_array()
+                        .and_then(|devices| {
+                            devices.iter().find(|d| d["deviceId"] == device.as_str())
+                        })
+                        .and_then(|d| d["lastPing"].as_str())
+                        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                        .expect("the pinging device");
+                    acknowledged
+                        .lock()
+                        .expect("lock")
+                        .push((user, device.clone(), ping));
+                }
+            })
+        })
+        .collect();
+    while acknowledged.lock().expect("lock").len() < 400 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().expect("SIGKILL");
+    let _ = server.wait();
+    for client in clients {
+        let _ = client.await;
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let mut connection = PgConnection::connect(&database_url(&name))
+        .await
+        .expect("connects");
+    for (user, device, ping) in &acknowledged {
+        let row = presence::store::fetch_status(&mut connection, *user)
+            .await
+            .expect("reads")
+            .expect("an acknowledged user has a row");
+        let stored = row
+            .devices
+            .iter()
+            .find(|stored| stored.id == *device)
+            .expect("an acknowledged device is stored");
+        assert!(
+            stored.last_ping >= *ping,
+            "{user} {device}: acknowledged {ping}, stored {}",
+            stored.last_ping
+        );
+    }
+    drop(connection);
     drop_database(&name).await;
 }

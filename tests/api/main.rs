@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod concurrency;
+mod consistency;
 mod devices;
 mod errors;
 mod front_end;

@@ -1,21 +1,16 @@
-//! Polling at scale: batch reads, conditional requests, the read cache, write coalescing.
+//! Polling at scale: batch reads, conditional requests, the read cache.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use presence::clock::ManualClock;
-use presence::config::Config;
 use presence::domain::{DeviceId, Ping, SettingChange, UserId};
 use presence::metrics::Metrics;
-use presence::startup::Application;
 use presence::statuses::{Statuses, StatusesConfig};
-use presence::store;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{TEST_SECRET, error_code, iso, new_user, spawn_app, start_time, token_for};
+use crate::helpers::{error_code, new_user, spawn_app, start_time, token_for};
 
 fn user_ids(body: &Value) -> Vec<String> {
     body["statuses"]
@@ -333,11 +328,10 @@ async fn the_query_post_is_conditional_too(pool: PgPool) {
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
 }
 
-fn config(cache_ttl: Duration, cache_capacity: u64, write_coalesce: Duration) -> StatusesConfig {
+fn config(cache_ttl: Duration, cache_capacity: u64) -> StatusesConfig {
     StatusesConfig {
         cache_ttl,
         cache_capacity,
-        write_coalesce,
         max_devices: 10,
         db_deadline: Duration::from_secs(2),
     }
@@ -356,11 +350,11 @@ fn ping(device: &str, active: bool) -> Ping {
 
 #[sqlx::test]
 async fn the_read_cache_stays_within_its_capacity(pool: PgPool) {
-    let statuses = Statuses::new(
-        pool,
-        config(Duration::from_secs(60), 10, Duration::ZERO),
-        &Metrics::new(),
-    );
+    presence::store::install_sql_functions(&pool)
+        .await
+        .expect("the sql/ functions apply");
+    let (statuses, _tasks) =
+        Statuses::start(pool, config(Duration::from_secs(60), 10), &Metrics::new());
     let users: Vec<UserId> = (0..100).map(|_| new_user()).collect();
     for user in &users[..20] {
         statuses
@@ -368,161 +362,14 @@ async fn the_read_cache_stays_within_its_capacity(pool: PgPool) {
             .await
             .expect("ping");
     }
-    let rows = statuses.fetch_many(&users).await.expect("reads");
-    assert_eq!(rows.iter().filter(|row| row.is_some()).count(), 20);
+    let rows = statuses
+        .fetch_many_for(users[0], &users)
+        .await
+        .expect("reads");
+    assert_eq!(rows.iter().filter(|(row, _)| row.is_some()).count(), 20);
     assert!(
         statuses.cached_rows() <= 10,
         "{} rows cached",
         statuses.cached_rows()
-    );
-}
-
-#[sqlx::test]
-async fn a_timestamp_only_ping_within_the_window_is_held_back_then_flushed(pool: PgPool) {
-    let statuses = Statuses::new(
-        pool.clone(),
-        config(Duration::ZERO, 1, Duration::from_secs(5)),
-        &Metrics::new(),
-    );
-    let user = new_user();
-    let stored_ping = |pool: PgPool| async move {
-        let row = store::fetch_status(&pool, user)
-            .await
-            .expect("reads")
-            .expect("a row");
-        (row.devices[0].last_ping, row.last_seen)
-    };
-
-    statuses
-        .ping(user, &ping("tab", true), start_time())
-        .await
-        .expect("the first ping of a device is written");
-    let t1 = start_time() + TimeDelta::seconds(2);
-    let shown = statuses
-        .ping(user, &ping("tab", false), t1)
-        .await
-        .expect("held back");
-    assert_eq!(shown.devices[0].last_ping, t1, "the answer shows the ping");
-    assert_eq!(
-        stored_ping(pool.clone()).await,
-        (start_time(), Some(start_time())),
-        "no write yet"
-    );
-    let read = statuses.fetch(user).await.expect("reads").expect("row");
-    assert_eq!(
-        read.devices[0].last_ping, t1,
-        "readers on this instance see it at once"
-    );
-    assert_eq!(statuses.pending_pings(), 1);
-
-    let t2 = start_time() + TimeDelta::seconds(3);
-    statuses
-        .ping(user, &ping("tab", true), t2)
-        .await
-        .expect("held back: activity was written 3 s ago");
-    assert_eq!(statuses.flush().await.expect("flushes"), 1);
-    assert_eq!(stored_ping(pool.clone()).await, (t2, Some(t2)));
-    assert_eq!(statuses.pending_pings(), 0);
-}
-
-#[sqlx::test]
-async fn pings_that_must_reach_the_database_are_never_held_back(pool: PgPool) {
-    let statuses = Statuses::new(
-        pool.clone(),
-        config(Duration::ZERO, 1, Duration::from_secs(5)),
-        &Metrics::new(),
-    );
-    let user = new_user();
-    statuses
-        .ping(user, &ping("tab", false), start_time())
-        .await
-        .expect("written");
-
-    let mut settings = ping("tab", false);
-    settings.status_message = SettingChange::Set {
-        value: None,
-        until: None,
-    };
-    let at = |seconds| start_time() + TimeDelta::seconds(seconds);
-    let cases = [
-        ("a new device", ping("phone", false), at(1)),
-        ("a settings change", settings, at(1)),
-        (
-            "activity when the stored one is older than the window",
-            ping("tab", true),
-            at(6),
-        ),
-    ];
-    for (why, ping, now) in cases {
-        statuses.ping(user, &ping, now).await.expect("written");
-        assert_eq!(statuses.pending_pings(), 0, "{why}");
-        let row = store::fetch_status(&pool, user)
-            .await
-            .expect("reads")
-            .expect("row");
-        let device = row
-            .devices
-            .iter()
-            .find(|device| device.id == ping.device_id.as_str())
-            .expect("stored");
-        assert_eq!(device.last_ping, now, "{why} is in the database at once");
-    }
-}
-
-#[sqlx::test]
-async fn graceful_shutdown_writes_the_held_back_pings(pool: PgPool) {
-    let clock = ManualClock::starting_at(start_time());
-    let vars = [
-        ("PRESENCE_ADDR", "127.0.0.1:0"),
-        ("PRESENCE_JWT_SECRET", TEST_SECRET),
-        ("PRESENCE_PRUNE_EVERY", "0"),
-        ("PRESENCE_METRICS_ADDR", ""),
-    ];
-    let config = Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .expect("config");
-    store::install_sql_functions(&pool)
-        .await
-        .expect("functions");
-    let application = Application::build_with_pool(&config, pool.clone(), Arc::new(clock.clone()))
-        .expect("builds");
-    let (port, handle) = (application.port(), application.handle());
-    let server = tokio::spawn(application.run_until_stopped());
-    let user = new_user();
-    let client = reqwest::Client::new();
-    for seconds in [0, 1, 2] {
-        clock.set(start_time() + TimeDelta::seconds(seconds));
-        let response = client
-            .put(format!("http://127.0.0.1:{port}/api/status"))
-            .bearer_auth(token_for(user))
-            .json(&json!({"active": false}))
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(response.status(), StatusCode::OK);
-    }
-    let row = store::fetch_status(&pool, user)
-        .await
-        .expect("reads")
-        .expect("row");
-    assert_eq!(
-        iso(row.devices[0].last_ping),
-        iso(start_time()),
-        "the later pings were held back"
-    );
-
-    handle.stop(true).await;
-    server.await.expect("joins").expect("stops cleanly");
-    let row = store::fetch_status(&pool, user)
-        .await
-        .expect("reads")
-        .expect("row");
-    assert_eq!(
-        iso(row.devices[0].last_ping),
-        iso(start_time() + TimeDelta::seconds(2)),
-        "flushed on shutdown"
     );
 }

@@ -26,7 +26,8 @@ fn device_ids(me: &Value) -> Vec<String> {
 
 async fn all_rows(pool: &PgPool) -> Vec<(String, Value)> {
     sqlx::query_as::<_, (String, Value)>(
-        "select user_id::text, to_jsonb(s) - 'devices' - 'updated_at' - 'oldest_ping_minute' - 'device_count'
+        "select user_id::text,
+                to_jsonb(s) - 'devices' - 'updated_at' - 'oldest_ping_minute' - 'device_count' - 'version'
          from user_status s order by user_id",
     )
     .fetch_all(pool)

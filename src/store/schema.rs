@@ -1,0 +1,43 @@
+//! The schema: the embedded migrations and the SQL functions of `sql/`.
+
+use sqlx::{PgExecutor, PgPool};
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// The SQL functions in `sql/`, applied after the migrations.
+const SQL_FUNCTIONS: [&str; 2] = [
+    include_str!("../../sql/prune_stale_devices.sql"),
+    include_str!("../../sql/apply_pings.sql"),
+];
+
+/// The advisory lock held while `sql/` is applied, so instances starting together do not collide.
+const SQL_FUNCTIONS_LOCK: i64 = 0x7072_6573_656e_6301;
+
+/// Applies the SQL functions in `sql/` (idempotent `create or replace`).
+pub async fn install_sql_functions(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query!(
+        r#"select true as "locked!" from pg_advisory_xact_lock($1)"#,
+        SQL_FUNCTIONS_LOCK
+    )
+    .fetch_one(&mut *transaction)
+    .await?;
+    for function in SQL_FUNCTIONS {
+        sqlx::raw_sql(function).execute(&mut *transaction).await?;
+    }
+    transaction.commit().await
+}
+
+/// How many of the embedded migrations the database has not applied (readiness).
+pub async fn pending_migrations(executor: impl PgExecutor<'_>) -> Result<usize, sqlx::Error> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar!("select version from _sqlx_migrations where success order by version")
+            .fetch_all(executor)
+            .await?;
+    Ok(MIGRATOR
+        .iter()
+        .filter(|migration| !migration.migration_type.is_down_migration())
+        .filter(|migration| applied.binary_search(&migration.version).is_err())
+        .count())
+}
