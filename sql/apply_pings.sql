@@ -1,16 +1,17 @@
--- Records pings, with the settings they change, in one round trip and one
--- commit (the group commit of the ping writer). Each ping is one upsert of its
--- user's row; rows are taken in ascending user id order (then arrival order),
--- so two batches, or a batch and the prune job, never wait on each other in a
--- cycle. Returns, for each ping (`ordinal`, 1-based, in the order given), the
--- row as that ping left it, and announces every written row on the
--- `presence_changes` channel ("u:<user>:<version>", comma-separated, one
--- notification per few hundred rows, delivered at commit).
+-- Records pings, with the settings they change, in one statement, one round
+-- trip and one commit (the group commit of the ping writer). Each user may
+-- appear once per call. Rows are locked in ascending user id order first, so
+-- two batches, or a batch and the prune job, never wait on each other in a
+-- cycle; existing rows are updated and new users inserted, set-wise. Returns,
+-- for each ping (`ordinal`, its 1-based position in the arrays), the row as it
+-- left it; a ping whose user another transaction inserted meanwhile returns
+-- nothing (the caller sends it again, when it is an update). Every written
+-- row is announced on the `presence_changes` channel ("u:<user>:<version>",
+-- comma-separated, 150 a notification, delivered at commit).
 --
--- The device list is rebuilt inside the upsert from the locked row, so
--- concurrent pings of one user serialize on that row and none is lost. The
--- pinging device goes first; the others follow most recently pinged first,
--- cut to max_devices (so the least recently seen one makes room).
+-- The device list is edited inside the statement from the locked row, so
+-- concurrent pings of one user serialize on that row and none is lost. A new
+-- device beyond max_devices replaces the least recently pinged one.
 create or replace function apply_pings(
     p_users uuid[],
     p_devices text[],
@@ -43,98 +44,138 @@ create or replace function apply_pings(
 language plpgsql
 as $function$
 #variable_conflict use_column
-declare
-    i integer;
-    announced text := '';
 begin
-    for i in
-        select u.position from unnest(p_users) with ordinality as u(id, position)
-        order by u.id, u.position
-    loop
-        insert into user_status as s (
-            user_id, manual_status, manual_status_until, invisible, last_seen,
-            status_message, status_message_until, devices)
-        values (
-            p_users[i],
-            case when p_set_manual[i] then p_manual_statuses[i] end,
-            case when p_set_manual[i] then p_manual_untils[i] end,
-            coalesce(p_invisibles[i], false),
-            p_ats[i],
-            case when p_set_message[i] then p_messages[i] end,
-            case when p_set_message[i] then p_message_untils[i] end,
-            jsonb_build_array(jsonb_build_object(
-                'id', p_devices[i],
-                'platform', coalesce(p_platforms[i], 'web'),
-                'lastPing', p_ats[i],
-                'lastActive', p_ats[i])))
-        on conflict (user_id) do update set
-            manual_status = case when p_set_manual[i] then p_manual_statuses[i] else s.manual_status end,
+    return query
+    with pings as (
+        select p.*
+        from unnest(p_users, p_devices, p_platforms, p_actives, p_ats,
+                    p_set_manual, p_manual_statuses, p_manual_untils, p_drop_manual_expiry,
+                    p_invisibles, p_set_message, p_messages, p_message_untils,
+                    p_drop_message_expiry)
+             with ordinality as p(user_id, device_id, platform, active, at,
+                                  set_manual, manual_status, manual_until, drop_manual_expiry,
+                                  invisible, set_message, message, message_until,
+                                  drop_message_expiry, ordinal)
+    ),
+    locked as materialized (
+        select s.user_id
+        from user_status as s
+        where s.user_id = any(p_users)
+        order by s.user_id
+        for update
+    ),
+    updated as (
+        update user_status as s
+        set manual_status = case when p.set_manual then p.manual_status else s.manual_status end,
             manual_status_until = case
-                when p_set_manual[i] then p_manual_untils[i]
-                when p_drop_manual_expiry[i] then null
+                when p.set_manual then p.manual_until
+                when p.drop_manual_expiry then null
                 else s.manual_status_until end,
-            invisible = coalesce(p_invisibles[i], s.invisible),
+            invisible = coalesce(p.invisible, s.invisible),
             -- Settings apply before the ping's activity: switching invisible
             -- on freezes lastSeen without this very ping.
             last_seen_before_invisible = case
-                when p_invisibles[i] is null then s.last_seen_before_invisible
-                when not p_invisibles[i] then null
+                when p.invisible is null then s.last_seen_before_invisible
+                when not p.invisible then null
                 when s.invisible then s.last_seen_before_invisible
                 else s.last_seen end,
             last_seen = case
-                when p_actives[i]
-                     or not s.devices @> jsonb_build_array(jsonb_build_object('id', p_devices[i]))
-                then greatest(s.last_seen, p_ats[i])
+                when p.active
+                     or not s.devices @> jsonb_build_array(jsonb_build_object('id', p.device_id))
+                then greatest(s.last_seen, p.at)
                 else s.last_seen end,
-            status_message = case when p_set_message[i] then p_messages[i] else s.status_message end,
+            status_message = case when p.set_message then p.message else s.status_message end,
             status_message_until = case
-                when p_set_message[i] then p_message_untils[i]
-                when p_drop_message_expiry[i] then null
+                when p.set_message then p.message_until
+                when p.drop_message_expiry then null
                 else s.status_message_until end,
-            devices = (
-                select jsonb_agg(kept.device order by kept.rank)
-                from (
-                    select jsonb_build_object(
-                               'id', p_devices[i],
-                               'platform', coalesce(p_platforms[i], previous.device ->> 'platform', 'web'),
-                               'lastPing', p_ats[i],
-                               'lastActive', case
-                                   when p_actives[i] or previous.device is null then to_jsonb(p_ats[i])
-                                   else previous.device -> 'lastActive' end) as device,
-                           0::bigint as rank
-                    from (select) as pinging
-                    left join lateral (
-                        select e.device
+            -- A known device on the same platform (nearly every ping): its two
+            -- timestamps are set in place. Otherwise the list is rebuilt: the
+            -- pinging device first, the others most recently pinged first, cut
+            -- to max_devices. (Readers order devices by last ping themselves.)
+            devices = coalesce(
+                (select jsonb_set(
+                            case when p.active
+                                 then jsonb_set(s.devices, array[(e.position - 1)::text, 'lastActive'], to_jsonb(p.at))
+                                 else s.devices end,
+                            array[(e.position - 1)::text, 'lastPing'], to_jsonb(p.at))
+                 from jsonb_array_elements(s.devices) with ordinality as e(device, position)
+                 where e.device ->> 'id' = p.device_id
+                   and (p.platform is null or e.device ->> 'platform' = p.platform)
+                 limit 1),
+                (
+                    select jsonb_agg(kept.device order by kept.rank)
+                    from (
+                        select jsonb_build_object(
+                                   'id', p.device_id,
+                                   'platform', coalesce(p.platform, previous.device ->> 'platform', 'web'),
+                                   'lastPing', p.at,
+                                   'lastActive', case
+                                       when p.active or previous.device is null then to_jsonb(p.at)
+                                       else previous.device -> 'lastActive' end) as device,
+                               0::bigint as rank
+                        from (select) as pinging
+                        left join lateral (
+                            select e.device
+                            from jsonb_array_elements(s.devices) as e(device)
+                            where e.device ->> 'id' = p.device_id
+                            limit 1
+                        ) as previous on true
+                        union all
+                        select e.device,
+                               row_number() over (order by (e.device ->> 'lastPing')::timestamptz desc)
                         from jsonb_array_elements(s.devices) as e(device)
-                        where e.device ->> 'id' = p_devices[i]
-                        limit 1
-                    ) as previous on true
-                    union all
-                    select e.device,
-                           row_number() over (order by (e.device ->> 'lastPing')::timestamptz desc)
-                    from jsonb_array_elements(s.devices) as e(device)
-                    where e.device ->> 'id' <> p_devices[i]
-                    order by rank
-                    limit p_max_devices
-                ) as kept),
+                        where e.device ->> 'id' <> p.device_id
+                        order by rank
+                        limit p_max_devices
+                    ) as kept)),
             updated_at = now()
-        returning i, s.user_id, s.manual_status, s.manual_status_until, s.invisible,
+        from pings as p, locked as l
+        where s.user_id = p.user_id and l.user_id = p.user_id
+        returning p.ordinal, s.user_id, s.manual_status, s.manual_status_until, s.invisible,
                   s.last_seen_before_invisible, s.last_seen, s.status_message,
                   s.status_message_until, s.devices, s.version
-        into ordinal, user_id, manual_status, manual_status_until, invisible,
-             last_seen_before_invisible, last_seen, status_message,
-             status_message_until, devices, version;
-        return next;
-        announced := announced || case when announced = '' then '' else ',' end
-                     || 'u:' || user_id || ':' || version;
-        -- A notification payload holds at most 8000 bytes.
-        if length(announced) > 7000 then
-            perform pg_notify('presence_changes', announced);
-            announced := '';
-        end if;
-    end loop;
-    if announced <> '' then
-        perform pg_notify('presence_changes', announced);
-    end if;
+    ),
+    inserted as (
+        insert into user_status as s (
+            user_id, manual_status, manual_status_until, invisible, last_seen,
+            status_message, status_message_until, devices)
+        select p.user_id,
+               case when p.set_manual then p.manual_status end,
+               case when p.set_manual then p.manual_until end,
+               coalesce(p.invisible, false),
+               p.at,
+               case when p.set_message then p.message end,
+               case when p.set_message then p.message_until end,
+               jsonb_build_array(jsonb_build_object(
+                   'id', p.device_id,
+                   'platform', coalesce(p.platform, 'web'),
+                   'lastPing', p.at,
+                   'lastActive', p.at))
+        from pings as p
+        where not exists (select 1 from locked as l where l.user_id = p.user_id)
+        order by p.user_id
+        on conflict do nothing
+        returning s.user_id, s.manual_status, s.manual_status_until, s.invisible,
+                  s.last_seen_before_invisible, s.last_seen, s.status_message,
+                  s.status_message_until, s.devices, s.version
+    ),
+    written as (
+        select * from updated
+        union all
+        select p.ordinal, i.*
+        from inserted as i
+        join pings as p on p.user_id = i.user_id
+    ),
+    announced as (
+        select pg_notify('presence_changes', string_agg('u:' || w.user_id || ':' || w.version, ','))
+        from (select user_id, version, (row_number() over ()) / 150 as chunk from written) as w
+        group by w.chunk
+    )
+    select w.ordinal::integer, w.user_id, w.manual_status, w.manual_status_until, w.invisible,
+           w.last_seen_before_invisible, w.last_seen, w.status_message,
+           w.status_message_until, w.devices, w.version
+    from written as w
+    where (select count(*) from announced) >= 0;
 end
 $function$;

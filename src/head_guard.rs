@@ -80,6 +80,9 @@ pub struct HeadGuard<S> {
     state: State,
     /// Bytes read from the socket and not yet handed on.
     buffer: Vec<u8>,
+    /// Where the socket is read into: allocated once per connection, so no
+    /// read pays for clearing fresh memory.
+    scratch: Box<[u8]>,
     /// How many bytes at the front of `buffer` are cleared to be handed on.
     cleared: usize,
     /// The socket reached its end.
@@ -103,6 +106,7 @@ impl<S> HeadGuard<S> {
             inner,
             state: State::Head,
             buffer: Vec::new(),
+            scratch: Box::default(),
             cleared: 0,
             eof: false,
             timeout,
@@ -343,12 +347,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadGuard<S> {
             if matches!(this.state, State::Transparent) && this.buffer.is_empty() {
                 return Pin::new(&mut this.inner).poll_read(cx, out);
             }
-            let start = this.buffer.len();
-            this.buffer.resize(start + READ_CHUNK, 0);
-            let mut chunk = ReadBuf::new(&mut this.buffer[start..]);
+            if this.scratch.is_empty() {
+                this.scratch = vec![0; READ_CHUNK].into_boxed_slice();
+            }
+            let mut chunk = ReadBuf::new(&mut this.scratch);
             let read = Pin::new(&mut this.inner).poll_read(cx, &mut chunk);
             let filled = chunk.filled().len();
-            this.buffer.truncate(start + filled);
+            this.buffer.extend_from_slice(&this.scratch[..filled]);
             match read {
                 Poll::Ready(Ok(())) if filled == 0 => this.eof = true,
                 Poll::Ready(Ok(())) => this.inspect(),

@@ -1,7 +1,9 @@
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
 use sqlx::postgres::types::PgInterval;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::domain::{DeviceId, ManualStatus, Ping, SettingChange, UserId};
@@ -117,9 +119,9 @@ struct PingColumns {
 }
 
 impl PingColumns {
-    fn of(writes: &[PingWrite]) -> Self {
+    fn of(writes: &[&PingWrite]) -> Self {
         let mut columns = Self::default();
-        for PingWrite { user, ping, at } in writes {
+        for PingWrite { user, ping, at } in writes.iter().copied() {
             columns.users.push(user.as_uuid());
             columns.devices.push(ping.device_id.as_str().to_owned());
             columns
@@ -158,27 +160,70 @@ impl PingColumns {
     }
 }
 
-/// Records pings and their settings in one round trip and one commit (see
-/// `sql/apply_pings.sql`); returns, for each ping in order, the row as it left it.
+/// Records pings and their settings (see `sql/apply_pings.sql`); returns, for
+/// each ping in order, the row as it left it.
 ///
-/// Rows are locked in ascending user id order; every written row is announced
-/// on the change channel.
+/// One call of the SQL function, so one round trip and one commit, when every
+/// ping is of a different user, as nearly always; otherwise one call per round
+/// of distinct users, in arrival order. A ping whose new user another
+/// transaction inserted meanwhile is sent again (now an update). Rows are
+/// locked in ascending user id order; every written row is announced on the
+/// change channel.
 #[tracing::instrument(level = "debug", skip_all, fields(pings = writes.len()))]
 pub async fn apply_pings(
-    executor: impl PgExecutor<'_>,
+    connection: &mut PgConnection,
     writes: &[PingWrite],
     max_devices: u32,
 ) -> Result<Vec<StoredStatus>, sqlx::Error> {
+    let mut written: Vec<Option<StoredStatus>> = vec![None; writes.len()];
+    let mut pending: Vec<usize> = (0..writes.len()).collect();
+    // Each call writes at least the first pending ping but for a lost insert race,
+    // which cannot happen twice to one ping: this bounds the calls.
+    for _ in 0..=2 * writes.len() {
+        if pending.is_empty() {
+            break;
+        }
+        let mut users = HashSet::with_capacity(pending.len());
+        let (round, later): (Vec<usize>, Vec<usize>) = pending
+            .iter()
+            .partition(|index| users.insert(writes[**index].user));
+        let batch: Vec<&PingWrite> = round.iter().map(|index| &writes[*index]).collect();
+        for (ordinal, row) in apply_ping_round(&mut *connection, &batch, max_devices).await? {
+            if let Some(index) = usize::try_from(ordinal - 1)
+                .ok()
+                .and_then(|at| round.get(at))
+            {
+                written[*index] = Some(row);
+            }
+        }
+        pending = round
+            .into_iter()
+            .filter(|index| written[*index].is_none())
+            .chain(later)
+            .collect();
+        pending.sort_unstable();
+    }
+    written
+        .into_iter()
+        .map(|row| row.ok_or(sqlx::Error::RowNotFound))
+        .collect()
+}
+
+/// One call of `apply_pings` for pings of distinct users: (1-based position, row) for each written.
+async fn apply_ping_round(
+    executor: impl PgExecutor<'_>,
+    writes: &[&PingWrite],
+    max_devices: u32,
+) -> Result<Vec<(i32, StoredStatus)>, sqlx::Error> {
     let columns = PingColumns::of(writes);
-    let records = sqlx::query_as!(
-        StatusRecord,
+    let records = sqlx::query!(
         r#"
-        select user_id as "user_id!", manual_status as "manual_status: ManualStatus",
+        select ordinal as "ordinal!", user_id as "user_id!",
+               manual_status as "manual_status: ManualStatus",
                manual_status_until, invisible as "invisible!", last_seen_before_invisible,
                last_seen, status_message, status_message_until,
                devices as "devices!: Json<Vec<StoredDevice>>", version as "version!"
         from apply_pings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-        order by ordinal
         "#,
         &columns.users,
         &columns.devices,
@@ -198,12 +243,29 @@ pub async fn apply_pings(
     )
     .fetch_all(executor)
     .await?;
-    Ok(records.into_iter().map(StoredStatus::from).collect())
+    Ok(records
+        .into_iter()
+        .map(|record| {
+            let status = StatusRecord {
+                user_id: record.user_id,
+                manual_status: record.manual_status,
+                manual_status_until: record.manual_status_until,
+                invisible: record.invisible,
+                last_seen_before_invisible: record.last_seen_before_invisible,
+                last_seen: record.last_seen,
+                status_message: record.status_message,
+                status_message_until: record.status_message_until,
+                devices: record.devices,
+                version: record.version,
+            };
+            (record.ordinal, StoredStatus::from(status))
+        })
+        .collect())
 }
 
 /// Records one ping at `at` with its settings (as [`apply_pings`]); returns the new row.
 pub async fn apply_ping(
-    executor: impl PgExecutor<'_>,
+    connection: &mut PgConnection,
     user: UserId,
     ping: &Ping,
     at: DateTime<Utc>,
@@ -214,7 +276,7 @@ pub async fn apply_ping(
         ping: ping.clone(),
         at,
     };
-    apply_pings(executor, std::slice::from_ref(&write), max_devices)
+    apply_pings(connection, std::slice::from_ref(&write), max_devices)
         .await?
         .pop()
         .ok_or(sqlx::Error::RowNotFound)
@@ -333,6 +395,15 @@ pub async fn fetch_statuses_for_viewer(
     let records = sqlx::query_as!(
         StatusForViewerRecord,
         r#"
+        with between_them as materialized (
+            -- The blocks between the viewer and exactly these users, either way:
+            -- two index scans, whatever else the viewer blocks or is blocked by.
+            select b.blocked_id as other, b.blocked_last_seen as shown from blocks as b
+            where b.blocker_id = $1 and b.blocked_id = any($2)
+            union all
+            select b.blocker_id, b.blocker_last_seen from blocks as b
+            where b.blocked_id = $1 and b.blocker_id = any($2)
+        )
         select s.user_id, s.manual_status as "manual_status: ManualStatus", s.manual_status_until,
                s.invisible, s.last_seen_before_invisible, s.last_seen, s.status_message,
                s.status_message_until, s.devices as "devices: Json<Vec<StoredDevice>>", s.version,
@@ -341,14 +412,9 @@ pub async fn fetch_statuses_for_viewer(
         cross join lateral (
             -- Blocked both ways: hidden since the earlier block (a null, never seen, is earliest).
             select count(*) > 0 as hidden,
-                   case when bool_or(shown is null) then null else min(shown) end as last_seen
-            from (
-                select b.blocked_last_seen as shown from blocks as b
-                where b.blocker_id = $1 and b.blocked_id = s.user_id
-                union all
-                select b.blocker_last_seen from blocks as b
-                where b.blocker_id = s.user_id and b.blocked_id = $1
-            ) as blocks_between
+                   case when bool_or(b.shown is null) then null else min(b.shown) end as last_seen
+            from between_them as b
+            where b.other = s.user_id
         ) as pair
         where s.user_id = any($2)
         "#,

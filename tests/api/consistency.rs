@@ -378,3 +378,47 @@ async fn a_randomized_model_of_two_instances_holds_read_your_writes_and_loses_no
         assert_eq!(&stored, model, "{user}");
     }
 }
+
+#[sqlx::test]
+async fn one_batch_may_hold_several_pings_of_one_user_each_answered_in_order(pool: PgPool) {
+    presence::store::install_sql_functions(&pool)
+        .await
+        .expect("the sql/ functions apply");
+    let (alice, bob) = (new_user(), new_user());
+    let ping = |user: UserId, device: &str, message: Option<&str>| {
+        let body = match message {
+            Some(message) => json!({"deviceId": device, "statusMessage": message}),
+            None => json!({"deviceId": device}),
+        };
+        let parsed: presence::domain::PingBody = serde_json::from_value(body).expect("a body");
+        presence::store::PingWrite {
+            user,
+            ping: parsed.parse(start_time()).expect("a ping"),
+            at: start_time(),
+        }
+    };
+    let writes = [
+        ping(alice, "a", None),
+        ping(bob, "b", None),
+        ping(alice, "c", Some("second")),
+        ping(alice, "a", None),
+    ];
+    let mut connection = pool.acquire().await.expect("a connection");
+    let rows = presence::store::apply_pings(&mut connection, &writes, 10)
+        .await
+        .expect("writes");
+    let devices = |index: usize| -> BTreeSet<String> {
+        rows[index]
+            .devices
+            .iter()
+            .map(|device| device.id.clone())
+            .collect()
+    };
+    assert_eq!(rows.len(), 4);
+    assert_eq!(devices(0), BTreeSet::from(["a".to_owned()]));
+    assert_eq!(devices(1), BTreeSet::from(["b".to_owned()]));
+    assert_eq!(devices(2), BTreeSet::from(["a".to_owned(), "c".to_owned()]));
+    assert_eq!(rows[2].status_message.as_deref(), Some("second"));
+    assert_eq!(devices(3), devices(2), "the last ping sees both before it");
+    assert!(rows[3].version > rows[2].version && rows[2].version > rows[0].version);
+}

@@ -77,9 +77,15 @@ async fn the_prune_job_registers_with_pg_cron_idempotently_and_runs() {
         invisible: None,
         status_message: SettingChange::Keep,
     };
-    store::apply_ping(&pool, user, &stale, Utc::now() - TimeDelta::minutes(10), 10)
-        .await
-        .expect("ping");
+    store::apply_ping(
+        &mut pool.acquire().await.expect("a connection"),
+        user,
+        &stale,
+        Utc::now() - TimeDelta::minutes(10),
+        10,
+    )
+    .await
+    .expect("ping");
 
     for _ in 0..2 {
         let said = succeeded(&presence(

@@ -220,12 +220,24 @@ async fn presence_prune_prints_the_count_for_cron(pool: PgPool) {
         ..stale.clone()
     };
     let now = Utc::now();
-    store::apply_ping(&pool, user, &stale, now - TimeDelta::minutes(10), 10)
-        .await
-        .expect("ping");
-    store::apply_ping(&pool, user, &fresh, now, 10)
-        .await
-        .expect("ping");
+    store::apply_ping(
+        &mut pool.acquire().await.expect("a connection"),
+        user,
+        &stale,
+        now - TimeDelta::minutes(10),
+        10,
+    )
+    .await
+    .expect("ping");
+    store::apply_ping(
+        &mut pool.acquire().await.expect("a connection"),
+        user,
+        &fresh,
+        now,
+        10,
+    )
+    .await
+    .expect("ping");
 
     let url = database_url_of(&pool);
     let output = presence()
