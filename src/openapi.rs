@@ -1,218 +1,19 @@
-//! The OpenAPI 3 document of the API, generated from the handlers' annotations
-//! and the schema types below, served at `GET /openapi.json`.
-//!
-//! The schema types describe the JSON exactly as the contract has it (the
-//! handlers serialize borrowed views of the domain types, which carry no
-//! schema of their own).
+//! The OpenAPI 3 document of the API, served at `GET /openapi.json`: generated
+//! from the handlers' annotations and the very types their bodies are read
+//! into and written from, so the document cannot drift from the JSON.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi};
 
-use crate::routes;
+use crate::domain::{ManualStatus, PingBody, Platform};
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::presence::Status;
+use crate::routes::{
+    self, BlocksBody, DeviceBody, HealthBody, QueryBody, StatusBody, StatusesBody,
+};
 
-/// An effective status.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum StatusName {
-    /// Active recently, on a live device.
-    Online,
-    /// Quiet for a while, on a live device.
-    Idle,
-    /// Quiet for long, or manually away.
-    Away,
-    /// Do not disturb.
-    Dnd,
-    /// No live device, never seen, invisible or blocked.
-    Offline,
-}
-
-/// A device's platform.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum PlatformName {
-    /// A browser.
-    Web,
-    /// A desktop application.
-    Desktop,
-    /// A phone or tablet application.
-    Mobile,
-}
-
-/// A manual status.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum ManualStatusName {
-    /// Away, whatever the activity.
-    Away,
-    /// Do not disturb.
-    Dnd,
-}
-
-/// One stored device (self view only).
-#[derive(ToSchema)]
-#[schema(rename_all = "camelCase")]
-pub struct Device {
-    /// The client-chosen id.
-    pub device_id: String,
-    /// Where it runs.
-    pub platform: PlatformName,
-    /// Its last ping of any kind.
-    #[schema(format = DateTime)]
-    pub last_ping: String,
-    /// Its last activity.
-    #[schema(format = DateTime)]
-    pub last_active: String,
-}
-
-/// One user's status as the viewer may see it; the self view adds the optional fields.
-#[derive(ToSchema)]
-#[schema(rename_all = "camelCase")]
-pub struct StatusView {
-    /// The user.
-    #[schema(format = Uuid)]
-    pub user_id: String,
-    /// The effective status.
-    pub status: StatusName,
-    /// The last activity this viewer may know of.
-    #[schema(format = DateTime)]
-    pub last_seen: Option<String>,
-    /// The status message, when shown.
-    pub status_message: Option<String>,
-    /// The platforms of the live devices.
-    pub platforms: Vec<PlatformName>,
-    /// When the view next changes by itself.
-    #[schema(format = DateTime)]
-    pub next_change_at: Option<String>,
-    /// Self view: the manual status.
-    #[schema(required = false, nullable = true)]
-    pub manual_status: Option<ManualStatusName>,
-    /// Self view: when the manual status ends.
-    #[schema(required = false, nullable = true, format = DateTime)]
-    pub manual_status_until: Option<String>,
-    /// Self view: whether the user appears offline to others.
-    #[schema(required = false)]
-    pub invisible: Option<bool>,
-    /// Self view: when the message ends.
-    #[schema(required = false, nullable = true, format = DateTime)]
-    pub status_message_until: Option<String>,
-    /// Self view: every stored device.
-    #[schema(required = false)]
-    pub devices: Option<Vec<Device>>,
-}
-
-/// The caller's self view after a ping, with the heartbeat interval.
-#[derive(ToSchema)]
-#[schema(rename_all = "camelCase")]
-pub struct PingResponse {
-    /// The caller.
-    #[schema(format = Uuid)]
-    pub user_id: String,
-    /// The effective status.
-    pub status: StatusName,
-    /// The last activity.
-    #[schema(format = DateTime)]
-    pub last_seen: Option<String>,
-    /// The status message.
-    pub status_message: Option<String>,
-    /// The platforms of the live devices.
-    pub platforms: Vec<PlatformName>,
-    /// When the view next changes by itself.
-    #[schema(format = DateTime)]
-    pub next_change_at: Option<String>,
-    /// The manual status.
-    pub manual_status: Option<ManualStatusName>,
-    /// When the manual status ends.
-    #[schema(format = DateTime)]
-    pub manual_status_until: Option<String>,
-    /// Whether the caller appears offline to others.
-    pub invisible: bool,
-    /// When the message ends.
-    #[schema(format = DateTime)]
-    pub status_message_until: Option<String>,
-    /// Every stored device.
-    pub devices: Vec<Device>,
-    /// How often to heartbeat, in seconds.
-    pub ping_interval_seconds: u64,
-}
-
-/// The body of `PUT /api/status`: every field optional; `null` clears.
-#[derive(ToSchema)]
-#[schema(rename_all = "camelCase")]
-pub struct PingRequest {
-    /// The client instance, 1 to 64 of `[A-Za-z0-9._:-]` (default `"default"`).
-    #[schema(required = false, pattern = "^[A-Za-z0-9._:-]{1,64}$")]
-    pub device_id: Option<String>,
-    /// The device's platform (default `web`).
-    #[schema(required = false)]
-    pub platform: Option<PlatformName>,
-    /// `true`: the user interacted (default); `false`: heartbeat only.
-    #[schema(required = false)]
-    pub active: Option<bool>,
-    /// Manual status; `null` returns to automatic.
-    #[schema(required = false, nullable = true)]
-    pub manual_status: Option<ManualStatusName>,
-    /// When the manual status ends; sent with `manualStatus`.
-    #[schema(required = false, nullable = true, format = DateTime)]
-    pub manual_status_until: Option<String>,
-    /// Appear offline to everyone else.
-    #[schema(required = false)]
-    pub invisible: Option<bool>,
-    /// Custom message, at most 140 characters; `""` or `null` clears it.
-    #[schema(required = false, nullable = true, max_length = 140)]
-    pub status_message: Option<String>,
-    /// When the message ends; sent with `statusMessage`.
-    #[schema(required = false, nullable = true, format = DateTime)]
-    pub status_message_until: Option<String>,
-}
-
-/// Several users' statuses, one per distinct id, in the order first asked.
-#[derive(ToSchema)]
-pub struct StatusesResponse {
-    /// The statuses.
-    pub statuses: Vec<StatusView>,
-}
-
-/// The body of `POST /api/status/query`.
-#[derive(ToSchema)]
-#[schema(rename_all = "camelCase")]
-pub struct QueryRequest {
-    /// Up to 1000 user ids.
-    #[schema(max_items = 1000)]
-    pub user_ids: Vec<String>,
-}
-
-/// A page of the users the caller blocks, in ascending id order.
-#[derive(ToSchema)]
-#[schema(rename_all = "camelCase")]
-pub struct BlocksResponse {
-    /// The blocked users of this page, in ascending id order.
-    pub user_ids: Vec<String>,
-    /// The `after` for the next page; `null` on the last one.
-    pub next: Option<String>,
-}
-
-/// Every error: a contract code and a human message.
-#[derive(ToSchema)]
-pub struct ErrorResponse {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// The inside of an error.
-#[derive(ToSchema)]
-pub struct ErrorDetail {
-    /// `UPPER_SNAKE` code from the contract's table.
-    pub code: String,
-    /// Human text.
-    pub message: String,
-}
-
-/// A short JSON status (`/healthz`, `/readyz`).
-#[derive(ToSchema)]
-pub struct Health {
-    /// `ok` or `ready`.
-    pub status: String,
-}
+/// An error answer, as the response enums below name it.
+type ErrorResponse = ErrorBody<'static>;
 
 /// The errors every `/api` endpoint can answer with.
 #[derive(IntoResponses)]
@@ -287,8 +88,8 @@ impl Modify for BearerAuth {
         routes::health::ready,
     ),
     components(schemas(
-        StatusView, PingResponse, PingRequest, StatusesResponse, QueryRequest, BlocksResponse,
-        ErrorResponse, ErrorDetail, Device, StatusName, PlatformName, ManualStatusName, Health
+        StatusBody, StatusesBody, DeviceBody, PingBody, QueryBody, BlocksBody, HealthBody,
+        ErrorBody, ErrorDetail, Status, Platform, ManualStatus
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

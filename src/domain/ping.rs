@@ -21,21 +21,43 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
     }
 }
 
-/// The body of `PUT /api/status` as sent; [`PingBody::parse`] turns it into a [`Ping`].
-#[derive(Debug, Default, Deserialize)]
+/// The body of `PUT /api/status`: every field optional; absent keeps, `null` clears.
+// `PingBody::parse` turns it into a `Ping`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = PingRequest)]
 pub struct PingBody {
+    /// The client instance, 1 to 64 of `[A-Za-z0-9._:-]` (default `"default"`).
+    #[schema(
+        required = false,
+        nullable = false,
+        pattern = "^[A-Za-z0-9._:-]{1,64}$"
+    )]
     device_id: Option<String>,
+    /// The device's platform (default `web`).
+    #[schema(required = false, nullable = false)]
     platform: Option<Platform>,
+    /// `true`: the user interacted (default); `false`: heartbeat only.
+    #[schema(required = false, nullable = false)]
     active: Option<bool>,
+    /// Manual status; `null` returns to automatic.
     #[serde(default)]
+    #[schema(value_type = Option<ManualStatus>, required = false, nullable)]
     manual_status: Patch<String>,
+    /// When the manual status ends; sent with `manualStatus`.
     #[serde(default)]
+    #[schema(value_type = Option<String>, required = false, nullable, format = DateTime)]
     manual_status_until: Patch<String>,
+    /// Appear offline to everyone else.
+    #[schema(required = false, nullable = false)]
     invisible: Option<bool>,
+    /// Custom message, at most 140 characters; `""` or `null` clears it.
     #[serde(default)]
+    #[schema(value_type = Option<String>, required = false, nullable, max_length = 140)]
     status_message: Patch<String>,
+    /// When the message ends; sent with `statusMessage`.
     #[serde(default)]
+    #[schema(value_type = Option<String>, required = false, nullable, format = DateTime)]
     status_message_until: Patch<String>,
 }
 

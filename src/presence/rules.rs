@@ -5,7 +5,7 @@ use super::{StoredDevice, StoredStatus};
 use crate::domain::{ManualStatus, Platform, UserId};
 
 /// A user's effective status, as the API names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Active within `idle_after`, on a live device.

@@ -1,10 +1,11 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::Viewer;
 use crate::domain::UserId;
 use crate::error::ApiError;
-use crate::openapi::*;
+use crate::openapi::{CommonErrors, LimitErrors};
 use crate::state::AppState;
 use crate::store::{self, BlockError};
 
@@ -73,10 +74,16 @@ pub async fn delete_block(
 /// The most ids one page of `GET /api/blocks` holds, and the default page size.
 pub const MAX_BLOCKS_PAGE: u32 = 1000;
 
-#[derive(Serialize)]
+/// A page of the users the caller blocks, in ascending id order.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BlocksBody {
+#[schema(as = BlocksResponse)]
+pub struct BlocksBody {
+    /// The blocked users of this page, in ascending id order.
+    #[schema(value_type = Vec<uuid::Uuid>)]
     user_ids: Vec<UserId>,
+    /// The `after` for the next page; `null` on the last one.
+    #[schema(value_type = Option<uuid::Uuid>)]
     next: Option<UserId>,
 }
 
@@ -96,7 +103,7 @@ pub struct BlocksQuery {
         ("after" = Option<uuid::Uuid>, Query, description = "The `next` of the previous page"),
     ),
     responses(
-        (status = 200, description = "A page of the users the caller blocks", body = BlocksResponse),
+        (status = 200, description = "A page of the users the caller blocks", body = BlocksBody),
         CommonErrors,
     )
 )]

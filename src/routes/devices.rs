@@ -3,7 +3,7 @@ use actix_web::{HttpResponse, web};
 use crate::auth::Viewer;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
-use crate::openapi::*;
+use crate::openapi::CommonErrors;
 use crate::state::AppState;
 
 /// `DELETE /api/status/devices/{deviceId}`: signs one of the caller's devices out at once.

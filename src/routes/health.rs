@@ -1,25 +1,35 @@
 use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::openapi::*;
+use crate::error::ErrorBody;
 use crate::state::AppState;
 use crate::store;
+
+/// A short JSON status (`/healthz`, `/readyz`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Health)]
+pub struct HealthBody {
+    /// `ok` or `ready`.
+    status: &'static str,
+}
 
 /// `GET /healthz`: the process serves; no database call.
 #[utoipa::path(
     get, path = "/healthz", tag = "operations", security(()),
-    responses((status = 200, description = "The process serves", body = Health))
+    responses((status = 200, description = "The process serves", body = HealthBody))
 )]
 pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    HttpResponse::Ok().json(HealthBody { status: "ok" })
 }
 
 /// `GET /readyz`: the database answers and every migration is applied; `503` with the reason otherwise.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations", security(()),
     responses(
-        (status = 200, description = "The database answers and is migrated", body = Health),
-        (status = 503, description = "Not ready, with the reason (DATABASE_UNAVAILABLE)", body = ErrorResponse,
+        (status = 200, description = "The database answers and is migrated", body = HealthBody),
+        (status = 503, description = "Not ready, with the reason (DATABASE_UNAVAILABLE)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
@@ -37,7 +47,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             "{pending} migration(s) not applied yet: run `presence migrate`"
         )));
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+    Ok(HttpResponse::Ok().json(HealthBody { status: "ready" }))
 }
 
 /// The kind of database failure, without addresses or SQL.

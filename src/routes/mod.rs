@@ -15,7 +15,10 @@ use actix_web::{HttpResponse, ResponseError, Route, guard, web};
 
 use crate::error::ApiError;
 
-pub use status_body::StatusBody;
+pub use blocks::BlocksBody;
+pub use health::HealthBody;
+pub use status::QueryBody;
+pub use status_body::{DeviceBody, StatusBody, StatusesBody};
 
 /// The largest body `POST /api/status/query` accepts.
 const QUERY_BODY_LIMIT_BYTES: usize = 64 * 1024;

@@ -1,13 +1,14 @@
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use utoipa::ToSchema;
 
-use super::StatusBody;
 use super::conditional::conditional_json;
+use super::status_body::{StatusBody, StatusesBody};
 use crate::auth::Viewer;
 use crate::domain::{PingBody, UserId};
 use crate::error::ApiError;
-use crate::openapi::*;
+use crate::openapi::{BodyErrors, CommonErrors, LimitErrors};
 use crate::presence::{EffectiveStatus, calculate_effective_status};
 use crate::state::AppState;
 
@@ -19,9 +20,9 @@ pub const MAX_IDS_IN_BODY: usize = 1000;
 /// `PUT /api/status`: an activity ping or heartbeat, with optional settings.
 #[utoipa::path(
     put, path = "/api/status", tag = "status",
-    request_body = PingRequest,
+    request_body = PingBody,
     responses(
-        (status = 200, description = "The caller's self view", body = PingResponse),
+        (status = 200, description = "The caller's self view", body = StatusBody),
         CommonErrors,
         BodyErrors,
         LimitErrors,
@@ -57,7 +58,7 @@ pub async fn put_status(
         ("If-None-Match" = Option<String>, Header, description = "The ETag of the last answer"),
     ),
     responses(
-        (status = 200, description = "The user's status as the caller may see it", body = StatusView, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
+        (status = 200, description = "The user's status as the caller may see it", body = StatusBody, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
         (status = 304, description = "Unchanged since the ETag sent"),
         CommonErrors,
     )
@@ -96,7 +97,7 @@ pub struct IdsQuery {
         ("If-None-Match" = Option<String>, Header, description = "The ETag of the last answer"),
     ),
     responses(
-        (status = 200, description = "One status per distinct id, in the order first asked", body = StatusesResponse, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
+        (status = 200, description = "One status per distinct id, in the order first asked", body = StatusesBody, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
         (status = 304, description = "Unchanged since the ETag sent"),
         CommonErrors,
     )
@@ -123,21 +124,24 @@ pub async fn get_statuses(
 }
 
 /// The body of `POST /api/status/query`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = QueryRequest)]
 pub struct QueryBody {
+    /// Up to 1000 user ids.
+    #[schema(max_items = 1000)]
     user_ids: Vec<String>,
 }
 
 /// `POST /api/status/query`: up to 1000 users at once.
 #[utoipa::path(
     post, path = "/api/status/query", tag = "status",
-    request_body = QueryRequest,
+    request_body = QueryBody,
     params(
         ("If-None-Match" = Option<String>, Header, description = "The ETag of the last answer"),
     ),
     responses(
-        (status = 200, description = "One status per distinct id, in the order first asked", body = StatusesResponse, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
+        (status = 200, description = "One status per distinct id, in the order first asked", body = StatusesBody, headers(("ETag" = String, description = "Tag of this body"), ("Cache-Control" = String, description = "private, no-cache"))),
         (status = 304, description = "Unchanged since the ETag sent"),
         CommonErrors,
         BodyErrors,
@@ -171,11 +175,6 @@ fn parse_ids(requested: &[&str], limit: usize, field: &str) -> Result<Vec<UserId
         }
     }
     Ok(users)
-}
-
-#[derive(Serialize)]
-struct StatusesBody<'a> {
-    statuses: Vec<StatusBody<'a>>,
 }
 
 async fn batch_response(

@@ -1,46 +1,79 @@
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::{ManualStatus, Platform, Timestamp, UserId};
-use crate::presence::{EffectiveStatus, OwnView, Status, StoredDevice};
+use crate::presence::{EffectiveStatus, Status, StoredDevice};
 
-/// The JSON of one user's status as a viewer is shown it (contract section 3).
-#[derive(Debug, Serialize)]
+/// One user's status as the caller may see it; the self view adds the optional fields,
+/// and the answer to a ping adds `pingIntervalSeconds`.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = StatusView)]
 pub struct StatusBody<'a> {
+    /// The user.
+    #[schema(value_type = uuid::Uuid)]
     user_id: UserId,
+    /// The effective status.
     status: Status,
+    /// The last activity this viewer may know of.
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     last_seen: Option<Timestamp>,
+    /// The status message, when shown.
+    #[schema(required = true)]
     status_message: Option<&'a str>,
+    /// The platforms of the live devices.
+    #[schema(value_type = Vec<Platform>)]
     platforms: &'a [Platform],
+    /// When the view next changes by itself.
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     next_change_at: Option<Timestamp>,
-    #[serde(flatten)]
-    own: Option<OwnBody<'a>>,
+    /// Self view: the manual status.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ManualStatus>, required = false, nullable)]
+    manual_status: Option<Option<ManualStatus>>,
+    /// Self view: when the manual status ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, required = false, nullable, format = DateTime)]
+    manual_status_until: Option<Option<Timestamp>>,
+    /// Self view: whether the user appears offline to others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = bool, required = false)]
+    invisible: Option<bool>,
+    /// Self view: when the message ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, required = false, nullable, format = DateTime)]
+    status_message_until: Option<Option<Timestamp>>,
+    /// Self view: every stored device, live or not, most recently pinged first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<DeviceBody>, required = false)]
+    devices: Option<Vec<DeviceBody<'a>>>,
+    /// The answer to a ping: how often to heartbeat, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u64, required = false)]
     ping_interval_seconds: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+/// One stored device (self view only).
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct OwnBody<'a> {
-    manual_status: Option<ManualStatus>,
-    manual_status_until: Option<Timestamp>,
-    invisible: bool,
-    status_message_until: Option<Timestamp>,
-    devices: Vec<DeviceBody<'a>>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DeviceBody<'a> {
+#[schema(as = Device)]
+pub struct DeviceBody<'a> {
+    /// The client-chosen id.
     device_id: &'a str,
+    /// Where it runs.
     platform: Platform,
+    /// Its last ping of any kind.
+    #[schema(value_type = String, format = DateTime)]
     last_ping: Timestamp,
+    /// Its last activity.
+    #[schema(value_type = String, format = DateTime)]
     last_active: Timestamp,
 }
 
 impl<'a> StatusBody<'a> {
     /// The body for `view`; the self view carries its own fields too.
     pub fn new(view: &'a EffectiveStatus) -> Self {
+        let own = view.own.as_ref();
         Self {
             user_id: view.user_id,
             status: view.status,
@@ -48,7 +81,11 @@ impl<'a> StatusBody<'a> {
             status_message: view.status_message.as_deref(),
             platforms: &view.platforms,
             next_change_at: view.next_change_at.map(Timestamp),
-            own: view.own.as_ref().map(OwnBody::new),
+            manual_status: own.map(|own| own.manual_status),
+            manual_status_until: own.map(|own| own.manual_status_until.map(Timestamp)),
+            invisible: own.map(|own| own.invisible),
+            status_message_until: own.map(|own| own.status_message_until.map(Timestamp)),
+            devices: own.map(|own| own.devices.iter().map(DeviceBody::new).collect()),
             ping_interval_seconds: None,
         }
     }
@@ -57,18 +94,6 @@ impl<'a> StatusBody<'a> {
     pub fn with_ping_interval(mut self, seconds: u64) -> Self {
         self.ping_interval_seconds = Some(seconds);
         self
-    }
-}
-
-impl<'a> OwnBody<'a> {
-    fn new(own: &'a OwnView) -> Self {
-        Self {
-            manual_status: own.manual_status,
-            manual_status_until: own.manual_status_until.map(Timestamp),
-            invisible: own.invisible,
-            status_message_until: own.status_message_until.map(Timestamp),
-            devices: own.devices.iter().map(DeviceBody::new).collect(),
-        }
     }
 }
 
@@ -81,4 +106,12 @@ impl<'a> DeviceBody<'a> {
             last_active: Timestamp(device.last_active),
         }
     }
+}
+
+/// Several users' statuses, one per distinct id, in the order first asked.
+#[derive(Serialize, ToSchema)]
+#[schema(as = StatusesResponse)]
+pub struct StatusesBody<'a> {
+    /// The statuses.
+    pub statuses: Vec<StatusBody<'a>>,
 }
