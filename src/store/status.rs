@@ -23,6 +23,25 @@ struct StatusRecord {
     version: i64,
 }
 
+/// The [`StatusRecord`] inside a wider record of the same columns (`query!`
+/// and `query_as!` cannot flatten one struct into another).
+macro_rules! status_record {
+    ($record:expr) => {
+        StatusRecord {
+            user_id: $record.user_id,
+            manual_status: $record.manual_status,
+            manual_status_until: $record.manual_status_until,
+            invisible: $record.invisible,
+            last_seen_before_invisible: $record.last_seen_before_invisible,
+            last_seen: $record.last_seen,
+            status_message: $record.status_message,
+            status_message_until: $record.status_message_until,
+            devices: $record.devices,
+            version: $record.version,
+        }
+    };
+}
+
 impl From<StatusRecord> for StoredStatus {
     fn from(record: StatusRecord) -> Self {
         let mut status = Self {
@@ -246,18 +265,7 @@ async fn apply_ping_round(
     Ok(records
         .into_iter()
         .map(|record| {
-            let status = StatusRecord {
-                user_id: record.user_id,
-                manual_status: record.manual_status,
-                manual_status_until: record.manual_status_until,
-                invisible: record.invisible,
-                last_seen_before_invisible: record.last_seen_before_invisible,
-                last_seen: record.last_seen,
-                status_message: record.status_message,
-                status_message_until: record.status_message_until,
-                devices: record.devices,
-                version: record.version,
-            };
+            let status = status_record!(record);
             (record.ordinal, StoredStatus::from(status))
         })
         .collect())
@@ -429,18 +437,7 @@ pub async fn fetch_statuses_for_viewer(
             let hidden = record.hidden.then_some(Hidden {
                 last_seen: record.hidden_last_seen,
             });
-            let status = StatusRecord {
-                user_id: record.user_id,
-                manual_status: record.manual_status,
-                manual_status_until: record.manual_status_until,
-                invisible: record.invisible,
-                last_seen_before_invisible: record.last_seen_before_invisible,
-                last_seen: record.last_seen,
-                status_message: record.status_message,
-                status_message_until: record.status_message_until,
-                devices: record.devices,
-                version: record.version,
-            };
+            let status = status_record!(record);
             (StoredStatus::from(status), hidden)
         })
         .collect())

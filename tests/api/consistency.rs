@@ -164,7 +164,24 @@ async fn with_the_listener_killed_a_write_still_shows_within_the_ttl(pool: PgPoo
         view["statusMessage"] == "Before"
     })
     .await;
-    // Both listeners of this test's database (each test has a database of its own).
+    // Both listeners of this test's database (each test has a database of its
+    // own), once both are connected.
+    let listeners = || {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from pg_stat_activity \
+             where application_name = $1 and datname = current_database()",
+        )
+        .bind(LISTENER_APPLICATION_NAME)
+        .fetch_one(&pool)
+    };
+    let started = Instant::now();
+    while listeners().await.expect("counts") < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the listeners never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let killed: Vec<bool> = sqlx::query_scalar(
         "select pg_terminate_backend(pid) from pg_stat_activity \
          where application_name = $1 and datname = current_database()",

@@ -1,17 +1,13 @@
 //! Hostile traffic and sick databases: bounded metrics, deadlines, timeouts, JSON from the HTTP layer.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use presence::clock::SystemClock;
-use presence::startup::{Application, prepare_database};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::cluster::{Cluster, newest_server};
 use crate::helpers::{error_code, new_user, raw_exchange, spawn_app, spawn_app_with, token_for};
-use crate::operations::{config_for, sample, scrape_until};
+use crate::operations::{sample, scrape_until, serve_on_a_private_cluster};
 
 /// How many `presence_http_requests_total` series a metrics page holds.
 fn request_series(page: &str) -> usize {
@@ -85,16 +81,7 @@ async fn metrics_live_on_their_own_listener_and_count_invisible_users_offline(po
 
 #[tokio::test]
 async fn a_frozen_database_gets_503_within_2s_and_the_pool_recovers_when_it_thaws() {
-    let bin = newest_server().expect("a PostgreSQL server is installed");
-    let cluster = Cluster::start(bin, "");
-    let config = config_for(&cluster.url("presence"));
-    let pool = prepare_database(&config)
-        .await
-        .expect("creates and migrates");
-    let application =
-        Application::build_with_pool(&config, pool, Arc::new(SystemClock)).expect("builds");
-    let base = format!("http://127.0.0.1:{}", application.port());
-    tokio::spawn(application.run_until_stopped());
+    let (cluster, base) = serve_on_a_private_cluster().await;
     let client = reqwest::Client::new();
     let (user, other) = (new_user(), new_user());
     let requests = |base: &str| {

@@ -50,7 +50,7 @@ async fn readyz_says_ready_when_the_database_answers_and_is_migrated(pool: PgPoo
     );
 }
 
-pub fn config_for(url: &str) -> Config {
+fn config_for(url: &str) -> Config {
     let vars = [
         ("DATABASE_URL", url),
         ("PRESENCE_ADDR", "127.0.0.1:0"),
@@ -68,8 +68,9 @@ pub fn config_for(url: &str) -> Config {
     .expect("config")
 }
 
-#[tokio::test]
-async fn a_database_outage_gives_quick_503s_and_heals_by_itself() {
+/// A server on a private throwaway cluster (cache off), for tests that stop or
+/// freeze the database; the cluster, and the server's base URL.
+pub async fn serve_on_a_private_cluster() -> (Cluster, String) {
     let bin = newest_server().expect("a PostgreSQL server is installed");
     let cluster = Cluster::start(bin, "");
     let config = config_for(&cluster.url("presence"));
@@ -80,6 +81,12 @@ async fn a_database_outage_gives_quick_503s_and_heals_by_itself() {
         Application::build_with_pool(&config, pool, Arc::new(SystemClock)).expect("builds");
     let base = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
+    (cluster, base)
+}
+
+#[tokio::test]
+async fn a_database_outage_gives_quick_503s_and_heals_by_itself() {
+    let (cluster, base) = serve_on_a_private_cluster().await;
 
     let client = reqwest::Client::new();
     let user = new_user();
