@@ -59,7 +59,6 @@ pub struct Statuses {
     db: Database,
     caches: Option<Caches>,
     writer: PingWriter,
-    max_devices: u32,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     pings_batched: IntCounter,
@@ -95,7 +94,6 @@ impl Statuses {
             db,
             caches,
             writer,
-            max_devices: config.max_devices,
             cache_hits: metrics.cache_lookups.with_label_values(&["hit"]),
             cache_misses: metrics.cache_lookups.with_label_values(&["miss"]),
             pings_batched: metrics.pings.with_label_values(&["batched"]),
@@ -112,11 +110,6 @@ impl Statuses {
     /// The request pool (for its size in the metrics).
     pub fn pool(&self) -> &PgPool {
         self.db.pool()
-    }
-
-    /// The most devices a user keeps.
-    pub fn max_devices(&self) -> u32 {
-        self.max_devices
     }
 
     /// One user's row and the block between them and `viewer`, if any.
