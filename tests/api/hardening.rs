@@ -376,3 +376,46 @@ async fn blocks_are_listed_a_page_at_a_time_in_id_order(pool: PgPool) {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
 }
+
+#[sqlx::test]
+async fn connections_beyond_the_cap_wait_until_one_closes(pool: PgPool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // One connection per worker: the server holds exactly `cap` at once.
+    let cap = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let app = spawn_app_with(pool, &[("PRESENCE_MAX_CONNECTIONS", &cap.to_string())]).await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..cap {
+        let mut idle = tokio::net::TcpStream::connect(&host)
+            .await
+            .expect("connects");
+        // A complete request, so each holds a worker's slot on a kept-alive connection.
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("writes");
+        let mut answer = [0_u8; 512];
+        let read = idle.read(&mut answer).await.expect("answered");
+        assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+        held.push(idle);
+    }
+    let waiting = tokio::spawn({
+        let address = app.address.clone();
+        async move {
+            reqwest::get(format!("{address}/healthz"))
+                .await
+                .map(|r| r.status())
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a connection beyond the cap was served"
+    );
+    drop(held.pop());
+    let status = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served once a slot frees")
+        .expect("joins")
+        .expect("answers");
+    assert_eq!(status, StatusCode::OK);
+}
