@@ -212,6 +212,7 @@ impl Config {
                 idle_after: to_delta(idle_after),
                 away_after: to_delta(away_after),
                 offline_after: to_delta(offline_after),
+                last_seen_precision: to_delta(vars.duration("PRESENCE_LAST_SEEN_PRECISION", "1m")?),
             },
             prune_after,
             prune_every: vars.duration("PRESENCE_PRUNE_EVERY", "60s")?,
@@ -358,6 +359,7 @@ mod tests {
         assert_eq!(config.thresholds.idle_after, TimeDelta::minutes(5));
         assert_eq!(config.thresholds.away_after, TimeDelta::minutes(30));
         assert_eq!(config.thresholds.offline_after, TimeDelta::seconds(60));
+        assert_eq!(config.thresholds.last_seen_precision, TimeDelta::minutes(1));
         assert_eq!(config.prune_after, Duration::from_secs(300));
         assert_eq!(config.prune_every, Duration::from_secs(60));
         assert_eq!(config.put_burst.get(), 20);

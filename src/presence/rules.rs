@@ -42,6 +42,19 @@ pub struct Thresholds {
     pub away_after: TimeDelta,
     /// A device whose last ping is this old is no longer live.
     pub offline_after: TimeDelta,
+    /// To anyone but the user, activity times are floored to this (zero: exact).
+    pub last_seen_precision: TimeDelta,
+}
+
+impl Thresholds {
+    /// `at` as others may know it: floored to the precision (itself when exact).
+    pub fn floor(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let step = self.last_seen_precision.num_milliseconds();
+        if step <= 0 {
+            return at;
+        }
+        at - TimeDelta::milliseconds(at.timestamp_millis().rem_euclid(step))
+    }
 }
 
 /// A block between the viewer and the user, in either direction: the user is
@@ -115,7 +128,7 @@ pub fn calculate_effective_status(
         (false, Some(hidden)) => Audience::Hidden(hidden),
     };
     let is_self = audience == Audience::Owner;
-    let shape = Shape::at(row, audience, now, thresholds);
+    let shape = Shape::at(row, audience, now, now, thresholds);
     let own = is_self.then(|| OwnView {
         manual_status: shape.manual_status,
         manual_status_until: row
@@ -158,26 +171,39 @@ struct Shape {
 }
 
 impl Shape {
+    /// The shape at `at`, with the devices that were live at `live_at` (a
+    /// device that keeps sending heartbeats stays live; one that stops is no
+    /// scheduled change).
     fn at(
         row: &StoredStatus,
         audience: Audience,
         at: DateTime<Utc>,
+        live_at: DateTime<Utc>,
         thresholds: &Thresholds,
     ) -> Self {
         let is_self = audience == Audience::Owner;
+        // Others know activity only to the precision; the user knows it exactly.
+        let known = |instant: Option<DateTime<Utc>>| {
+            if is_self {
+                instant
+            } else {
+                instant.map(|instant| thresholds.floor(instant))
+            }
+        };
+        let last_seen = known(row.last_seen);
         // What others may know of the last activity: it stops where hiding began.
         let shown_last_seen = if row.invisible {
-            row.last_seen_before_invisible
+            known(row.last_seen_before_invisible)
         } else {
-            row.last_seen
+            last_seen
         };
         if let Audience::Hidden(hidden) = audience {
-            return Self::offline(hidden.last_seen.min(shown_last_seen), false, None);
+            return Self::offline(known(hidden.last_seen).min(shown_last_seen), false, None);
         }
         let live_platforms = row
             .devices
             .iter()
-            .filter(|device| at < device.last_ping + thresholds.offline_after)
+            .filter(|device| live_at < device.last_ping + thresholds.offline_after)
             .fold(0, |set, device| set | device.platform.bit());
         let manual_status = row
             .manual_status
@@ -190,16 +216,16 @@ impl Shape {
             return Self::offline(shown_last_seen, false, None);
         }
         if live_platforms == 0 {
-            return Self::offline(row.last_seen, is_self && message_active, own_manual_status);
+            return Self::offline(last_seen, is_self && message_active, own_manual_status);
         }
         let status = match manual_status {
             Some(ManualStatus::Away) => Status::Away,
             Some(ManualStatus::Dnd) => Status::Dnd,
-            None => status_by_activity(row.last_seen, at, thresholds),
+            None => status_by_activity(last_seen, at, thresholds),
         };
         Self {
             status,
-            last_seen: row.last_seen,
+            last_seen,
             platforms: live_platforms,
             message_shown: message_active,
             manual_status: own_manual_status,
@@ -233,11 +259,14 @@ fn status_by_activity(
     }
 }
 
-/// The first instant after `now` at which the view differs from `current`.
+/// The first instant after `now` at which the view differs from `current` by
+/// the clock alone, while the live devices keep sending heartbeats.
 ///
-/// The view only changes when `now` crosses one of the row's deadlines, so the
-/// deadlines are tried in order; one that changes nothing the viewer sees (a
-/// second device of the same platform expiring, say) is skipped.
+/// Only scheduled changes count: online → idle, idle → away, a manual status
+/// or a message expiring. A device that may stop pinging is not scheduled, so
+/// a heartbeat, which only moves a device's expiry, never changes this. The
+/// deadlines are tried in order; one that changes nothing the viewer sees
+/// (idle under a manual DND, say) is skipped.
 fn next_change(
     row: &StoredStatus,
     audience: Audience,
@@ -245,12 +274,15 @@ fn next_change(
     thresholds: &Thresholds,
     current: &Shape,
 ) -> Option<DateTime<Utc>> {
-    let mut deadlines: Vec<DateTime<Utc>> = row
-        .devices
-        .iter()
-        .map(|device| device.last_ping + thresholds.offline_after)
-        .chain(row.last_seen.map(|seen| seen + thresholds.idle_after))
-        .chain(row.last_seen.map(|seen| seen + thresholds.away_after))
+    // Activity ages from what this viewer knows of it (floored for others).
+    let last_seen = match audience {
+        Audience::Owner => row.last_seen,
+        _ => row.last_seen.map(|seen| thresholds.floor(seen)),
+    };
+    let mut deadlines: Vec<DateTime<Utc>> = last_seen
+        .map(|seen| seen + thresholds.idle_after)
+        .into_iter()
+        .chain(last_seen.map(|seen| seen + thresholds.away_after))
         .chain(row.manual_status_until)
         .chain(row.status_message_until)
         .filter(|deadline| *deadline > now)
@@ -259,5 +291,5 @@ fn next_change(
     deadlines.dedup();
     deadlines
         .into_iter()
-        .find(|deadline| Shape::at(row, audience, *deadline, thresholds) != *current)
+        .find(|deadline| Shape::at(row, audience, *deadline, now, thresholds) != *current)
 }

@@ -27,6 +27,7 @@ fn thresholds() -> Thresholds {
         idle_after: TimeDelta::minutes(5),
         away_after: TimeDelta::minutes(30),
         offline_after: secs(60),
+        last_seen_precision: TimeDelta::zero(),
     }
 }
 
@@ -101,10 +102,10 @@ fn every_rule_and_boundary_in_order() {
     let m30 = TimeDelta::minutes(30);
     let cases = [
         case(
-            "active now: online until the device expires",
+            "active now: online until idle (device expiry is never scheduled)",
             row(ms(0), ms(0)),
             Status::Online,
-            Some(secs(60)),
+            Some(m5),
         ),
         case(
             "1 ms before idle",
@@ -113,10 +114,10 @@ fn every_rule_and_boundary_in_order() {
             Some(ms(1)),
         ),
         case(
-            "exactly at idle_after",
+            "exactly at idle_after: away next",
             row(-m5, secs(-10)),
             Status::Idle,
-            Some(secs(50)),
+            Some(m30 - m5),
         ),
         case(
             "idle with a fresh heartbeat: away next",
@@ -125,22 +126,22 @@ fn every_rule_and_boundary_in_order() {
             Some(ms(1)),
         ),
         case(
-            "exactly at away_after",
+            "exactly at away_after: nothing scheduled",
             row(-m30, ms(0)),
             Status::Away,
-            Some(secs(60)),
+            None,
         ),
         case(
             "long quiet, heartbeat live: away",
             row(-TimeDelta::hours(5), ms(-1)),
             Status::Away,
-            Some(secs(60) - ms(1)),
+            None,
         ),
         case(
-            "device 1 ms from expiry: still live",
+            "device 1 ms from expiry: still live, idle next",
             row(secs(-60) + ms(1), secs(-60) + ms(1)),
             Status::Online,
-            Some(ms(1)),
+            Some(m5 - secs(60) + ms(1)),
         ),
         case(
             "device exactly offline_after old: offline",
@@ -155,15 +156,15 @@ fn every_rule_and_boundary_in_order() {
             None,
         ),
         case(
-            "dnd until cleared beats activity",
+            "dnd until cleared beats activity: idle under it changes nothing",
             with(row(ms(0), ms(0)), |r| {
                 r.manual_status = Some(ManualStatus::Dnd);
             }),
             Status::Dnd,
-            Some(secs(60)),
+            None,
         ),
         case(
-            "dnd with an expiry before the device's",
+            "dnd with an expiry",
             with(row(ms(0), ms(0)), |r| {
                 r.manual_status = Some(ManualStatus::Dnd);
                 r.manual_status_until = Some(t0() + secs(10));
@@ -178,7 +179,7 @@ fn every_rule_and_boundary_in_order() {
                 r.manual_status_until = Some(t0());
             }),
             Status::Online,
-            Some(secs(60)),
+            Some(m5),
         ),
         case(
             "manual away expiring into activity-away changes nothing for others",
@@ -187,7 +188,7 @@ fn every_rule_and_boundary_in_order() {
                 r.manual_status_until = Some(t0() + secs(10));
             }),
             Status::Away,
-            Some(secs(60)),
+            None,
         ),
         case(
             "manual status needs a live device",
@@ -213,20 +214,12 @@ fn every_rule_and_boundary_in_order() {
             Some(secs(20)),
         ),
         case(
-            "a second web device expiring first changes nothing visible",
-            with(row(ms(0), ms(0)), |r| {
-                r.devices.push(device("old-tab", Platform::Web, secs(-30)));
-            }),
-            Status::Online,
-            Some(secs(60)),
-        ),
-        case(
-            "a mobile device expiring first removes its platform",
+            "a device that may stop pinging is not a scheduled change",
             with(row(ms(0), ms(0)), |r| {
                 r.devices.push(device("phone", Platform::Mobile, secs(-30)));
             }),
             Status::Online,
-            Some(secs(30)),
+            Some(m5),
         ),
         Case {
             viewer: user(),
@@ -246,7 +239,7 @@ fn every_rule_and_boundary_in_order() {
                 "invisible users see their real status",
                 with(row(ms(0), ms(0)), |r| r.invisible = true),
                 Status::Online,
-                Some(secs(60)),
+                Some(m5),
             )
         },
         Case {
@@ -384,6 +377,57 @@ fn expired_settings_vanish_from_the_self_view() {
     );
 }
 
+fn floored_to_the_minute() -> Thresholds {
+    Thresholds {
+        last_seen_precision: TimeDelta::minutes(1),
+        ..thresholds()
+    }
+}
+
+#[test]
+fn others_see_activity_floored_to_the_precision_the_user_sees_it_exactly() {
+    let thresholds = floored_to_the_minute();
+    let row = row(secs(30) + ms(500), secs(270));
+    let at = |now: DateTime<Utc>, viewer: UserId| {
+        calculate_effective_status(row.user_id, Some(&row), viewer, None, now, &thresholds)
+    };
+    let other = at(t0() + secs(40), stranger());
+    assert_eq!(other.last_seen, Some(t0()), "floored to the minute");
+    assert_eq!(other.next_change_at, Some(t0() + TimeDelta::minutes(5)));
+    let own = at(t0() + secs(40), user());
+    assert_eq!(own.last_seen, Some(t0() + secs(30) + ms(500)), "exact");
+    assert_eq!(
+        own.next_change_at,
+        Some(t0() + TimeDelta::minutes(5) + secs(30) + ms(500))
+    );
+
+    let boundary = t0() + TimeDelta::minutes(5);
+    assert_eq!(at(boundary - ms(1), stranger()).status, Status::Online);
+    assert_eq!(
+        at(boundary, stranger()).status,
+        Status::Idle,
+        "ages from the floor"
+    );
+    assert_eq!(at(boundary, user()).status, Status::Online);
+
+    let hidden = Some(Hidden {
+        last_seen: Some(t0() + secs(59)),
+    });
+    let blocked = calculate_effective_status(
+        row.user_id,
+        Some(&row),
+        stranger(),
+        hidden,
+        t0() + secs(40),
+        &thresholds,
+    );
+    assert_eq!(
+        blocked.last_seen,
+        Some(t0()),
+        "a frozen lastSeen is floored too"
+    );
+}
+
 fn arbitrary_row() -> impl Strategy<Value = StoredStatus> {
     let offset = |min: i64, max: i64| (min..=max).prop_map(ms);
     let platform = prop_oneof![
@@ -436,9 +480,25 @@ fn arbitrary_row() -> impl Strategy<Value = StoredStatus> {
         )
 }
 
+/// A view without its `nextChangeAt`, and without the self view's device list
+/// (which shows each heartbeat's time to the user alone).
 fn without_next_change(mut shown: EffectiveStatus) -> EffectiveStatus {
     shown.next_change_at = None;
+    if let Some(own) = &mut shown.own {
+        own.devices.clear();
+    }
     shown
+}
+
+/// `row` as it stands at `at` if every device live at t0 kept sending heartbeats.
+fn heartbeating(row: &StoredStatus, at: DateTime<Utc>) -> StoredStatus {
+    with(row.clone(), |r| {
+        for device in &mut r.devices {
+            if t0() < device.last_ping + thresholds().offline_after {
+                device.last_ping = device.last_ping.max(at);
+            }
+        }
+    })
 }
 
 proptest! {
@@ -487,19 +547,40 @@ proptest! {
     }
 
     #[test]
+    fn a_heartbeat_never_changes_what_another_viewer_is_shown(
+        row in arbitrary_row(),
+        later in 0i64..120_000,
+        since in 1i64..60_000,
+        exact in any::<bool>(),
+    ) {
+        let thresholds = if exact { thresholds() } else { floored_to_the_minute() };
+        let now = t0() + ms(later);
+        // A live device, last pinged `since` ago, sends a heartbeat now.
+        let row = with(row, |r| r.devices.push(device("beating", Platform::Desktop, ms(later - since))));
+        let beating = row.devices.len() - 1;
+        let shown = |row: &StoredStatus| {
+            calculate_effective_status(row.user_id, Some(row), stranger(), None, now, &thresholds)
+        };
+        let before = shown(&row);
+        let after = shown(&with(row.clone(), |r| r.devices[beating].last_ping = now));
+        prop_assert_eq!(before, after);
+    }
+
+    #[test]
     fn next_change_is_exactly_the_next_change(row in arbitrary_row(), is_self in any::<bool>()) {
         let viewer = if is_self { user() } else { stranger() };
         let now = view(&row, viewer, t0());
         match now.next_change_at {
             Some(next) => {
                 prop_assert!(next > t0());
-                let before = view(&row, viewer, next - ms(1));
+                let before = view(&heartbeating(&row, next - ms(1)), viewer, next - ms(1));
                 prop_assert_eq!(without_next_change(before), without_next_change(now.clone()), "nothing changes before it");
-                let after = view(&row, viewer, next);
+                let after = view(&heartbeating(&row, next), viewer, next);
                 prop_assert_ne!(without_next_change(after), without_next_change(now), "something changes at it");
             }
             None => {
-                let much_later = view(&row, viewer, t0() + TimeDelta::days(365));
+                let later = t0() + TimeDelta::days(365);
+                let much_later = view(&heartbeating(&row, later), viewer, later);
                 prop_assert_eq!(without_next_change(much_later), without_next_change(now), "nothing ever changes");
             }
         }

@@ -77,6 +77,8 @@ pub async fn spawn_app_configured(
         ("PRESENCE_SETTINGS_PER_SECOND", "10000"),
         ("PRESENCE_PRUNE_EVERY", "0"),
         ("PRESENCE_METRICS_ADDR", "127.0.0.1:0"),
+        // Exact activity times, unless a test is about the precision.
+        ("PRESENCE_LAST_SEEN_PRECISION", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -88,8 +88,8 @@ async fn others_see_the_platforms_of_live_devices_only(pool: PgPool) {
     assert_eq!(seen["platforms"], json!(["web", "desktop", "mobile"]));
     assert_eq!(
         seen["nextChangeAt"],
-        iso(start_time() + TimeDelta::seconds(60)),
-        "the phone expires first"
+        iso(start_time() + TimeDelta::seconds(330)),
+        "idle, 5 min after the last activity: devices expiring are not scheduled"
     );
 
     app.advance(TimeDelta::seconds(30));

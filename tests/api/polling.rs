@@ -268,13 +268,12 @@ async fn polls_get_304_until_the_body_would_change_even_by_time_alone(pool: PgPo
 
         app.advance(TimeDelta::seconds(10));
         app.ping_ok(user, json!({"active": false})).await;
-        let (status, moved, _) = conditional(&app, viewer, &path, Some(&etag)).await;
+        let (status, ..) = conditional(&app, viewer, &path, Some(&etag)).await;
         assert_eq!(
             status,
-            StatusCode::OK,
-            "{path}: the heartbeat moved nextChangeAt"
+            StatusCode::NOT_MODIFIED,
+            "{path}: a heartbeat changes nothing another viewer is shown"
         );
-        assert_ne!(moved, etag);
     }
 
     let path = format!("/api/status/{user}");
@@ -371,5 +370,45 @@ async fn the_read_cache_stays_within_its_capacity(pool: PgPool) {
         statuses.cached_rows() <= 10,
         "{} rows cached",
         statuses.cached_rows()
+    );
+}
+
+#[sqlx::test]
+async fn activity_within_one_precision_step_changes_nothing_another_viewer_is_shown(pool: PgPool) {
+    let app = crate::helpers::spawn_app_with(pool, &[("PRESENCE_LAST_SEEN_PRECISION", "1m")]).await;
+    let (user, viewer) = (new_user(), new_user());
+    app.advance(chrono::TimeDelta::seconds(10));
+    app.ping_ok(user, json!({"deviceId": "tab"})).await;
+    let path = format!("/api/status/{user}");
+    let (_, etag, body) = conditional(&app, viewer, &path, None).await;
+    let seen: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        seen["lastSeen"], "2026-11-23T10:00:00.000Z",
+        "floored to the minute"
+    );
+    assert_eq!(
+        seen["nextChangeAt"], "2026-11-23T10:05:00.000Z",
+        "idle 5 min after the floor"
+    );
+    let me = app.status_of(user, user).await;
+    assert_eq!(
+        me["lastSeen"], "2026-11-23T10:00:10.000Z",
+        "the user sees it exactly"
+    );
+
+    for (step, active) in [(20, true), (20, false), (5, true)] {
+        app.advance(chrono::TimeDelta::seconds(step));
+        app.ping_ok(user, json!({"deviceId": "tab", "active": active}))
+            .await;
+        let (status, ..) = conditional(&app, viewer, &path, Some(&etag)).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "within the same minute");
+    }
+    app.advance(chrono::TimeDelta::seconds(10));
+    app.ping_ok(user, json!({"deviceId": "tab"})).await;
+    let (status, _, body) = conditional(&app, viewer, &path, Some(&etag)).await;
+    assert_eq!(status, StatusCode::OK, "activity in the next minute shows");
+    assert!(
+        body.contains("\"lastSeen\":\"2026-11-23T10:01:00.000Z\""),
+        "{body}"
     );
 }

@@ -19,12 +19,25 @@ async fn activity_ages_from_online_to_idle_to_away_while_heartbeats_keep_the_dev
     app.ping_ok(user, json!({})).await;
 
     // (time since the activity, expected status, expected nextChangeAt from the start)
+    // Heartbeats never schedule anything: only online → idle → away does.
     let timeline = [
-        (TimeDelta::zero(), "online", TimeDelta::seconds(60)),
-        (TimeDelta::seconds(299), "online", TimeDelta::seconds(300)),
-        (TimeDelta::seconds(300), "idle", TimeDelta::seconds(360)),
-        (TimeDelta::seconds(1799), "idle", TimeDelta::seconds(1800)),
-        (TimeDelta::seconds(1800), "away", TimeDelta::seconds(1860)),
+        (TimeDelta::zero(), "online", Some(TimeDelta::seconds(300))),
+        (
+            TimeDelta::seconds(299),
+            "online",
+            Some(TimeDelta::seconds(300)),
+        ),
+        (
+            TimeDelta::seconds(300),
+            "idle",
+            Some(TimeDelta::seconds(1800)),
+        ),
+        (
+            TimeDelta::seconds(1799),
+            "idle",
+            Some(TimeDelta::seconds(1800)),
+        ),
+        (TimeDelta::seconds(1800), "away", None),
     ];
     let mut elapsed = TimeDelta::zero();
     for (since_activity, status, next_change) in timeline {
@@ -40,7 +53,7 @@ async fn activity_ages_from_online_to_idle_to_away_while_heartbeats_keep_the_dev
         );
         assert_eq!(
             seen["nextChangeAt"],
-            at(next_change),
+            next_change.map_or(Value::Null, at),
             "after {since_activity}"
         );
     }
@@ -55,7 +68,11 @@ async fn a_device_goes_offline_exactly_at_the_offline_threshold(pool: PgPool) {
     app.advance(TimeDelta::milliseconds(59_999));
     let seen = app.status_of(viewer, user).await;
     assert_eq!(seen["status"], "online");
-    assert_eq!(seen["nextChangeAt"], at(TimeDelta::seconds(60)));
+    assert_eq!(
+        seen["nextChangeAt"],
+        at(TimeDelta::seconds(300)),
+        "a device that may stop pinging is not scheduled"
+    );
 
     app.advance(TimeDelta::milliseconds(1));
     let seen = app.status_of(viewer, user).await;
@@ -104,8 +121,8 @@ async fn dnd_wins_over_activity_but_not_over_offline(pool: PgPool) {
     assert_eq!(me["status"], "dnd");
     assert_eq!(
         me["nextChangeAt"],
-        at(TimeDelta::seconds(60)),
-        "only going offline can change it"
+        Value::Null,
+        "only going offline can change it, which is never scheduled"
     );
     app.advance(TimeDelta::seconds(60));
     assert_eq!(app.status_of(viewer, user).await["status"], "offline");
@@ -115,17 +132,21 @@ async fn dnd_wins_over_activity_but_not_over_offline(pool: PgPool) {
 async fn next_change_skips_a_deadline_that_changes_nothing_for_the_viewer(pool: PgPool) {
     let app = spawn_app(pool).await;
     let (user, viewer) = (new_user(), new_user());
-    app.ping_ok(user, json!({"deviceId": "tab-1"})).await;
-    app.advance(TimeDelta::seconds(30));
-    app.ping_ok(user, json!({"deviceId": "tab-2", "active": false}))
+    app.ping_ok(
+        user,
+        json!({"deviceId": "tab-1", "manualStatus": "away", "manualStatusUntil": at(TimeDelta::minutes(10))}),
+    )
+    .await;
+    app.advance(TimeDelta::minutes(1));
+    app.ping_ok(user, json!({"active": false, "deviceId": "tab-1"}))
         .await;
 
     let seen = app.status_of(viewer, user).await;
-    assert_eq!(seen["platforms"], json!(["web"]));
+    assert_eq!(seen["status"], "away");
     assert_eq!(
         seen["nextChangeAt"],
-        at(TimeDelta::seconds(90)),
-        "tab-1 expiring at 60 s leaves another web device: nothing visible changes"
+        at(TimeDelta::minutes(10)),
+        "idle at 5 min changes nothing under a manual away; its expiry does"
     );
 }
 
