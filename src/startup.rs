@@ -363,7 +363,7 @@ fn cors(origins: &[String]) -> Cors {
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
         ])
-        .expose_headers([header::ETAG, header::RETRY_AFTER])
+        .expose_headers([header::ETAG, header::RETRY_AFTER, header::DATE])
         .max_age(3600)
 }
 

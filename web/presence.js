@@ -30,7 +30,9 @@
  */
 
 const STORAGE_KEY = "presence.deviceId";
-const INPUT_EVENTS = ["pointerdown", "keydown", "focus"];
+// Interactions; the frequent ones (pointermove, wheel, touchstart) cost nothing
+// between pings: activity() returns at once within the throttle window.
+const INPUT_EVENTS = ["pointerdown", "keydown", "focus", "pointermove", "wheel", "touchstart"];
 
 /** A device id that stays the same for this tab across reloads (sessionStorage), new per tab. */
 export function tabDeviceId(storage = globalThis.sessionStorage) {
@@ -65,8 +67,18 @@ export class PresenceClient {
     this.lastActivityAt = -Infinity;
     this.heartbeatTimer = null;
     this.started = false;
+    /** The server's clock minus this browser's, from the `Date` of the last answer. */
+    this.clockOffsetMs = 0;
+    /** Each watch's "poll now", to catch up after a back/forward-cache restore. */
+    this.watchers = new Set();
     this.onInput = () => this.activity();
     this.onPageHide = () => this.signOut();
+    this.onPageShow = (event) => {
+      if (!event?.persisted) return;
+      // Restored from the back/forward cache: the device was signed out on pagehide.
+      this.start();
+      for (const pollNow of this.watchers) pollNow();
+    };
   }
 
   /** Starts pinging: one activity ping now, one per interaction (throttled), heartbeats in between. */
@@ -75,6 +87,8 @@ export class PresenceClient {
     this.started = true;
     for (const type of INPUT_EVENTS) this.window?.addEventListener(type, this.onInput, { passive: true });
     this.window?.addEventListener("pagehide", this.onPageHide);
+    // Kept across stop(): a page restored from the back/forward cache starts again.
+    this.window?.addEventListener("pageshow", this.onPageShow);
     this.activity(true);
   }
 
@@ -152,6 +166,7 @@ export class PresenceClient {
       if (!stopped) timer = this.setTimeout(poll, Math.max(0, ms));
     };
     const poll = async () => {
+      timer = null;
       let response;
       try {
         response = await this.request("POST", "/api/status/query", { userIds: ids }, {}, etag);
@@ -176,19 +191,30 @@ export class PresenceClient {
       if (changed.length > 0 && !stopped) onChange(changed, statuses);
       schedule(this.nextPollIn(statuses));
     };
+    const pollNow = () => {
+      if (timer !== null) this.clearTimeout(timer);
+      schedule(0);
+    };
+    this.watchers.add(pollNow);
     schedule(0);
     return () => {
       stopped = true;
+      this.watchers.delete(pollNow);
       if (timer !== null) this.clearTimeout(timer);
     };
   }
 
-  /** How long until the next poll: the interval, or sooner when a status will change by itself. */
+  /**
+   * How long until the next poll: the interval, or sooner when a status will change by itself.
+   * `nextChangeAt` is judged on the server's clock, so a browser clock that is off
+   * neither polls too often nor too late.
+   */
   nextPollIn(statuses) {
     let wait = this.pollIntervalMs;
+    const serverNow = this.now() + this.clockOffsetMs;
     for (const status of statuses) {
       if (!status.nextChangeAt) continue;
-      const due = Date.parse(status.nextChangeAt) - this.now() + 50;
+      const due = Date.parse(status.nextChangeAt) - serverNow + 50;
       // A time the browser cannot read (NaN) schedules nothing.
       if (Number.isFinite(due)) wait = Math.min(wait, Math.max(due, 250));
     }
@@ -220,6 +246,11 @@ export class PresenceClient {
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       ...init,
+    }).then((response) => {
+      // `Date` has whole seconds: the middle of that second is the best guess.
+      const date = Date.parse(response.headers?.get("Date") ?? "");
+      if (Number.isFinite(date)) this.clockOffsetMs = date + 500 - this.now();
+      return response;
     });
   }
 }

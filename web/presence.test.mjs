@@ -196,6 +196,83 @@ test("pings: an activity ping at start, heartbeats at the server's interval, inp
   assert.equal(listeners.pointerdown, undefined, "signed out: no more listeners");
 });
 
+test("nextChangeAt is judged on the server's clock, whatever the browser's says", async () => {
+  const time = fakeTime();
+  // The browser's clock runs a minute fast; the server's Date says so.
+  const serverNow = time.now() - 60_000;
+  const date = new Date(serverNow).toUTCString();
+  const soon = new Date(serverNow + 1_000).toISOString();
+  const { presence } = client(time, [
+    response(200, { statuses: [status("a", { nextChangeAt: soon })] }, { ETag: '"x"', Date: date }),
+    response(304, undefined, { Date: date }),
+  ]);
+  presence.watch(["a"], () => {});
+  await time.next();
+  const waited = await time.next();
+  // Date has whole seconds: the guess may be half a second early, never a minute.
+  assert.ok(waited >= 500 && waited <= 1_600, `polled after ${waited} ms, not every 250 ms`);
+});
+
+test("every kind of interaction counts, throttled", async () => {
+  const time = fakeTime();
+  const listeners = {};
+  const window = {
+    addEventListener: (type, listener) => (listeners[type] = listener),
+    removeEventListener: (type) => delete listeners[type],
+  };
+  const { presence, requests } = client(time, [response(200, {}), response(200, {}), response(200, {})], {
+    window,
+    document: { visibilityState: "visible" },
+    activityThrottleMs: 10_000,
+  });
+  presence.start();
+  await new Promise((resolve) => setImmediate(resolve));
+  for (const type of ["pointermove", "wheel", "touchstart"]) {
+    assert.ok(listeners[type], `${type} is listened to`);
+    listeners[type]();
+  }
+  assert.equal(requests.length, 1, "within the throttle window: nothing more");
+  time.setTimeout(() => {}, 10_000);
+  await time.next();
+  listeners.wheel();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(JSON.parse(requests[1].body).active, true, "a wheel after the window is activity");
+});
+
+test("a page restored from the back/forward cache signs in again and polls at once", async () => {
+  const time = fakeTime();
+  const listeners = {};
+  const window = {
+    addEventListener: (type, listener) => (listeners[type] = listener),
+    removeEventListener: (type) => delete listeners[type],
+  };
+  const { presence, requests } = client(
+    time,
+    [
+      response(200, {}),
+      response(200, { statuses: [status("a")] }, { ETag: '"x"' }),
+      response(204, {}),
+      response(200, {}),
+      response(304),
+    ],
+    { window, document: { visibilityState: "visible" } },
+  );
+  presence.start();
+  presence.watch(["a"], () => {});
+  await time.next();
+  listeners.pagehide();
+  assert.equal(requests[2].method, "DELETE", "signed out on pagehide");
+  listeners.pageshow({ persisted: false });
+  assert.equal(requests.length, 3, "a normal pageshow does nothing");
+  listeners.pageshow({ persisted: true });
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(JSON.parse(requests[3].body).active, true, "an activity ping again");
+  assert.ok(listeners.pointerdown, "listening to input again");
+  const waited = await time.next();
+  assert.equal(waited, 0, "a poll at once");
+  assert.equal(requests[4].url, "/api/status/query");
+});
+
 test("a hidden tab only heartbeats", async () => {
   const time = fakeTime();
   const { presence, requests } = client(time, [response(200, {})], { document: { visibilityState: "hidden" } });
