@@ -157,6 +157,13 @@ impl Config {
                 "must not be shorter than PRESENCE_IDLE_AFTER",
             ));
         }
+        let last_seen_precision = vars.duration("PRESENCE_LAST_SEEN_PRECISION", "1m")?;
+        if last_seen_precision > idle_after {
+            return Err(ConfigError::new(
+                "PRESENCE_LAST_SEEN_PRECISION",
+                "must not be longer than PRESENCE_IDLE_AFTER: others might never see a user online",
+            ));
+        }
         let prune_after = vars.duration("PRESENCE_PRUNE_AFTER", "5m")?;
         if prune_after < offline_after {
             return Err(ConfigError::new(
@@ -212,7 +219,7 @@ impl Config {
                 idle_after: to_delta(idle_after),
                 away_after: to_delta(away_after),
                 offline_after: to_delta(offline_after),
-                last_seen_precision: to_delta(vars.duration("PRESENCE_LAST_SEEN_PRECISION", "1m")?),
+                last_seen_precision: to_delta(last_seen_precision),
             },
             prune_after,
             prune_every: vars.duration("PRESENCE_PRUNE_EVERY", "60s")?,
@@ -412,10 +419,15 @@ mod tests {
             ("PRESENCE_IDLE_AFTER", "250ms"),
             ("PRESENCE_AWAY_AFTER", "1m 30s"),
             ("PRESENCE_CACHE_TTL", "0"),
+            ("PRESENCE_LAST_SEEN_PRECISION", "100ms"),
         ])
         .expect("valid");
         assert_eq!(config.thresholds.idle_after, TimeDelta::milliseconds(250));
         assert_eq!(config.thresholds.away_after, TimeDelta::seconds(90));
+        assert_eq!(
+            config.thresholds.last_seen_precision,
+            TimeDelta::milliseconds(100)
+        );
         assert_eq!(config.cache_ttl, Duration::ZERO);
     }
 
@@ -441,6 +453,7 @@ mod tests {
             ("PRESENCE_REQUEST_TIMEOUT", "10ms"),
             ("PRESENCE_MAX_CONNECTIONS", "0"),
             ("PRESENCE_LOG_FORMAT", "xml"),
+            ("PRESENCE_LAST_SEEN_PRECISION", "10m"),
         ];
         for (variable, value) in cases {
             let error = config_with(&[(variable, value)]).expect_err(value);

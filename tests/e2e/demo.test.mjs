@@ -37,6 +37,8 @@ before(async () => {
       DATABASE_URL: `${DATABASE_SERVER}/presence_e2e_${randomUUID().replaceAll("-", "")}`,
       PRESENCE_ADDR: `127.0.0.1:${port}`,
       PRESENCE_IDLE_AFTER: "3s",
+      // Thresholds of seconds want activity times to the millisecond.
+      PRESENCE_LAST_SEEN_PRECISION: "0",
       PRESENCE_AWAY_AFTER: "60s",
       PRESENCE_OFFLINE_AFTER: `${OFFLINE_AFTER_MS}ms`,
       PRESENCE_CACHE_TTL: "200ms",
