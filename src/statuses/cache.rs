@@ -5,7 +5,7 @@
 //! newer version than the one held turns the entry into a floor that only a
 //! row at least that new can fill. Users with no row are remembered apart, in
 //! a small cache of their own, so a flood of unknown ids cannot push real rows
-//! out.
+//! out. A row is served while [`Freshness`] says its read is recent enough.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +17,7 @@ use foldhash::fast::RandomState;
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 
+use super::freshness::Freshness;
 use crate::domain::UserId;
 use crate::presence::StoredStatus;
 
@@ -26,8 +27,8 @@ const ABSENT_CAPACITY: u64 = 10_000;
 /// What the cache holds for one user.
 #[derive(Clone)]
 enum Slot {
-    /// The row, as last read or written.
-    Row(Arc<StoredStatus>),
+    /// The row, as last read or written, and when (on the freshness clock).
+    Row(Arc<StoredStatus>, u64),
     /// A write of at least this version happened elsewhere; the row is unknown until read.
     Floor(i64),
 }
@@ -45,6 +46,7 @@ pub enum Lookup {
 
 /// Users' rows, newest first-come-last-served, with a small cache of users without one.
 pub struct RowCache {
+    freshness: Arc<Freshness>,
     rows: Cache<UserId, Slot, RandomState>,
     absent: Cache<UserId, (), RandomState>,
     /// Bumped by every write seen (local or announced): a read that saw "no
@@ -53,12 +55,13 @@ pub struct RowCache {
 }
 
 impl RowCache {
-    /// A cache of at most `capacity` rows, each kept at most `ttl`.
-    pub fn new(ttl: Duration, capacity: u64) -> Self {
+    /// A cache of at most `capacity` rows, each served while `freshness` allows;
+    /// users without a row are remembered for `ttl`.
+    pub fn new(freshness: Arc<Freshness>, ttl: Duration, capacity: u64) -> Self {
         Self {
+            freshness,
             rows: Cache::builder()
                 .max_capacity(capacity)
-                .time_to_live(ttl)
                 .build_with_hasher(RandomState::default()),
             absent: Cache::builder()
                 .max_capacity(ABSENT_CAPACITY.min(capacity))
@@ -71,11 +74,16 @@ impl RowCache {
     /// What is known of `user`'s row.
     pub fn get(&self, user: UserId) -> Lookup {
         match self.rows.get(&user) {
-            Some(Slot::Row(row)) => Lookup::Row(row),
-            Some(Slot::Floor(_)) => Lookup::Miss,
+            Some(Slot::Row(row, read_at)) if self.freshness.fresh(read_at) => Lookup::Row(row),
+            Some(_) => Lookup::Miss,
             None if self.absent.contains_key(&user) => Lookup::Absent,
             None => Lookup::Miss,
         }
+    }
+
+    /// Now on the freshness clock: when a read starts, for [`RowCache::offer`].
+    pub fn now(&self) -> u64 {
+        self.freshness.now()
     }
 
     /// A mark to take before reading the database, for [`RowCache::offer_absent`].
@@ -86,23 +94,27 @@ impl RowCache {
     /// Keeps `row`, which this instance just wrote, unless a newer version is already known.
     pub fn written(&self, row: Arc<StoredStatus>) {
         self.writes.fetch_add(1, Ordering::AcqRel);
-        self.offer(row);
+        self.offer(row, self.freshness.now());
     }
 
-    /// Keeps `row`, as read, unless a newer version is already known.
-    pub fn offer(&self, row: Arc<StoredStatus>) {
+    /// Keeps `row`, as read by a statement started at `read_at` (see
+    /// [`RowCache::now`]), unless a newer version is already known.
+    pub fn offer(&self, row: Arc<StoredStatus>, read_at: u64) {
         let user = row.user_id;
         self.absent.invalidate(&user);
         self.rows.entry(user).and_compute_with(|held| {
-            let newer = match held.as_ref().map(moka::Entry::value) {
-                None => true,
-                Some(Slot::Row(held)) => row.version > held.version,
-                Some(Slot::Floor(floor)) => row.version >= *floor,
+            let keep = match held.as_ref().map(moka::Entry::value) {
+                None => Some(read_at),
+                Some(Slot::Row(held, held_at)) if row.version == held.version => {
+                    // The same row, read again: it is known fresh from the later read.
+                    (read_at > *held_at).then_some(read_at)
+                }
+                Some(Slot::Row(held, _)) => (row.version > held.version).then_some(read_at),
+                Some(Slot::Floor(floor)) => (row.version >= *floor).then_some(read_at),
             };
-            if newer {
-                Op::Put(Slot::Row(row))
-            } else {
-                Op::Nop
+            match keep {
+                Some(read_at) => Op::Put(Slot::Row(row, read_at)),
+                None => Op::Nop,
             }
         });
     }
@@ -122,7 +134,7 @@ impl RowCache {
         self.absent.invalidate(&user);
         self.rows.entry(user).and_compute_with(|held| {
             match held.as_ref().map(moka::Entry::value) {
-                Some(Slot::Row(held)) if held.version >= version => Op::Nop,
+                Some(Slot::Row(held, _)) if held.version >= version => Op::Nop,
                 Some(Slot::Floor(floor)) if *floor >= version => Op::Nop,
                 _ => Op::Put(Slot::Floor(version)),
             }
@@ -171,22 +183,27 @@ mod tests {
         UserId::from(uuid::Uuid::new_v4())
     }
 
+    fn cache() -> RowCache {
+        let freshness = Arc::new(Freshness::new(Duration::from_secs(60)));
+        RowCache::new(freshness, Duration::from_secs(60), 100)
+    }
+
     #[test]
     fn an_older_row_never_replaces_a_newer_one() {
-        let cache = RowCache::new(Duration::from_secs(60), 100);
+        let cache = cache();
         let alice = user();
-        cache.offer(row(alice, 3));
-        cache.offer(row(alice, 2));
+        cache.offer(row(alice, 3), cache.now());
+        cache.offer(row(alice, 2), cache.now());
         assert_eq!(cache.get(alice), Lookup::Row(row(alice, 3)));
-        cache.offer(row(alice, 4));
+        cache.offer(row(alice, 4), cache.now());
         assert_eq!(cache.get(alice), Lookup::Row(row(alice, 4)));
     }
 
     #[test]
     fn an_announced_version_is_a_floor_only_a_new_enough_row_fills() {
-        let cache = RowCache::new(Duration::from_secs(60), 100);
+        let cache = cache();
         let alice = user();
-        cache.offer(row(alice, 3));
+        cache.offer(row(alice, 3), cache.now());
         cache.announced(alice, 3);
         assert_eq!(
             cache.get(alice),
@@ -195,19 +212,19 @@ mod tests {
         );
         cache.announced(alice, 5);
         assert_eq!(cache.get(alice), Lookup::Miss);
-        cache.offer(row(alice, 4));
+        cache.offer(row(alice, 4), cache.now());
         assert_eq!(
             cache.get(alice),
             Lookup::Miss,
             "a read from before the write"
         );
-        cache.offer(row(alice, 5));
+        cache.offer(row(alice, 5), cache.now());
         assert_eq!(cache.get(alice), Lookup::Row(row(alice, 5)));
     }
 
     #[test]
     fn no_row_is_only_remembered_when_no_write_came_in_between() {
-        let cache = RowCache::new(Duration::from_secs(60), 100);
+        let cache = cache();
         let (alice, bob) = (user(), user());
         let mark = cache.mark();
         cache.written(row(alice, 1));
@@ -224,10 +241,10 @@ mod tests {
 
     #[test]
     fn unknown_users_do_not_push_rows_out() {
-        let cache = RowCache::new(Duration::from_secs(60), 100);
+        let cache = cache();
         let kept: Vec<UserId> = (0..50).map(|_| user()).collect();
         for user in &kept {
-            cache.offer(row(*user, 1));
+            cache.offer(row(*user, 1), cache.now());
         }
         for _ in 0..5_000 {
             let mark = cache.mark();

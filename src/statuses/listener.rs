@@ -3,7 +3,8 @@
 //!
 //! When the connection is lost (or was never made), changes may have been
 //! missed: the caches are cleared, and until it is back the cache TTL is the
-//! bound on how stale a read can be.
+//! bound on how stale a read can be. Probes sent through the same channel tell
+//! the caches how far the listener has caught up ([`Freshness`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use super::cache::RowCache;
+use super::freshness::Freshness;
 use super::pairs::PairCache;
 use crate::domain::UserId;
 use crate::store::CHANGE_CHANNEL;
@@ -23,7 +25,12 @@ pub const LISTENER_APPLICATION_NAME: &str = "presence-listener";
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
 /// Listens until the task is dropped, applying each announced change to the caches.
-pub async fn follow_changes(pool: &PgPool, rows: Arc<RowCache>, pairs: Arc<PairCache>) {
+pub async fn follow_changes(
+    pool: &PgPool,
+    rows: Arc<RowCache>,
+    pairs: Arc<PairCache>,
+    freshness: Arc<Freshness>,
+) {
     let options = PgConnectOptions::clone(&pool.connect_options())
         .application_name(LISTENER_APPLICATION_NAME);
     let own = PgPoolOptions::new()
@@ -52,7 +59,9 @@ pub async fn follow_changes(pool: &PgPool, rows: Arc<RowCache>, pairs: Arc<PairC
         forget();
         loop {
             match listener.try_recv().await {
-                Ok(Some(notification)) => apply(notification.payload(), &rows, &pairs),
+                Ok(Some(notification)) => {
+                    apply(notification.payload(), &rows, &pairs, &freshness);
+                }
                 Ok(None) => {
                     tracing::warn!("the change listener lost its connection; reconnecting");
                     forget();
@@ -67,11 +76,34 @@ pub async fn follow_changes(pool: &PgPool, rows: Arc<RowCache>, pairs: Arc<PairC
     }
 }
 
-/// Applies one notification: `u:<user>:<version>` and `b:<user>:<user>` entries, comma-separated.
-fn apply(payload: &str, rows: &RowCache, pairs: &PairCache) {
+/// Sends a probe through the change channel every so often, until the task is dropped.
+pub async fn probe(pool: &PgPool, freshness: Arc<Freshness>) {
+    let every = freshness.probe_every();
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let sent = sqlx::query("select pg_notify($1, $2)")
+            .bind(CHANGE_CHANNEL)
+            .bind(freshness.probe())
+            .execute(pool);
+        // A probe that fails or is late only means entries fall back to the TTL.
+        if let Ok(Err(error)) = tokio::time::timeout(every, sent).await {
+            tracing::debug!(%error, "a freshness probe failed");
+        }
+    }
+}
+
+/// Applies one notification: `u:<user>:<version>`, `b:<user>:<user>` and
+/// `p:<instance>:<sent>` (probe) entries, comma-separated.
+fn apply(payload: &str, rows: &RowCache, pairs: &PairCache, freshness: &Freshness) {
     for entry in payload.split(',') {
         let mut parts = entry.split(':');
         let (kind, first, second) = (parts.next(), parts.next(), parts.next());
+        if let (Some("p"), Some(instance), Some(sent)) = (kind, first, second) {
+            freshness.probe_returned(instance, sent);
+            continue;
+        }
         let first = first.and_then(|id| UserId::parse(id).ok());
         match (kind, first, second) {
             (Some("u"), Some(user), Some(version)) => {

@@ -5,9 +5,11 @@
 //! write is in PostgreSQL before it is answered; the row it returns goes into
 //! this instance's cache, which only ever moves forward (row versions), so
 //! every read that starts after the answer sees it. Other instances hear of it
-//! through `LISTEN` within milliseconds, and within the cache TTL at worst.
+//! through `LISTEN` within milliseconds, and within the cache TTL at worst; a
+//! cached row is served for as long as the listener is known to keep up.
 
 mod cache;
+mod freshness;
 mod listener;
 mod pairs;
 mod writer;
@@ -22,6 +24,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 pub use cache::{Lookup, RowCache};
+pub use freshness::Freshness;
 pub use listener::LISTENER_APPLICATION_NAME;
 pub use pairs::PairCache;
 
@@ -79,15 +82,25 @@ impl Statuses {
             metrics.pool_connections.with_label_values(&["waiting"]),
         );
         let (writer, mut tasks) = PingWriter::start(db.clone(), config.max_devices);
+        let freshness = Arc::new(Freshness::new(config.cache_ttl));
         let caches = (!config.cache_ttl.is_zero()).then(|| Caches {
-            rows: Arc::new(RowCache::new(config.cache_ttl, config.cache_capacity)),
-            pairs: Arc::new(PairCache::new(config.cache_ttl, config.cache_capacity)),
+            rows: Arc::new(RowCache::new(
+                freshness.clone(),
+                config.cache_ttl,
+                config.cache_capacity,
+            )),
+            pairs: Arc::new(PairCache::new(freshness.clone(), config.cache_capacity)),
         });
         if let Some(caches) = &caches {
             let (pool, rows, pairs) =
                 (db.pool().clone(), caches.rows.clone(), caches.pairs.clone());
+            let listening = freshness.clone();
             tasks.push(tokio::spawn(async move {
-                listener::follow_changes(&pool, rows, pairs).await;
+                listener::follow_changes(&pool, rows, pairs, listening).await;
+            }));
+            let pool = db.pool().clone();
+            tasks.push(tokio::spawn(async move {
+                listener::probe(&pool, freshness).await;
             }));
         }
         let statuses = Self {
@@ -141,6 +154,17 @@ impl Statuses {
                 .collect());
         };
         let (row_mark, pair_mark) = (caches.rows.mark(), caches.pairs.mark());
+        let read_at = caches.rows.now();
+        if users.len() > 1 && caches.pairs.in_a_block(viewer).is_none() {
+            // One cheap look, then no per-pair entries at all for a viewer in no block.
+            let in_a_block = self
+                .db
+                .run(async |connection| store::in_any_block(connection, viewer).await)
+                .await?;
+            caches
+                .pairs
+                .offer_in_a_block(viewer, in_a_block, pair_mark, read_at);
+        }
         let mut answers: Vec<Option<(Row, Option<Hidden>)>> = users
             .iter()
             .map(|user| match caches.rows.get(*user) {
@@ -168,8 +192,10 @@ impl Statuses {
                 }
                 *answer = Some(match found.remove(user) {
                     Some((row, hidden)) => {
-                        caches.rows.offer(row.clone());
-                        caches.pairs.offer(viewer, *user, hidden, pair_mark);
+                        caches.rows.offer(row.clone(), read_at);
+                        caches
+                            .pairs
+                            .offer(viewer, *user, hidden, pair_mark, read_at);
                         (Some(row), hidden)
                     }
                     None => {

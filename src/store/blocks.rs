@@ -16,6 +16,23 @@ pub enum BlockError {
     Database(#[from] sqlx::Error),
 }
 
+/// Whether `user` blocks anyone or is blocked by anyone: most users are in no
+/// block at all, and a read for them needs no per-pair answer.
+pub async fn in_any_block(
+    executor: impl PgExecutor<'_>,
+    user: UserId,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"
+        select exists (select 1 from blocks where blocker_id = $1)
+            or exists (select 1 from blocks where blocked_id = $1) as "in_a_block!"
+        "#,
+        user.as_uuid()
+    )
+    .fetch_one(executor)
+    .await
+}
+
 /// Blocks `blocked` for `blocker` (idempotent: a repeated block keeps its moment).
 ///
 /// What each was shown of the other is read in the same statement, so it is

@@ -6,7 +6,9 @@ mod pg_cron;
 mod schema;
 mod status;
 
-pub use blocks::{BlockError, MAX_BLOCKS_PER_USER, add_block, list_blocks, remove_block};
+pub use blocks::{
+    BlockError, MAX_BLOCKS_PER_USER, add_block, in_any_block, list_blocks, remove_block,
+};
 pub use jobs::{claim_job_run, prune_stale_devices, try_job_lock};
 pub use pg_cron::{PG_CRON_JOB, PgCronError, install_pg_cron_job, uninstall_pg_cron_job};
 pub use schema::{MIGRATOR, install_sql_functions, pending_migrations};

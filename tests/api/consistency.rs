@@ -152,6 +152,56 @@ async fn other_instances_learn_of_a_write_long_before_the_cache_ttl(pool: PgPool
     }
 }
 
+/// The read cache's misses so far on `app`, from its metrics.
+async fn cache_misses(app: &TestApp) -> f64 {
+    let page = reqwest::get(format!("{}/metrics", app.metrics_address))
+        .await
+        .expect("the metrics listener answers")
+        .text()
+        .await
+        .expect("text");
+    page.lines()
+        .find(|line| line.starts_with("presence_cache_lookups_total{result=\"miss\"}"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[sqlx::test]
+async fn a_cached_row_outlives_the_ttl_while_the_listener_keeps_up(pool: PgPool) {
+    let ttl = Duration::from_millis(300);
+    let (writer, reader, _clock) = two_instances(pool, &[("PRESENCE_CACHE_TTL", "300ms")]).await;
+    let (user, viewer) = (new_user(), new_user());
+    writer
+        .ping_ok(user, json!({"statusMessage": "Before"}))
+        .await;
+    shown_eventually(&reader, viewer, user, |view| {
+        view["statusMessage"] == "Before"
+    })
+    .await;
+    // Nothing changes the row: for ten TTLs, reads are served from the cache,
+    // because the listener's probes show it has missed nothing. (Were rows
+    // only kept for the TTL, every TTL would cost a read of the database.)
+    let before = cache_misses(&reader).await;
+    for _ in 0..30 {
+        tokio::time::sleep(ttl / 3).await;
+        reader.status_of(viewer, user).await;
+    }
+    let misses = cache_misses(&reader).await - before;
+    assert!(
+        misses <= 3.0,
+        "{misses} reads of 30 over ten TTLs went to the database"
+    );
+    // And a write on the other instance still shows.
+    writer
+        .ping_ok(user, json!({"statusMessage": "After"}))
+        .await;
+    shown_eventually(&reader, viewer, user, |view| {
+        view["statusMessage"] == "After"
+    })
+    .await;
+}
+
 #[sqlx::test]
 async fn with_the_listener_killed_a_write_still_shows_within_the_ttl(pool: PgPool) {
     let (writer, reader, _clock) =
