@@ -4,7 +4,8 @@
 # same run (the HTTP floor, and pgbench's point-select and write rates).
 # Usage (from the repository root): bash bench/run.sh
 # Knobs: USERS (100000), TOKENS (1000), DURATION (10s), CONNECTIONS (64),
-#        HOT (1000: the users the cached reads poll), MIXED_STEPS ("8 16 32 64 128").
+#        HOT (1000: the users the cached reads poll).
+# Real clients (ETags, heartbeats, tabs, an open loop) are bench/simulate.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,6 @@ TOKENS=${TOKENS:-1000}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 HOT=${HOT:-1000}
-MIXED_STEPS=${MIXED_STEPS:-"8 16 32 64 128"}
 PORT=${PORT:-18180}
 SERVER=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
 DB=presence_bench
@@ -130,34 +130,9 @@ kill -TERM "$SERVER_B"; wait "$SERVER_B" || true; SERVER_B=
 SERVER_PID=$first_pid
 stop_server
 
-say "mixed scenario..."
-# 2,000 contact lists of 20, with the ETag each had before the run.
-{
-    printf 'contact_lists = {\n'
-    shuf -n 40000 "$WORK/ids" | paste -d, - - - - - - - - - - - - - - - - - - - - | sed 's/.*/"&",/'
-    printf '}\n'
-} >> "$BENCH_DATA"
 start_server
-viewer=$(head -n 1 "$WORK/tokens")
-{
-    printf 'contact_etags = {\n'
-    sed -n '/^contact_lists/,/^}/p' "$BENCH_DATA" | sed -n 's/^"\(.*\)",$/\1/p' | while read -r list; do
-        etag=$(curl -fs -o /dev/null -D - -H "Authorization: Bearer $viewer" "$BASE/api/status?ids=$list" | tr -d '\r' | sed -n 's/^etag: //Ip')
-        printf "'%s',\n" "$etag"
-    done
-    printf '}\n'
-} >> "$BENCH_DATA"
-best_clients=0; best=""
-per_client=$(awk 'BEGIN { printf "%.6f", 1/3 + 1/30 + 1/120 }')
-for c in $MIXED_STEPS; do
-    read -r rps p50 p99 < <(run_wrk "mixed-$c" mixed.lua /api/status "$c")
-    clients=$(awk -v r="$rps" -v k="$per_client" 'BEGIN { printf "%.0f", r / k }')
-    say "  $c connections: $rps req/s, p50 $p50 ms, p99 $p99 ms -> $clients clients"
-    if awk -v p="$p99" 'BEGIN { exit !(p < 50) }' && [ "$clients" -gt "$best_clients" ]; then
-        best_clients=$clients; best="$rps $p50 $p99 $c"
-    fi
-done
-read -r mixed mixed50 mixed99 mixed_c <<< "${best:-0 0 0 0}"
+BENCH_HOT=$HOT run_wrk warmup-rss single.lua /api/status/x >/dev/null
+run_wrk batch-rss batch.lua /api/status >/dev/null
 rss_kb=$(awk '/VmHWM/ { print $2 }' "/proc/$SERVER_PID/status")
 stop_server
 
@@ -172,7 +147,6 @@ row "batch of 100: statuses/s" "$((batch * 100))" "$batch50" "$batch99" "$(ratio
 row "PUT ping, each written on its own" "$through" "$th50" "$th99" "$(ratio "$through" "$pg_write")" "of pgbench -N (target 0.50)"
 row "PUT ping, group commit (durable)" "$batched" "$ba50" "$ba99" "$(ratio "$batched" "$pg_write")" "of pgbench -N (target 5)"
 row "cross-instance visibility (ms, TTL 60 s)" "" "$vis50" "$vis99" "" "p50 / p99, max $vismax ms"
-row "mixed: clients at p99 < 50 ms (c=$mixed_c)" "$best_clients" "$mixed50" "$mixed99" "$(ratio "$best_clients" 50000)" "of 50,000 (target 1.00)"
 row "peak RSS of the server (MB)" "$((rss_kb / 1024))" "" "" "$(ratio "$((rss_kb / 1024))" 150)" "of 150 MB (target < 1.00)"
 printf '\n'
 printf '%s\n' "${ROWS[@]}"

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use presence::auth::issue_token;
-use presence::clock::ManualClock;
+use presence::clock::{Clock, ManualClock, SystemClock};
 use presence::config::Config;
 use presence::domain::UserId;
 use presence::startup::Application;
@@ -68,6 +68,28 @@ pub async fn spawn_app_configured(
     clock: ManualClock,
     adjust: impl FnOnce(&mut Config),
 ) -> TestApp {
+    let mut config = test_config(overrides);
+    adjust(&mut config);
+    let (address, metrics_address) = serve(&config, pool.clone(), Arc::new(clock.clone())).await;
+    TestApp {
+        address,
+        metrics_address,
+        clock,
+        pool,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// Starts the app on the system clock (for clients that run in real time);
+/// returns its base URL.
+pub async fn spawn_app_in_real_time(pool: PgPool, overrides: &[(&str, &str)]) -> String {
+    serve(&test_config(overrides), pool, Arc::new(SystemClock))
+        .await
+        .0
+}
+
+/// The test settings: a generous rate limit, no prune schedule, exact activity times.
+fn test_config(overrides: &[(&str, &str)]) -> Config {
     let mut vars: HashMap<String, String> = [
         ("PRESENCE_ADDR", "127.0.0.1:0"),
         ("PRESENCE_JWT_SECRET", TEST_SECRET),
@@ -88,27 +110,22 @@ pub async fn spawn_app_configured(
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
-    let mut config =
-        Config::from_lookup(|name| vars.get(name).cloned()).expect("valid test config");
-    adjust(&mut config);
+    Config::from_lookup(|name| vars.get(name).cloned()).expect("valid test config")
+}
+
+/// Runs the app in the background; returns its base URL and its metrics URL.
+async fn serve(config: &Config, pool: PgPool, clock: Arc<dyn Clock>) -> (String, String) {
     presence::store::install_sql_functions(&pool)
         .await
         .expect("the sql/ functions apply");
-    let application = Application::build_with_pool(&config, pool.clone(), Arc::new(clock.clone()))
-        .expect("the app builds");
+    let application = Application::build_with_pool(config, pool, clock).expect("the app builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let metrics_address = format!(
         "http://127.0.0.1:{}",
         application.metrics_port().unwrap_or_default()
     );
     tokio::spawn(application.run_until_stopped());
-    TestApp {
-        address,
-        metrics_address,
-        clock,
-        pool,
-        client: reqwest::Client::new(),
-    }
+    (address, metrics_address)
 }
 
 /// A token for `user`, valid for an hour.

@@ -19,4 +19,5 @@ mod polling;
 mod privacy;
 mod prune;
 mod rate_limit;
+mod simulator;
 mod status_rules;

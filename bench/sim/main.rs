@@ -1,0 +1,186 @@
+//! `presence-sim`: simulated front ends against running presence servers.
+//!
+//! Each simulated user has their own token, one to three browser tabs
+//! (devices), a contact list they poll with the ETag of their last answer,
+//! and the shipped browser client's timings; the model of how people use the
+//! app is in `model.rs` and `bench/README.md`. Clients act on their own
+//! timers whether or not the server keeps up (an open loop) over a bounded
+//! pool of keep-alive connections. For each number of users it prints request
+//! rates and latencies, the share of `304` answers, database writes, server CPU
+//! and memory, how fast changes reach watchers, and how many observations
+//! disagreed with the ground truth the simulator keeps.
+
+mod client;
+mod model;
+mod report;
+mod truth;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use secrecy::SecretString;
+
+use crate::model::{Model, Setup, Simulation};
+use crate::report::{Resources, Step};
+use crate::truth::Rules;
+
+fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text)
+}
+
+/// Simulated front ends against running presence servers.
+#[derive(Parser, Debug)]
+#[command(name = "presence-sim", version)]
+struct Args {
+    /// A server's base URL; give it twice or more to spread users over instances.
+    #[arg(long = "url", default_value = "http://127.0.0.1:8080")]
+    urls: Vec<String>,
+    /// Numbers of simulated users, one step each (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    users: Vec<usize>,
+    /// Contacts each user watches.
+    #[arg(long, default_value_t = 20)]
+    contacts: usize,
+    /// Keep-alive connections per instance.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Users open the app at random moments over this long.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    ramp: Duration,
+    /// Then this long passes before anything is measured.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    warmup: Duration,
+    /// How long each step is measured.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    duration: Duration,
+    /// The servers' signing secret: the simulator issues each user a token.
+    #[arg(long, env = "PRESENCE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    /// The servers' offline threshold.
+    #[arg(long, env = "PRESENCE_OFFLINE_AFTER", default_value = "60s", value_parser = duration)]
+    offline_after: Duration,
+    /// The servers' idle threshold.
+    #[arg(long, env = "PRESENCE_IDLE_AFTER", default_value = "5m", value_parser = duration)]
+    idle_after: Duration,
+    /// The servers' away threshold.
+    #[arg(long, env = "PRESENCE_AWAY_AFTER", default_value = "30m", value_parser = duration)]
+    away_after: Duration,
+    /// The servers' activity precision.
+    #[arg(long, env = "PRESENCE_LAST_SEEN_PRECISION", default_value = "1m", value_parser = duration)]
+    precision: Duration,
+    /// The client's poll interval.
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    poll_interval: Duration,
+    /// Speeds up the rare events (sessions, tabs, settings, blocks).
+    #[arg(long, default_value_t = 1.0)]
+    churn: f64,
+    /// Seeds the simulation's choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// A server process to measure CPU and memory of (repeat per instance).
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+    /// The servers' database, to count row writes and commits.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// The p99 latency (ms) under which a step counts as served.
+    #[arg(long, default_value_t = 50.0)]
+    max_p99_ms: f64,
+    /// Print one JSON object per step instead of the tables.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let addresses = args
+        .urls
+        .iter()
+        .map(|url| address(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let micros = |d: Duration| d.as_micros() as u64;
+    let rules = Rules {
+        idle_after: micros(args.idle_after),
+        away_after: micros(args.away_after),
+        precision: micros(args.precision),
+        lag: micros(args.poll_interval + args.precision + args.offline_after),
+    };
+    let model = Model {
+        poll_interval: micros(args.poll_interval),
+        churn: args.churn,
+        ..Model::default()
+    };
+    let mut steps = Vec::new();
+    for (index, users) in args.users.iter().enumerate() {
+        let setup = Setup {
+            users: *users,
+            contacts: args.contacts,
+            ramp: args.ramp,
+            warmup: args.warmup,
+            duration: args.duration,
+            rules,
+            model: model.clone(),
+            seed: args.seed.wrapping_add(index as u64),
+            secret: SecretString::from(args.jwt_secret.clone()),
+            instances: addresses.len(),
+        };
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for address in &addresses {
+            let (jobs_tx, jobs_rx) = flume::unbounded();
+            client::spawn_pool(*address, args.connections, &jobs_rx, &done_tx);
+            senders.push(jobs_tx);
+            receivers.push(jobs_rx);
+        }
+        drop(done_tx);
+        let simulation = Simulation::new(setup, senders);
+        let started = Instant::now();
+        let (from, to) = simulation.window();
+        let resources = tokio::spawn(Resources::measure(
+            started + from,
+            started + to,
+            args.server_pids.clone(),
+            args.database_url.clone(),
+        ));
+        let figures = simulation.run(&mut done_rx, started).await;
+        // Whatever is still queued is dropped: the next step starts clean.
+        for jobs in &receivers {
+            jobs.drain().for_each(drop);
+        }
+        let resources = resources.await.unwrap_or_default();
+        let step = Step::new(*users, addresses.len(), args.duration, &figures, resources);
+        if args.json {
+            println!("{}", serde_json::to_string(&step.json(args.max_p99_ms))?);
+        } else {
+            step.print(args.max_p99_ms);
+        }
+        steps.push(step);
+    }
+    if !args.json {
+        report::summary(&steps, args.max_p99_ms, args.poll_interval);
+    }
+    Ok(())
+}
+
+fn address(url: &str) -> Result<SocketAddr, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs"))?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    host.to_socket_addrs()
+        .map_err(|e| format!("{url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: no address"))
+}

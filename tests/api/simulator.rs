@@ -1,0 +1,72 @@
+//! A short run of the client simulator (`presence-sim`) against a real-time test
+//! server: simulated front ends doing everything the model has them do, with
+//! every observation checked against the ground truth the simulator keeps.
+
+use std::process::Command;
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::helpers::{TEST_SECRET, spawn_app_in_real_time};
+
+#[sqlx::test]
+async fn simulated_front_ends_see_the_truth_with_no_errors(pool: PgPool) {
+    // Short thresholds, so that statuses change by the clock within seconds:
+    // heartbeats every 3 s, idle after 2 s without activity, away after 4 s.
+    let settings = [
+        ("PRESENCE_OFFLINE_AFTER", "6s"),
+        ("PRESENCE_PRUNE_AFTER", "6s"),
+        ("PRESENCE_IDLE_AFTER", "2s"),
+        ("PRESENCE_AWAY_AFTER", "4s"),
+        ("PRESENCE_LAST_SEEN_PRECISION", "0"),
+    ];
+    let url = spawn_app_in_real_time(pool, &settings).await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_presence-sim"));
+    command
+        .args(["--url", &url, "--users", "40", "--contacts", "6"])
+        .args(["--ramp", "1s", "--warmup", "1s", "--duration", "6s"])
+        .args(["--connections", "8", "--json"])
+        // Sessions, tabs, settings and blocks many times faster than in life.
+        .args(["--churn", "600"])
+        .env("PRESENCE_JWT_SECRET", TEST_SECRET);
+    for (name, value) in settings {
+        command.env(name, value);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the simulator's thread joins")
+        .expect("the simulator runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let step: Value = serde_json::from_slice(&output.stdout).expect("one JSON step");
+
+    assert_eq!(step["users"], 40);
+    assert_eq!(step["errors"], 0, "{step:#}");
+    let observations = step["observations"].as_u64().unwrap_or_default();
+    assert!(observations > 100, "{step:#}");
+    assert_eq!(step["wrong"], 0, "observations against the truth: {step:#}");
+    assert!(
+        step["propagationSeconds"]["count"]
+            .as_u64()
+            .unwrap_or_default()
+            > 0,
+        "changes were made and seen: {step:#}"
+    );
+    assert_eq!(step["propagationMissed"], 0, "{step:#}");
+    assert!(
+        step["notModifiedAll"].as_f64().unwrap_or_default() > 0.0,
+        "some polls were answered 304: {step:#}"
+    );
+    let kinds = step["kinds"].as_array().cloned().unwrap_or_default();
+    for kind in ["poll", "heartbeat", "activity ping", "setting", "sign-out"] {
+        let rate = kinds
+            .iter()
+            .find(|k| k["kind"] == kind)
+            .and_then(|k| k["perSecond"].as_f64())
+            .unwrap_or_default();
+        assert!(rate > 0.0, "no {kind} was sent: {step:#}");
+    }
+}
