@@ -3,14 +3,20 @@
 -- entries beyond `max_devices` (for rows written before a lower limit was
 -- configured). Returns how many entries it removed. Touches nothing else:
 -- last_seen, manual status, message and invisible stay as they were.
+-- With `max_users`, it prunes at most that many users (in user id order), so
+-- that a run after a mass disconnect is a series of short transactions
+-- instead of one long one; call it again while it removes something.
 --
 -- Idempotent: the server applies this file at start-up (and `presence
 -- migrate` does), so it always matches the binary. Usable from psql, cron or
 -- pg_cron:  select prune_stale_devices(interval '5 minutes');
+-- The three-argument version of earlier releases.
+drop function if exists prune_stale_devices(interval, integer, timestamptz);
 create or replace function prune_stale_devices(
     older_than interval,
     max_devices integer default null,
-    at timestamptz default now()
+    at timestamptz default now(),
+    max_users integer default null
 ) returns bigint
 language plpgsql
 as $function$
@@ -34,6 +40,7 @@ begin
                 )
                 or s.device_count > $2
             order by s.user_id
+            limit $3
             for update
         ),
         ranked as (
@@ -72,7 +79,7 @@ begin
                (select count(*) from announced)
     $query$
     into removed, notifications
-    using at - older_than, max_devices;
+    using at - older_than, max_devices, max_users;
     return removed;
 end
 $function$;

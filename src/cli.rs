@@ -126,9 +126,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     }
                 );
             } else {
-                let removed =
-                    store::prune_stale_devices(&pool, older_than, Some(max_devices), Utc::now())
-                        .await?;
+                let removed = store::prune_stale_devices(
+                    &pool,
+                    older_than,
+                    Some(max_devices),
+                    Utc::now(),
+                    None,
+                )
+                .await?;
                 println!("removed {removed} stale device entries");
             }
         }

@@ -26,7 +26,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, to_delta};
 use crate::error::ApiError;
 use crate::head_guard::HeadGuard;
-use crate::jobs::{PruneSchedule, UserCounts};
+use crate::jobs::{PRUNE_CHUNK, PruneSchedule, UserCounts};
 use crate::metrics::Metrics;
 use crate::rate_limit::UserRateLimiter;
 use crate::routes::status::MAX_IDS_IN_QUERY;
@@ -136,6 +136,7 @@ impl Application {
                 every: config.prune_every,
                 older_than: to_delta(config.prune_after),
                 max_devices: config.max_devices.get(),
+                chunk: PRUNE_CHUNK,
                 metrics: Some(metrics.clone()),
             };
             background.push(tokio::spawn(schedule.run_forever()));

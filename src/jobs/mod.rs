@@ -3,5 +3,5 @@
 mod prune;
 mod user_counts;
 
-pub use prune::{PRUNE_JOB, PruneSchedule, run_scheduled_prune};
+pub use prune::{PRUNE_CHUNK, PRUNE_JOB, PruneSchedule, run_scheduled_prune};
 pub use user_counts::UserCounts;

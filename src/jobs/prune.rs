@@ -12,6 +12,11 @@ use crate::store;
 /// The prune job's name in `job_runs`.
 pub const PRUNE_JOB: &str = "prune_stale_devices";
 
+/// The most users one transaction of the built-in schedule prunes: after a mass
+/// disconnect, a run is a series of short transactions, each well within the
+/// database deadline, and pings wait for one chunk at most.
+pub const PRUNE_CHUNK: u32 = 1_000;
+
 /// The advisory lock the built-in schedule takes, so one instance prunes at a time.
 const PRUNE_LOCK: i64 = 0x7072_6573_656e_6302;
 
@@ -28,6 +33,8 @@ pub struct PruneSchedule {
     pub older_than: TimeDelta,
     /// The devices a user keeps at most.
     pub max_devices: u32,
+    /// The most users one transaction prunes ([`PRUNE_CHUNK`]).
+    pub chunk: u32,
     /// Where to count pruned devices and run times, if anywhere.
     pub metrics: Option<Arc<Metrics>>,
 }
@@ -64,7 +71,8 @@ impl PruneSchedule {
 /// Returns the number of entries removed, or `None` when this instance left
 /// the period to another. The advisory lock keeps two runs from overlapping;
 /// the `job_runs` claim keeps a period from running twice. A tenth of the
-/// period is allowed for timer jitter between instances.
+/// period is allowed for timer jitter between instances. The first chunk
+/// commits with the claim, each further chunk in a transaction of its own.
 pub async fn run_scheduled_prune(schedule: &PruneSchedule) -> Result<Option<u64>, sqlx::Error> {
     let mut transaction = schedule.pool.begin().await?;
     if !store::try_job_lock(&mut *transaction, PRUNE_LOCK).await? {
@@ -74,13 +82,27 @@ pub async fn run_scheduled_prune(schedule: &PruneSchedule) -> Result<Option<u64>
     if !store::claim_job_run(&mut *transaction, PRUNE_JOB, period).await? {
         return Ok(None);
     }
-    let removed = store::prune_stale_devices(
-        &mut *transaction,
-        schedule.older_than,
-        Some(schedule.max_devices),
-        schedule.clock.now(),
-    )
-    .await?;
+    let at = schedule.clock.now();
+    let chunk = schedule.chunk.max(1);
+    let prune = async |connection: &mut sqlx::PgConnection| {
+        store::prune_stale_devices(
+            connection,
+            schedule.older_than,
+            Some(schedule.max_devices),
+            at,
+            Some(chunk),
+        )
+        .await
+    };
+    let mut last = prune(&mut transaction).await?;
     transaction.commit().await?;
+    let mut removed = last;
+    // Each pruned user loses at least one entry: fewer than a chunk's worth means it was the last.
+    while last >= u64::from(chunk) {
+        let mut transaction = schedule.pool.begin().await?;
+        last = prune(&mut transaction).await?;
+        transaction.commit().await?;
+        removed += last;
+    }
     Ok(Some(removed))
 }

@@ -4,21 +4,25 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgExecutor;
 use sqlx::postgres::types::PgInterval;
 
-/// Runs the prune job once (see `sql/prune_stale_devices.sql`); returns how many entries it removed.
+/// Runs the prune job once (see `sql/prune_stale_devices.sql`), over at most
+/// `max_users` users when given; returns how many entries it removed.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn prune_stale_devices(
     executor: impl PgExecutor<'_>,
     older_than: TimeDelta,
     max_devices: Option<u32>,
     at: DateTime<Utc>,
+    max_users: Option<u32>,
 ) -> Result<u64, sqlx::Error> {
     let older_than = PgInterval::try_from(older_than).map_err(sqlx::Error::Encode)?;
     let max_devices = max_devices.map(|max| i32::try_from(max).unwrap_or(i32::MAX));
+    let max_users = max_users.map(|max| i32::try_from(max).unwrap_or(i32::MAX));
     let removed = sqlx::query_scalar!(
-        r#"select prune_stale_devices($1, $2, $3) as "removed!""#,
+        r#"select prune_stale_devices($1, $2, $3, $4) as "removed!""#,
         older_than,
         max_devices,
         at,
+        max_users,
     )
     .fetch_one(executor)
     .await?;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use futures::future::join_all;
 use presence::clock::{Clock, ManualClock};
-use presence::domain::{DeviceId, Ping, SettingChange};
-use presence::jobs::{PruneSchedule, run_scheduled_prune};
+use presence::domain::{DeviceId, Ping, SettingChange, UserId};
+use presence::jobs::{PRUNE_CHUNK, PruneSchedule, run_scheduled_prune};
 use presence::store;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -56,10 +56,15 @@ async fn the_function_removes_stale_entries_only_and_counts_them(pool: PgPool) {
     app.advance(TimeDelta::minutes(2));
     let before = all_rows(&app.pool).await;
 
-    let removed =
-        store::prune_stale_devices(&app.pool, TimeDelta::minutes(5), None, app.clock.now())
-            .await
-            .expect("prunes");
+    let removed = store::prune_stale_devices(
+        &app.pool,
+        TimeDelta::minutes(5),
+        None,
+        app.clock.now(),
+        None,
+    )
+    .await
+    .expect("prunes");
     assert_eq!(removed, 2, "alice's old phone and bob's old tab");
     assert_eq!(device_ids(&app.status_of(alice, alice).await), ["laptop"]);
     assert_eq!(
@@ -73,9 +78,15 @@ async fn the_function_removes_stale_entries_only_and_counts_them(pool: PgPool) {
         "last_seen, settings and the rest are untouched"
     );
 
-    let again = store::prune_stale_devices(&app.pool, TimeDelta::minutes(5), None, app.clock.now())
-        .await
-        .expect("prunes");
+    let again = store::prune_stale_devices(
+        &app.pool,
+        TimeDelta::minutes(5),
+        None,
+        app.clock.now(),
+        None,
+    )
+    .await
+    .expect("prunes");
     assert_eq!(again, 0, "a second run finds nothing");
 }
 
@@ -87,10 +98,15 @@ async fn the_function_enforces_a_lowered_device_limit(pool: PgPool) {
         app.ping_ok(user, json!({"deviceId": device})).await;
         app.advance(TimeDelta::seconds(1));
     }
-    let removed =
-        store::prune_stale_devices(&app.pool, TimeDelta::minutes(5), Some(2), app.clock.now())
-            .await
-            .expect("prunes");
+    let removed = store::prune_stale_devices(
+        &app.pool,
+        TimeDelta::minutes(5),
+        Some(2),
+        app.clock.now(),
+        None,
+    )
+    .await
+    .expect("prunes");
     assert_eq!(removed, 3);
     assert_eq!(
         device_ids(&app.status_of(user, user).await),
@@ -111,7 +127,7 @@ async fn a_ping_racing_the_prune_job_is_never_lost(pool: PgPool) {
     let pings = users
         .iter()
         .map(|user| app.ping(*user, json!({"deviceId": "new"})));
-    let prune = store::prune_stale_devices(&app.pool, TimeDelta::minutes(5), None, at);
+    let prune = store::prune_stale_devices(&app.pool, TimeDelta::minutes(5), None, at, None);
     let (responses, removed) = tokio::join!(join_all(pings), prune);
     assert!(responses.iter().all(|response| response.status() == 200));
     assert_eq!(removed.expect("prunes"), 20);
@@ -132,6 +148,7 @@ async fn of_two_instances_ticking_together_one_runs_the_period(pool: PgPool) {
         every: Duration::from_secs(60),
         older_than: TimeDelta::minutes(5),
         max_devices: 10,
+        chunk: PRUNE_CHUNK,
         metrics: None,
     };
     let (first, second) = tokio::join!(
@@ -292,4 +309,37 @@ async fn installing_pg_cron_where_it_is_missing_says_what_to_do(pool: PgPool) {
         stderr.contains("pg_cron") && stderr.contains("shared_preload_libraries"),
         "{stderr}"
     );
+}
+
+#[sqlx::test]
+async fn a_run_prunes_every_stale_user_in_chunks_of_short_transactions(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let stale: Vec<UserId> = (0..7).map(|_| new_user()).collect();
+    for user in &stale {
+        app.ping_ok(*user, json!({"deviceId": "old"})).await;
+    }
+    app.advance(TimeDelta::minutes(10));
+    let live = new_user();
+    app.ping_ok(live, json!({"deviceId": "new"})).await;
+    let schedule = PruneSchedule {
+        pool: app.pool.clone(),
+        clock: Arc::new(app.clock.clone()),
+        every: Duration::from_secs(60),
+        older_than: TimeDelta::minutes(5),
+        max_devices: 10,
+        chunk: 2,
+        metrics: None,
+    };
+    assert_eq!(
+        run_scheduled_prune(&schedule).await.expect("runs"),
+        Some(7),
+        "every stale entry, two users per transaction"
+    );
+    let left: i64 = sqlx::query_scalar(
+        "select count(*) from user_status where jsonb_array_length(devices) > 0",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("counts");
+    assert_eq!(left, 1, "only the live user keeps a device");
 }
