@@ -165,10 +165,13 @@ impl Statuses {
                 .pairs
                 .offer_in_a_block(viewer, in_a_block, pair_mark, read_at);
         }
+        // Looked up once per request: most viewers are in no block at all.
+        let viewer_in_no_block = caches.pairs.in_a_block(viewer) == Some(false);
         let mut answers: Vec<Option<(Row, Option<Hidden>)>> = users
             .iter()
             .map(|user| match caches.rows.get(*user) {
                 Lookup::Absent => Some((None, None)),
+                Lookup::Row(row) if viewer_in_no_block => Some((Some(row), None)),
                 Lookup::Row(row) => caches
                     .pairs
                     .get(viewer, *user)
@@ -193,9 +196,11 @@ impl Statuses {
                 *answer = Some(match found.remove(user) {
                     Some((row, hidden)) => {
                         caches.rows.offer(row.clone(), read_at);
-                        caches
-                            .pairs
-                            .offer(viewer, *user, hidden, pair_mark, read_at);
+                        if !viewer_in_no_block {
+                            caches
+                                .pairs
+                                .offer(viewer, *user, hidden, pair_mark, read_at);
+                        }
                         (Some(row), hidden)
                     }
                     None => {
