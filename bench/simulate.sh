@@ -3,34 +3,47 @@
 # server on 127.0.0.1, with its default settings, at growing numbers of
 # simulated users, then two instances on one database with users spread over
 # both. Simulator, server and PostgreSQL share the machine's cores.
+# PostgreSQL is a private throwaway cluster with initdb's defaults (autovacuum
+# on, fsync on), as a production server would run, whatever the shared
+# server's settings are; its data lives in a temporary folder.
 # Usage (from the repository root): bash bench/simulate.sh
-# Knobs: STEPS ("5000,10000,20000,30000,40000"), TWO_INSTANCES (10000 users),
-#        RAMP (30s), WARMUP (30s), DURATION (30s), CONNECTIONS (64 per instance).
+# Knobs: STEPS ("10000,15000,20000,25000,30000"), TWO_INSTANCES (10000 users),
+#        RAMP (30s), WARMUP (30s), DURATION (60s), CONNECTIONS (64 per instance).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STEPS=${STEPS:-5000,10000,20000,30000,40000}
+STEPS=${STEPS:-10000,15000,20000,25000,30000}
 TWO_INSTANCES=${TWO_INSTANCES:-10000}
 RAMP=${RAMP:-30s}
 WARMUP=${WARMUP:-30s}
-DURATION=${DURATION:-30s}
+DURATION=${DURATION:-60s}
 CONNECTIONS=${CONNECTIONS:-64}
 PORT=${PORT:-18280}
-SERVER=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
+PG_PORT=${PG_PORT:-55432}
 DB=presence_simulation
-URL="$SERVER/$DB"
+URL="postgres://postgres@127.0.0.1:$PG_PORT/$DB"
 BIN=./target/release/presence
 SIM=./target/release/presence-sim
 export PRESENCE_JWT_SECRET=bench-secret-not-for-production
 
 cargo build --release --quiet
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+PG_DATA=$(mktemp -d)
+# initdb refuses to run as root.
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$PG_DATA"
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DATA"
 }
 trap cleanup EXIT
-
-psql -q "$SERVER/postgres" -c "drop database if exists $DB with (force)"
+as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -A trust -U postgres >/dev/null
+printf "port = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n" "$PG_PORT" "$PG_DATA" \
+    >> "$PG_DATA/postgresql.conf"
+as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w start >/dev/null
+psql -q "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c "create database $DB"
 DATABASE_URL="$URL" RUST_LOG=warn "$BIN" migrate
 
 # start PORT: a server with the default settings; its pid is appended to PIDS.
@@ -64,4 +77,3 @@ start $((PORT + 1))
 simulate --url "http://127.0.0.1:$PORT" --url "http://127.0.0.1:$((PORT + 1))" \
     --users "$TWO_INSTANCES" --server-pid "${PIDS[0]}" --server-pid "${PIDS[1]}"
 stop_all
-psql -q "$SERVER/postgres" -c "drop database if exists $DB with (force)"
