@@ -130,7 +130,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             warmup: args.warmup,
             duration: args.duration,
             rules,
-            model: model.clone(),
+            model,
             seed: args.seed.wrapping_add(index as u64),
             secret: SecretString::from(args.jwt_secret.clone()),
             instances: addresses.len(),

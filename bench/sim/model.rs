@@ -21,7 +21,7 @@ const SECOND: Micros = 1_000_000;
 
 /// How simulated people use the app. Means of exponential waits; the rare
 /// events (sessions, tabs, settings, blocks) are sped up by `churn`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Model {
     /// The shipped client's poll interval (`pollIntervalMs`).
     pub poll_interval: Micros,
@@ -403,7 +403,7 @@ impl Simulation {
 
     fn fire(&mut self, u: u32, event: Event) {
         let now = self.now();
-        let model = self.setup.model.clone();
+        let model = self.setup.model;
         let session = self.users[u as usize].session;
         let current = |s: u32| s == session && self.users[u as usize].present();
         match event {
@@ -531,7 +531,7 @@ impl Simulation {
 
     /// The user opens the app: 1–3 tabs, the first one in front.
     fn open(&mut self, u: u32, now: Micros) {
-        let model = self.setup.model.clone();
+        let model = self.setup.model;
         let tabs = 1 + self.rng.u8(..3);
         // Someone coming back starts a burst of interaction. The users of the
         // ramp start as the model's steady state has them: a burst's share of
@@ -590,7 +590,7 @@ impl Simulation {
 
     /// Opens one tab: its first ping (which counts as activity) and its first poll.
     fn open_tab(&mut self, u: u32, tab: u8, now: Micros) {
-        let model = self.setup.model.clone();
+        let model = self.setup.model;
         let user = &mut self.users[u as usize];
         let t = &mut user.tabs[tab as usize];
         t.open = true;
@@ -903,7 +903,7 @@ impl Simulation {
 
     fn poll_answered(&mut self, done: Done, at: Micros, measured: bool) {
         let (u, tab, kind) = (done.job.user, done.job.tab, done.job.kind);
-        let model = self.setup.model.clone();
+        let model = self.setup.model;
         let rules = self.setup.rules;
         let Some(answer) = done.answer else {
             return self.poll_failed(u, tab, None);

@@ -152,6 +152,23 @@ async fn other_instances_learn_of_a_write_long_before_the_cache_ttl(pool: PgPool
     }
 }
 
+/// Sets `user`'s status message on `writer` and waits until `reader` shows it to `viewer`.
+async fn message_shown(
+    writer: &TestApp,
+    reader: &TestApp,
+    user: UserId,
+    viewer: UserId,
+    message: &str,
+) {
+    writer
+        .ping_ok(user, json!({"statusMessage": message}))
+        .await;
+    shown_eventually(reader, viewer, user, |view| {
+        view["statusMessage"] == message
+    })
+    .await;
+}
+
 /// The read cache's misses so far on `app`, from its metrics.
 async fn cache_misses(app: &TestApp) -> f64 {
     let page = reqwest::get(format!("{}/metrics", app.metrics_address))
@@ -172,13 +189,7 @@ async fn a_cached_row_outlives_the_ttl_while_the_listener_keeps_up(pool: PgPool)
     let ttl = Duration::from_millis(300);
     let (writer, reader, _clock) = two_instances(pool, &[("PRESENCE_CACHE_TTL", "300ms")]).await;
     let (user, viewer) = (new_user(), new_user());
-    writer
-        .ping_ok(user, json!({"statusMessage": "Before"}))
-        .await;
-    shown_eventually(&reader, viewer, user, |view| {
-        view["statusMessage"] == "Before"
-    })
-    .await;
+    message_shown(&writer, &reader, user, viewer, "Before").await;
     // Nothing changes the row: for ten TTLs, reads are served from the cache,
     // because the listener's probes show it has missed nothing. (Were rows
     // only kept for the TTL, every TTL would cost a read of the database.)
@@ -193,13 +204,7 @@ async fn a_cached_row_outlives_the_ttl_while_the_listener_keeps_up(pool: PgPool)
         "{misses} reads of 30 over ten TTLs went to the database"
     );
     // And a write on the other instance still shows.
-    writer
-        .ping_ok(user, json!({"statusMessage": "After"}))
-        .await;
-    shown_eventually(&reader, viewer, user, |view| {
-        view["statusMessage"] == "After"
-    })
-    .await;
+    message_shown(&writer, &reader, user, viewer, "After").await;
 }
 
 #[sqlx::test]
@@ -207,13 +212,7 @@ async fn with_the_listener_killed_a_write_still_shows_within_the_ttl(pool: PgPoo
     let (writer, reader, _clock) =
         two_instances(pool.clone(), &[("PRESENCE_CACHE_TTL", "1s")]).await;
     let (user, viewer) = (new_user(), new_user());
-    writer
-        .ping_ok(user, json!({"statusMessage": "Before"}))
-        .await;
-    shown_eventually(&reader, viewer, user, |view| {
-        view["statusMessage"] == "Before"
-    })
-    .await;
+    message_shown(&writer, &reader, user, viewer, "Before").await;
     // Both listeners of this test's database (each test has a database of its
     // own), once both are connected.
     let listeners = || {
@@ -241,13 +240,7 @@ async fn with_the_listener_killed_a_write_still_shows_within_the_ttl(pool: PgPoo
     .await
     .expect("terminates");
     assert_eq!(killed, [true, true], "one listener per instance");
-    writer
-        .ping_ok(user, json!({"statusMessage": "After"}))
-        .await;
-    shown_eventually(&reader, viewer, user, |view| {
-        view["statusMessage"] == "After"
-    })
-    .await;
+    message_shown(&writer, &reader, user, viewer, "After").await;
 }
 
 /// One step of the randomized model: what a client does, on which instance.

@@ -330,16 +330,43 @@ async fn a_run_prunes_every_stale_user_in_chunks_of_short_transactions(pool: PgP
         chunk: 2,
         metrics: None,
     };
+    // Another transaction holds the last stale user's row (in user id order).
+    let last: uuid::Uuid = sqlx::query_scalar(
+        "select user_id from user_status where user_id <> $1 order by user_id desc limit 1",
+    )
+    .bind(live.as_uuid())
+    .fetch_one(&app.pool)
+    .await
+    .expect("finds the last stale user");
+    let mut holder = app.pool.begin().await.expect("begins");
+    sqlx::query("select 1 from user_status where user_id = $1 for update")
+        .bind(last)
+        .execute(&mut *holder)
+        .await
+        .expect("locks the row");
+    let run = tokio::spawn(async move { run_scheduled_prune(&schedule).await });
+    // While the job waits for that row, the chunks before it are committed:
+    // pings of those users would not wait for the whole run.
+    let with_devices = || {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from user_status where jsonb_array_length(devices) > 0",
+        )
+        .fetch_one(&app.pool)
+    };
+    let started = std::time::Instant::now();
+    while with_devices().await.expect("counts") > 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nothing was committed while one row was held: one long transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    holder.rollback().await.expect("releases the row");
     assert_eq!(
-        run_scheduled_prune(&schedule).await.expect("runs"),
+        run.await.expect("the job's task joins").expect("runs"),
         Some(7),
         "every stale entry, two users per transaction"
     );
-    let left: i64 = sqlx::query_scalar(
-        "select count(*) from user_status where jsonb_array_length(devices) > 0",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("counts");
+    let left: i64 = with_devices().await.expect("counts");
     assert_eq!(left, 1, "only the live user keeps a device");
 }
