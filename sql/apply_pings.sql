@@ -129,7 +129,8 @@ begin
                         order by rank
                         limit p_max_devices
                     ) as kept)),
-            updated_at = now()
+            -- The instant of the event, which history records (see the history migration).
+            updated_at = p.at
         from pings as p, locked as l
         where s.user_id = p.user_id and l.user_id = p.user_id
         returning p.ordinal, s.user_id, s.manual_status, s.manual_status_until, s.invisible,
@@ -139,7 +140,7 @@ begin
     inserted as (
         insert into user_status as s (
             user_id, manual_status, manual_status_until, invisible, last_seen,
-            status_message, status_message_until, devices)
+            status_message, status_message_until, devices, updated_at)
         select p.user_id,
                case when p.set_manual then p.manual_status end,
                case when p.set_manual then p.manual_until end,
@@ -151,7 +152,8 @@ begin
                    'id', p.device_id,
                    'platform', coalesce(p.platform, 'web'),
                    'lastPing', p.at,
-                   'lastActive', p.at))
+                   'lastActive', p.at)),
+               p.at
         from pings as p
         where not exists (select 1 from locked as l where l.user_id = p.user_id)
         order by p.user_id

@@ -62,7 +62,7 @@ begin
         ),
         updated as (
             update user_status as s
-            set devices = p.devices, updated_at = now()
+            set devices = p.devices, updated_at = $4
             from pruned as p
             where s.user_id = p.user_id and p.removed > 0
             returning s.user_id, s.version, p.removed
@@ -79,7 +79,7 @@ begin
                (select count(*) from announced)
     $query$
     into removed, notifications
-    using at - older_than, max_devices, max_users;
+    using at - older_than, max_devices, max_users, at;
     return removed;
 end
 $function$;

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::UserId;
 use crate::error::ApiError;
 
+/// The scope that makes a token a service token, for `/api/admin/...`.
+pub const ADMIN_SCOPE: &str = "presence:admin";
+
 /// The secret `serve --dev` and `token --dev` use: public, so never for production.
 pub const DEV_JWT_SECRET: &str = "presence-development-secret-never-use-in-production";
 
@@ -22,6 +25,8 @@ pub const DEV_JWT_SECRET: &str = "presence-development-secret-never-use-in-produ
 struct Claims {
     sub: String,
     exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,6 +111,11 @@ impl TokenVerifier {
 
     /// The user a token speaks for, or why it is refused.
     pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
+        self.verify_caller(token)?.user()
+    }
+
+    /// Who a token speaks for (a user, or a service with the admin scope), or why it is refused.
+    pub fn verify_caller(&self, token: &str) -> Result<Caller, ApiError> {
         if names_critical_extensions(token) {
             // RFC 7515 4.1.11: a token whose `crit` names extensions the
             // recipient does not understand must be refused; this server understands none.
@@ -136,12 +146,26 @@ impl TokenVerifier {
                 _ => "the token is malformed",
             })
         })?;
-        UserId::parse(&data.claims.sub)
-            .map_err(|_| ApiError::Unauthorized("the token's sub claim must be a user id (a UUID)"))
+        if data.claims.sub.is_empty() {
+            return Err(ApiError::Unauthorized("the token's sub claim is empty"));
+        }
+        Ok(Caller {
+            admin: data
+                .claims
+                .scope
+                .as_deref()
+                .is_some_and(|scope| scope.split(' ').any(|scope| scope == ADMIN_SCOPE)),
+            subject: data.claims.sub,
+        })
     }
 
     /// The user a request's `Authorization: Bearer` header speaks for.
     pub fn verify_request(&self, request: &HttpRequest) -> Result<UserId, ApiError> {
+        self.verify_request_caller(request)?.user()
+    }
+
+    /// Who a request's `Authorization: Bearer` header speaks for.
+    pub fn verify_request_caller(&self, request: &HttpRequest) -> Result<Caller, ApiError> {
         let value = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -157,7 +181,7 @@ impl TokenVerifier {
             .ok_or(ApiError::Unauthorized(
                 "the Authorization header must read Bearer <token>",
             ))?;
-        self.verify(token)
+        self.verify_caller(token)
     }
 }
 
@@ -176,6 +200,23 @@ fn names_critical_extensions(token: &str) -> bool {
         .is_some_and(|header| header.get("crit").is_some())
 }
 
+/// Who a verified token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user claim: a user id, or a service's name.
+    pub subject: String,
+    /// Whether the token carries the `presence:admin` scope (a service token).
+    pub admin: bool,
+}
+
+impl Caller {
+    /// The user this caller is, for the user routes: the subject must be a UUID.
+    pub fn user(&self) -> Result<UserId, ApiError> {
+        UserId::parse(&self.subject)
+            .map_err(|_| ApiError::Unauthorized("the token's sub claim must be a user id (a UUID)"))
+    }
+}
+
 /// Signs a token for `user`, valid for `ttl` from now (for `presence token` and tests).
 pub fn issue_token(
     secret: &SecretString,
@@ -191,9 +232,21 @@ pub fn issue_token_with(
     user: UserId,
     ttl: Duration,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    issue_scoped_token(settings, &user.to_string(), None, ttl)
+}
+
+/// Signs a token for `subject` with an optional `scope` (`presence:admin`
+/// makes it a service token; its subject may then be any name).
+pub fn issue_scoped_token(
+    settings: &TokenSettings,
+    subject: &str,
+    scope: Option<&str>,
+    ttl: Duration,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let claims = Claims {
-        sub: user.to_string(),
+        sub: subject.to_owned(),
         exp: jsonwebtoken::get_current_timestamp().saturating_add(ttl.as_secs()),
+        scope: scope.map(str::to_owned),
         iss: settings.issuer.clone(),
         aud: settings.audience.clone(),
     };
@@ -202,6 +255,30 @@ pub fn issue_token_with(
         &claims,
         &EncodingKey::from_secret(settings.secret.expose_secret().as_bytes()),
     )
+}
+
+/// The service calling an `/api/admin/...` route: `401` without a valid
+/// token, `403 FORBIDDEN` with a token that lacks the `presence:admin` scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service(pub String);
+
+impl FromRequest for Service {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let verified = match request.app_data::<web::Data<TokenVerifier>>() {
+            Some(verifier) => verifier.verify_request_caller(request).and_then(|caller| {
+                if caller.admin {
+                    Ok(Service(caller.subject))
+                } else {
+                    Err(ApiError::Forbidden)
+                }
+            }),
+            None => Err(ApiError::Internal("no token verifier configured".into())),
+        };
+        ready(verified)
+    }
 }
 
 /// The authenticated caller of an `/api` request.
@@ -249,6 +326,7 @@ mod tests {
         let claims = Claims {
             sub: user.to_string(),
             exp: jsonwebtoken::get_current_timestamp() + 60,
+            scope: None,
             iss: None,
             aud: None,
         };

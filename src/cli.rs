@@ -2,14 +2,17 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-use clap::{Parser, Subcommand};
+use chrono::{DateTime, TimeDelta, Utc};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
-use crate::auth::{DEV_JWT_SECRET, issue_token_with};
+use crate::auth::{ADMIN_SCOPE, DEV_JWT_SECRET, issue_scoped_token};
 use crate::config::{Config, ConfigError, to_delta};
 use crate::domain::UserId;
+use crate::jobs::enforce_history_retention;
+use crate::jobs::history::{Bucket, bucket_stats};
 use crate::startup::{Application, StartupError, connect, prepare_database};
+use crate::store::BucketStats;
 use crate::store::{self, PG_CRON_JOB, PgCronError};
 
 /// The presence service: who is online, from PostgreSQL, over plain HTTP polling.
@@ -47,11 +50,29 @@ pub enum Command {
         #[arg(long)]
         uninstall_pg_cron: bool,
     },
-    /// Print a bearer token for a user, for curl scripts and local development.
+    /// Print the history stats by hour or day (for cron and reports).
+    Report {
+        /// Start of the range, RFC 3339 [default: --to minus 7 days, or 24 hours with --bucket hour].
+        #[arg(long, value_parser = parse_instant)]
+        from: Option<DateTime<Utc>>,
+        /// End of the range, RFC 3339 [default: now].
+        #[arg(long, value_parser = parse_instant)]
+        to: Option<DateTime<Utc>>,
+        /// The width of a bucket.
+        #[arg(long, value_enum, default_value = "day")]
+        bucket: ReportBucket,
+        /// A table for people, or CSV for spreadsheets and scripts.
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+    /// Print a bearer token for a user (or, with --scope presence:admin, a
+    /// service), for curl scripts, backends and local development.
     Token {
-        /// The user the token speaks for (a UUID).
-        #[arg(value_parser = UserId::parse)]
-        user_id: UserId,
+        /// Who the token speaks for: a user id (a UUID), or a service's name with --scope.
+        subject: String,
+        /// Space-separated scopes; `presence:admin` makes a service token for /api/admin/.
+        #[arg(long)]
+        scope: Option<String>,
         /// How long the token stays valid.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -59,6 +80,28 @@ pub enum Command {
         #[arg(long)]
         dev: bool,
     },
+}
+
+/// The bucket width of `presence report`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReportBucket {
+    /// Aligned UTC hours.
+    Hour,
+    /// UTC days.
+    Day,
+}
+
+/// The output of `presence report`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned columns.
+    Table,
+    /// Comma-separated values with a header line.
+    Csv,
+}
+
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    crate::domain::parse_timestamp("the time", text)
 }
 
 /// Why a command failed.
@@ -79,6 +122,17 @@ pub enum CliError {
     /// pg_cron could not be used.
     #[error(transparent)]
     PgCron(#[from] PgCronError),
+    /// The report could not be computed.
+    #[error("the report failed: {0}")]
+    Report(sqlx::Error),
+    /// The report's range is empty or too long.
+    #[error("--from must be before --to, and they may span at most 366 buckets")]
+    Range,
+    /// A user token's subject is not a user id.
+    #[error(
+        "the subject must be a user id (a UUID), or any name with --scope presence:admin; got {0:?}"
+    )]
+    Subject(String),
     /// A token could not be signed.
     #[error("could not sign the token: {0}")]
     Token(#[from] jsonwebtoken::errors::Error),
@@ -135,14 +189,72 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 )
                 .await?;
                 println!("removed {removed} stale device entries");
+                if !config.history_retention.is_zero() {
+                    let cutoff = Utc::now() - to_delta(config.history_retention);
+                    let deleted = enforce_history_retention(&pool, cutoff).await?;
+                    println!("deleted {deleted} history records older than the retention window");
+                }
             }
         }
-        Command::Token { user_id, ttl, dev } => {
+        Command::Report {
+            from,
+            to,
+            bucket,
+            format,
+        } => {
+            let bucket = match bucket {
+                ReportBucket::Hour => Bucket::Hour,
+                ReportBucket::Day => Bucket::Day,
+            };
+            let now = Utc::now();
+            let to = to.unwrap_or(now);
+            let from = from.unwrap_or_else(|| match bucket {
+                Bucket::Hour => to - TimeDelta::hours(24),
+                Bucket::Day => to - TimeDelta::days(7),
+            });
+            let starts = bucket
+                .starts(from, to, now)
+                .filter(|_| from < to)
+                .ok_or(CliError::Range)?;
+            let pool = connect(&config).await?;
+            let mut connection = pool.acquire().await.map_err(CliError::Report)?;
+            let stats = bucket_stats(
+                &mut connection,
+                bucket,
+                &starts,
+                now,
+                config.thresholds.offline_after,
+            )
+            .await
+            .map_err(CliError::Report)?;
+            print!("{}", report(&stats, format));
+        }
+        Command::Token {
+            subject,
+            scope,
+            ttl,
+            dev,
+        } => {
+            let service = scope
+                .as_deref()
+                .is_some_and(|scope| scope.split(' ').any(|scope| scope == ADMIN_SCOPE));
+            if subject.is_empty() || (!service && UserId::parse(&subject).is_err()) {
+                // A usage error, as clap reports its own (exit code 2).
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::InvalidValue,
+                        CliError::Subject(subject).to_string(),
+                    )
+                    .exit();
+            }
             config.jwt_secret = jwt_secret(&config, dev)?;
             let settings = config
                 .token_settings()
                 .ok_or(StartupError::MissingJwtSecret)?;
-            println!("{}", issue_token_with(&settings, user_id, ttl)?);
+            println!(
+                "{}",
+                issue_scoped_token(&settings, &subject, scope.as_deref(), ttl)?
+            );
         }
     }
     Ok(())
@@ -161,4 +273,50 @@ fn jwt_secret(config: &Config, dev: bool) -> Result<Option<SecretString>, Startu
         }
         (None, false) => Err(StartupError::MissingJwtSecret),
     }
+}
+
+/// The stats as `presence report` prints them.
+fn report(stats: &[BucketStats], format: ReportFormat) -> String {
+    let mut text = String::new();
+    let header = [
+        "start",
+        "active_users",
+        "connected_users",
+        "connected_seconds",
+        "sessions",
+    ];
+    let rows = stats.iter().map(|stats| {
+        [
+            stats
+                .start
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            stats.active_users.to_string(),
+            stats.connected_users.to_string(),
+            format!("{:.3}", stats.connected_seconds),
+            stats.sessions.to_string(),
+        ]
+    });
+    match format {
+        ReportFormat::Csv => {
+            text.push_str(&header.join(","));
+            text.push('\n');
+            for row in rows {
+                text.push_str(&row.join(","));
+                text.push('\n');
+            }
+        }
+        ReportFormat::Table => {
+            text.push_str(&format!(
+                "{:<24}  {:>12}  {:>15}  {:>17}  {:>8}\n",
+                header[0], header[1], header[2], header[3], header[4]
+            ));
+            for row in rows {
+                text.push_str(&format!(
+                    "{:<24}  {:>12}  {:>15}  {:>17}  {:>8}\n",
+                    row[0], row[1], row[2], row[3], row[4]
+                ));
+            }
+        }
+    }
+    text
 }

@@ -49,6 +49,8 @@ pub struct Config {
     pub prune_after: Duration,
     /// How often the server runs the prune job; zero disables it.
     pub prune_every: Duration,
+    /// How long presence history is kept; zero records none.
+    pub history_retention: Duration,
     /// How many settings changes (manual status, message, invisible, blocks) a user may make in a burst.
     pub settings_burst: NonZeroU32,
     /// The sustained rate of settings changes a user may keep up, per second.
@@ -223,6 +225,7 @@ impl Config {
             },
             prune_after,
             prune_every: vars.duration("PRESENCE_PRUNE_EVERY", "60s")?,
+            history_retention: vars.duration("PRESENCE_HISTORY_RETENTION", "90d")?,
             put_burst: vars.count("PRESENCE_PUT_BURST", "20")?,
             settings_burst: vars.count("PRESENCE_SETTINGS_BURST", "10")?,
             settings_per_second,
@@ -260,6 +263,17 @@ impl Config {
         (self.thresholds.offline_after.num_seconds() / 2)
             .max(1)
             .unsigned_abs()
+    }
+
+    /// What the history trigger records with: on unless the retention is zero;
+    /// spans of activity split at the idle threshold, at most an hour (so every
+    /// hour a span covers holds an activity, which the hourly stats count).
+    pub fn history_settings(&self) -> crate::store::HistorySettings {
+        crate::store::HistorySettings {
+            enabled: !self.history_retention.is_zero(),
+            offline_after: self.thresholds.offline_after,
+            activity_split: self.thresholds.idle_after.min(TimeDelta::hours(1)),
+        }
     }
 }
 
@@ -369,6 +383,7 @@ mod tests {
         assert_eq!(config.thresholds.last_seen_precision, TimeDelta::minutes(1));
         assert_eq!(config.prune_after, Duration::from_secs(300));
         assert_eq!(config.prune_every, Duration::from_secs(60));
+        assert_eq!(config.history_retention, Duration::from_secs(90 * 86_400));
         assert_eq!(config.put_burst.get(), 20);
         assert_eq!(config.db_max_connections.get(), 16);
         assert_eq!(config.db_acquire_timeout, Duration::from_secs(1));

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The bearer token is missing or not acceptable.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// The token is valid but may not call this route (an admin route without the admin scope).
+    #[error("this route needs a service token (scope presence:admin)")]
+    Forbidden,
     /// No such route, device or resource.
     #[error("{0}")]
     NotFound(String),
@@ -99,6 +102,7 @@ impl ApiError {
             Self::TooManyIds(_) => "TOO_MANY_IDS",
             Self::TooManyBlocks(_) => "TOO_MANY_BLOCKS",
             Self::Unauthorized(_) => "UNAUTHORIZED",
+            Self::Forbidden => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
@@ -213,6 +217,7 @@ impl ResponseError for ApiError {
             | Self::TooManyIds(_)
             | Self::TooManyBlocks(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

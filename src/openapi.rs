@@ -9,7 +9,8 @@ use crate::domain::{ManualStatus, PingBody, Platform};
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::presence::Status;
 use crate::routes::{
-    self, BlocksBody, DeviceBody, HealthBody, QueryBody, StatusBody, StatusesBody,
+    self, BlocksBody, BucketBody, DeviceBody, HealthBody, HistoryBody, OnlineBody, QueryBody,
+    SegmentBody, SessionBody, StatsBody, StatusBody, StatusesBody,
 };
 
 /// An error answer, as the response enums below name it.
@@ -44,6 +45,14 @@ pub enum BodyErrors {
     /// Body is not JSON (UNSUPPORTED_MEDIA_TYPE)
     #[response(status = 415)]
     NotJson(ErrorResponse),
+}
+
+/// The error of the admin endpoints.
+#[derive(IntoResponses)]
+pub enum AdminErrors {
+    /// A valid token without the presence:admin scope (FORBIDDEN)
+    #[response(status = 403)]
+    Forbidden(ErrorResponse),
 }
 
 /// The error of rate-limited endpoints.
@@ -84,12 +93,18 @@ impl Modify for BearerAuth {
         routes::blocks::put_block,
         routes::blocks::delete_block,
         routes::blocks::get_blocks,
+        routes::history::own_history,
+        routes::history::user_status,
+        routes::history::user_history,
+        routes::history::online_at,
+        routes::history::stats,
         routes::health::health,
         routes::health::ready,
     ),
     components(schemas(
         StatusBody, StatusesBody, DeviceBody, PingBody, QueryBody, BlocksBody, HealthBody,
-        ErrorBody, ErrorDetail, Status, Platform, ManualStatus
+        ErrorBody, ErrorDetail, Status, Platform, ManualStatus, HistoryBody, SegmentBody,
+        SessionBody, OnlineBody, StatsBody, BucketBody
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -123,6 +123,8 @@ impl Application {
             ping_interval_seconds: config.ping_interval_seconds(),
             put_limiter: UserRateLimiter::new(config.put_burst, config.put_per_second),
             metrics: metrics.clone(),
+            history_retention: (!config.history_retention.is_zero())
+                .then(|| to_delta(config.history_retention)),
             settings_limiter: UserRateLimiter::new(
                 config.settings_burst,
                 config.settings_per_second,
@@ -138,6 +140,9 @@ impl Application {
                 max_devices: config.max_devices.get(),
                 chunk: PRUNE_CHUNK,
                 metrics: Some(metrics.clone()),
+                history_retention: (!config.history_retention.is_zero())
+                    .then(|| to_delta(config.history_retention)),
+                offline_after: config.thresholds.offline_after,
             };
             background.push(tokio::spawn(schedule.run_forever()));
         }
@@ -432,6 +437,9 @@ pub async fn prepare_database(config: &Config) -> Result<PgPool, StartupError> {
         .await
         .map_err(StartupError::Migrate)?;
     store::install_sql_functions(&pool)
+        .await
+        .map_err(StartupError::Database)?;
+    store::record_history_settings(&pool, &config.history_settings())
         .await
         .map_err(StartupError::Database)?;
     Ok(pool)

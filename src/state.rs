@@ -26,6 +26,8 @@ pub struct AppState {
     pub settings_limiter: UserRateLimiter,
     /// This server's metrics.
     pub metrics: Arc<Metrics>,
+    /// How far back history is kept; `None` when none is recorded.
+    pub history_retention: Option<chrono::TimeDelta>,
 }
 
 impl AppState {

@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
     Ord,
     Serialize,
     Deserialize,
+    sqlx::Type,
     utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Platform {
     /// A browser tab.
     Web,

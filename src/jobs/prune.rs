@@ -37,6 +37,11 @@ pub struct PruneSchedule {
     pub chunk: u32,
     /// Where to count pruned devices and run times, if anywhere.
     pub metrics: Option<Arc<Metrics>>,
+    /// History older than this is deleted after each run, and the stats of
+    /// finished buckets stored; `None`: no history is recorded.
+    pub history_retention: Option<TimeDelta>,
+    /// A device whose last ping is this old is no longer live (for the history stats).
+    pub offline_after: TimeDelta,
 }
 
 impl PruneSchedule {
@@ -56,6 +61,19 @@ impl PruneSchedule {
                             .observe(started.elapsed().as_secs_f64());
                     }
                     tracing::info!(removed, "pruned stale devices");
+                    if let Some(retention) = self.history_retention {
+                        let cutoff = self.clock.now() - retention;
+                        match enforce_history_retention(&self.pool, cutoff).await {
+                            Ok(deleted) => tracing::info!(deleted, "deleted expired history"),
+                            Err(error) => tracing::warn!(
+                                %error,
+                                "deleting expired history failed; it runs again next period"
+                            ),
+                        }
+                        if let Err(error) = self.refresh_rollups().await {
+                            tracing::warn!(%error, "storing the history stats failed; retried next period");
+                        }
+                    }
                 }
                 Ok(None) => tracing::debug!("another instance ran the prune job this period"),
                 Err(error) => {
@@ -63,6 +81,13 @@ impl PruneSchedule {
                 }
             }
         }
+    }
+}
+
+impl PruneSchedule {
+    async fn refresh_rollups(&self) -> Result<(), sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        super::history::refresh_rollups(&mut connection, self.clock.now(), self.offline_after).await
     }
 }
 
@@ -105,4 +130,25 @@ pub async fn run_scheduled_prune(schedule: &PruneSchedule) -> Result<Option<u64>
         removed += last;
     }
     Ok(Some(removed))
+}
+
+/// The most history records of each kind one retention statement deletes.
+pub const RETENTION_CHUNK: i64 = 10_000;
+
+/// Deletes the history that ended before `cutoff`, in statements of at most
+/// [`RETENTION_CHUNK`] records of each kind found through the indexes on
+/// their end, each its own transaction: a run costs in proportion to what it
+/// deletes, not to the size of the history. Returns how many records it deleted.
+pub async fn enforce_history_retention(
+    pool: &PgPool,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let pass = store::delete_history_before(pool, cutoff, RETENTION_CHUNK).await?;
+        deleted += pass.total();
+        if !pass.filled(RETENTION_CHUNK) {
+            return Ok(deleted);
+        }
+    }
 }

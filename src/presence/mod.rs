@@ -1,5 +1,6 @@
 //! The presence rules: what a viewer is shown of a user, as a pure function of the stored row.
 
+pub mod history;
 mod rules;
 mod stored;
 

@@ -22,7 +22,11 @@ pub async fn delete_device(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let device = DeviceId::parse(&path).map_err(ApiError::InvalidDeviceId)?;
-    if state.statuses.remove_device(viewer, &device).await? {
+    if state
+        .statuses
+        .remove_device(viewer, &device, state.clock.now())
+        .await?
+    {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!(

@@ -6,6 +6,7 @@ mod client;
 mod conditional;
 pub(crate) mod devices;
 pub(crate) mod health;
+pub(crate) mod history;
 pub mod metrics;
 mod rejected;
 pub(crate) mod status;
@@ -17,6 +18,7 @@ use crate::error::ApiError;
 
 pub use blocks::BlocksBody;
 pub use health::HealthBody;
+pub use history::{BucketBody, HistoryBody, OnlineBody, SegmentBody, SessionBody, StatsBody};
 pub use status::QueryBody;
 pub use status_body::{DeviceBody, StatusBody, StatusesBody};
 
@@ -94,6 +96,31 @@ pub fn configure(config: &mut web::ServiceConfig, dev_mode: bool) {
             web::resource("/api/blocks/{userId}")
                 .route(web::put().to(blocks::put_block))
                 .route(web::delete().to(blocks::delete_block))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/status/history")
+                .route(get_or_head().to(history::own_history))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/admin/status/{userId}")
+                .route(get_or_head().to(history::user_status))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/admin/users/{userId}/history")
+                .route(get_or_head().to(history::user_history))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/admin/stats")
+                .route(get_or_head().to(history::stats))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/admin/online")
+                .route(get_or_head().to(history::online_at))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

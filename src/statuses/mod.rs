@@ -261,15 +261,16 @@ impl Statuses {
         Ok(row)
     }
 
-    /// Signs one device out; `false` if the user has no such device.
+    /// Signs one device out at `at`; `false` if the user has no such device.
     pub async fn remove_device(
         &self,
         user: UserId,
         device: &DeviceId,
+        at: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
         let row = self
             .db
-            .run(async |connection| store::remove_device(connection, user, device).await)
+            .run(async |connection| store::remove_device(connection, user, device, at).await)
             .await?;
         let removed = row.is_some();
         if let (Some(caches), Some(row)) = (&self.caches, row) {

@@ -1,6 +1,7 @@
 //! Every SQL statement of the service; functions take any executor (pool, connection, transaction).
 
 mod blocks;
+mod history;
 mod jobs;
 mod pg_cron;
 mod schema;
@@ -8,6 +9,11 @@ mod status;
 
 pub use blocks::{
     BlockError, MAX_BLOCKS_PER_USER, add_block, in_any_block, list_blocks, remove_block,
+};
+pub use history::{
+    BucketStats, HistoryDeleted, HistorySettings, active_since, compute_bucket_stats,
+    delete_history_before, fetch_history, fetch_rollups, history_start, record_history_settings,
+    store_rollup, users_live_at,
 };
 pub use jobs::{claim_job_run, prune_stale_devices, try_job_lock};
 pub use pg_cron::{PG_CRON_JOB, PgCronError, install_pg_cron_job, uninstall_pg_cron_job};

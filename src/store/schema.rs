@@ -6,9 +6,10 @@ use sqlx::{PgExecutor, PgPool};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// The SQL functions in `sql/`, applied after the migrations.
-const SQL_FUNCTIONS: [&str; 2] = [
+const SQL_FUNCTIONS: [&str; 3] = [
     include_str!("../../sql/prune_stale_devices.sql"),
     include_str!("../../sql/apply_pings.sql"),
+    include_str!("../../sql/history_stats.sql"),
 ];
 
 /// The advisory lock held while `sql/` is applied, so instances starting together do not collide.

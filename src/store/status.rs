@@ -290,13 +290,15 @@ pub async fn apply_ping(
         .ok_or(sqlx::Error::RowNotFound)
 }
 
-/// Removes one device of `user` at once; the row as it now stands, `None` if
-/// the user has no such device. The change is announced on the change channel.
+/// Removes one device of `user` at `at` (the sign-out, which history
+/// records); the row as it now stands, `None` if the user has no such device.
+/// The change is announced on the change channel.
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %user, device.id = %device))]
 pub async fn remove_device(
     executor: impl PgExecutor<'_>,
     user: UserId,
     device: &DeviceId,
+    at: DateTime<Utc>,
 ) -> Result<Option<StoredStatus>, sqlx::Error> {
     let record = sqlx::query_as!(
         StatusRecord,
@@ -307,7 +309,7 @@ pub async fn remove_device(
                     select coalesce(jsonb_agg(e.device order by e.position), '[]'::jsonb)
                     from jsonb_array_elements(s.devices) with ordinality as e(device, position)
                     where e.device ->> 'id' <> $2),
-                updated_at = now()
+                updated_at = $3
             where user_id = $1
               and devices @> jsonb_build_array(jsonb_build_object('id', $2::text))
             returning s.*
@@ -323,6 +325,7 @@ pub async fn remove_device(
         "#,
         user.as_uuid(),
         device.as_str(),
+        at,
     )
     .fetch_optional(executor)
     .await?;

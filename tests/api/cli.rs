@@ -126,6 +126,27 @@ fn token_carries_the_configured_issuer_and_audience() {
 }
 
 #[test]
+fn token_with_the_admin_scope_signs_a_service_token_for_any_name() {
+    let output = run(presence()
+        .args(["token", "--scope", "presence:admin", "push-notifier"])
+        .env("PRESENCE_JWT_SECRET", "configured"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).expect("utf-8");
+    let verifier = TokenVerifier::new(&SecretString::from("configured"));
+    let caller = verifier.verify_caller(token.trim()).expect("verifies");
+    assert_eq!(caller.subject, "push-notifier");
+    assert!(caller.admin);
+    assert!(
+        verifier.verify(token.trim()).is_err(),
+        "not a user token: the name is no user id"
+    );
+}
+
+#[test]
 fn token_refuses_a_user_id_that_is_not_a_uuid() {
     let output = run(presence().args(["token", "alice", "--dev"]));
     assert_eq!(output.status.code(), Some(2));

@@ -118,6 +118,9 @@ async fn serve(config: &Config, pool: PgPool, clock: Arc<dyn Clock>) -> (String,
     presence::store::install_sql_functions(&pool)
         .await
         .expect("the sql/ functions apply");
+    presence::store::record_history_settings(&pool, &config.history_settings())
+        .await
+        .expect("the history settings apply");
     let application = Application::build_with_pool(config, pool, clock).expect("the app builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let metrics_address = format!(

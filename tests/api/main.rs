@@ -12,6 +12,7 @@ mod fuzz;
 mod hardening;
 mod health;
 mod helpers;
+mod history;
 mod operations;
 mod pg_cron;
 mod ping;

@@ -150,6 +150,8 @@ async fn of_two_instances_ticking_together_one_runs_the_period(pool: PgPool) {
         max_devices: 10,
         chunk: PRUNE_CHUNK,
         metrics: None,
+        history_retention: None,
+        offline_after: TimeDelta::seconds(60),
     };
     let (first, second) = tokio::join!(
         run_scheduled_prune(&schedule),
@@ -202,7 +204,7 @@ async fn the_built_in_schedule_runs_once_per_period_across_instances(pool: PgPoo
     );
 }
 
-fn presence() -> Command {
+pub(crate) fn presence() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_presence"));
     command
         .current_dir(std::env::temp_dir())
@@ -211,7 +213,7 @@ fn presence() -> Command {
     command
 }
 
-fn database_url_of(pool: &PgPool) -> String {
+pub(crate) fn database_url_of(pool: &PgPool) -> String {
     let options = pool.connect_options();
     let server = std::env::var("DATABASE_URL").expect("DATABASE_URL");
     let (base, _) = server.rsplit_once('/').expect("a database name");
@@ -255,6 +257,15 @@ async fn presence_prune_prints_the_count_for_cron(pool: PgPool) {
     )
     .await
     .expect("ping");
+    // History older than the default 90-day window goes too.
+    sqlx::query(
+        "insert into device_sessions (user_id, device_id, platform, started_at, ended_at)
+         values ($1, 'ancient', 'web', now() - interval '100 days', now() - interval '95 days')",
+    )
+    .bind(user.as_uuid())
+    .execute(&pool)
+    .await
+    .expect("an old session");
 
     let url = database_url_of(&pool);
     let output = presence()
@@ -269,7 +280,7 @@ async fn presence_prune_prints_the_count_for_cron(pool: PgPool) {
     );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        "removed 1 stale device entries"
+        "removed 1 stale device entries\ndeleted 1 history records older than the retention window"
     );
 
     let again = presence()
@@ -280,7 +291,7 @@ async fn presence_prune_prints_the_count_for_cron(pool: PgPool) {
     assert!(again.status.success());
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        "removed 0 stale device entries"
+        "removed 0 stale device entries\ndeleted 0 history records older than the retention window"
     );
 }
 
@@ -329,6 +340,8 @@ async fn a_run_prunes_every_stale_user_in_chunks_of_short_transactions(pool: PgP
         max_devices: 10,
         chunk: 2,
         metrics: None,
+        history_retention: None,
+        offline_after: TimeDelta::seconds(60),
     };
     // Another transaction holds the last stale user's row (in user id order).
     let last: uuid::Uuid = sqlx::query_scalar(

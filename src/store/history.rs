@@ -1,0 +1,398 @@
+//! Presence history: its settings, one user's records over a range, who was
+//! live at an instant, and retention.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::postgres::types::PgInterval;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::{ManualStatus, Platform, UserId};
+use crate::presence::StoredStatus;
+use crate::presence::history::{ActivitySpan, HistoryRecords, ManualSetting, Session};
+
+/// What the history trigger records with: whether it records, and the thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistorySettings {
+    /// `false` (`PRESENCE_HISTORY_RETENTION=0`): nothing is recorded.
+    pub enabled: bool,
+    /// A device whose last ping is this old is no longer live.
+    pub offline_after: TimeDelta,
+    /// A gap of at least this between two activities ends a span of activity.
+    pub activity_split: TimeDelta,
+}
+
+fn interval(delta: TimeDelta) -> PgInterval {
+    PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: delta.num_microseconds().unwrap_or(i64::MAX),
+    }
+}
+
+/// Stores the settings the history trigger reads (at start-up: the thresholds are the server's).
+pub async fn record_history_settings(
+    executor: impl PgExecutor<'_>,
+    settings: &HistorySettings,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into history_settings (singleton, enabled, offline_after, activity_split, updated_at)
+         values (true, $1, $2, $3, now())
+         on conflict (singleton) do update
+         set enabled = excluded.enabled, offline_after = excluded.offline_after,
+             activity_split = excluded.activity_split, updated_at = now()",
+        settings.enabled,
+        interval(settings.offline_after),
+        interval(settings.activity_split),
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// When recording of `user`'s history began (or retention last cut it): their first session's start.
+pub async fn history_start(
+    executor: impl PgExecutor<'_>,
+    user: UserId,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select min(started_at) from device_sessions where user_id = $1",
+        user.as_uuid()
+    )
+    .fetch_one(executor)
+    .await
+}
+
+/// The history records of `user` over `[from, to)`, completed with the open
+/// spans of `row` (the user's current row, read in the same snapshot).
+///
+/// Each query walks the user's own index entries, bounded by the range.
+pub async fn fetch_history(
+    connection: &mut PgConnection,
+    user: UserId,
+    row: Option<&StoredStatus>,
+    active_since: Option<DateTime<Utc>>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    offline_after: TimeDelta,
+) -> Result<HistoryRecords, sqlx::Error> {
+    let sessions = sqlx::query!(
+        r#"select device_id, platform as "platform: Platform", started_at, ended_at
+           from device_sessions
+           where user_id = $1 and started_at < $3 and (ended_at is null or ended_at > $2)
+           order by started_at, device_id"#,
+        user.as_uuid(),
+        from,
+        to,
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    let spans = sqlx::query!(
+        r#"(select started_at, ended_at from activity_spans
+            where user_id = $1 and started_at < $2
+            order by started_at desc limit 1)
+           union all
+           (select started_at, ended_at from activity_spans
+            where user_id = $1 and started_at < $3 and started_at >= $2)
+           union all
+           (select started_at, ended_at from activity_spans
+            where user_id = $1 and started_at < $2 and ended_at >= $2)"#,
+        user.as_uuid(),
+        from,
+        to,
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    let settings = sqlx::query!(
+        r#"(select changed_at, manual_status as "manual_status: ManualStatus", manual_status_until
+            from settings_changes
+            where user_id = $1 and changed_at <= $2
+            order by changed_at desc limit 1)
+           union all
+           (select changed_at, manual_status, manual_status_until
+            from settings_changes
+            where user_id = $1 and changed_at > $2 and changed_at < $3)"#,
+        user.as_uuid(),
+        from,
+        to,
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+
+    let device_end = |device_id: &str| {
+        row.and_then(|row| row.devices.iter().find(|device| device.id == device_id))
+            .map(|device| device.last_ping + offline_after)
+    };
+    let mut records = HistoryRecords {
+        sessions: sessions
+            .into_iter()
+            .map(|session| {
+                let to = session.ended_at.or_else(|| {
+                    // Open: it lasts until the device's last ping plus the
+                    // threshold (a device gone without a record ends where it began).
+                    Some(device_end(&session.device_id).unwrap_or(session.started_at))
+                });
+                Session {
+                    device_id: session.device_id,
+                    platform: session.platform,
+                    from: session.started_at,
+                    to,
+                }
+            })
+            .collect(),
+        spans: spans
+            .into_iter()
+            .filter_map(|span| {
+                Some(ActivitySpan {
+                    from: span.started_at?,
+                    to: span.ended_at?,
+                })
+            })
+            .collect(),
+        settings: settings
+            .into_iter()
+            .filter_map(|setting| {
+                Some(ManualSetting {
+                    at: setting.changed_at?,
+                    status: setting.manual_status,
+                    until: setting.manual_status_until,
+                })
+            })
+            .collect(),
+    };
+    if let (Some(since), Some(last)) = (active_since, row.and_then(|row| row.last_seen)) {
+        records.spans.push(ActivitySpan {
+            from: since,
+            to: last,
+        });
+    }
+    records.spans.sort_by_key(|span| span.from);
+    records.spans.dedup();
+    Ok(records)
+}
+
+/// The start of `user`'s open span of activity (`user_status.active_since`).
+pub async fn active_since(
+    executor: impl PgExecutor<'_>,
+    user: UserId,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        "select active_since from user_status where user_id = $1",
+        user.as_uuid()
+    )
+    .fetch_optional(executor)
+    .await?
+    .flatten())
+}
+
+/// The users with a live device at `at`, in ascending id order after `after`, at most `limit`.
+///
+/// The sessions containing `at` come from the GiST index on their span: the
+/// cost grows with the sessions live at that instant, not with the history.
+/// An open session counts while its device's last ping plus the threshold is after `at`.
+pub async fn users_live_at(
+    executor: impl PgExecutor<'_>,
+    at: DateTime<Utc>,
+    after: Option<UserId>,
+    limit: i64,
+    offline_after: TimeDelta,
+) -> Result<Vec<UserId>, sqlx::Error> {
+    let users = sqlx::query_scalar!(
+        r#"select distinct s.user_id as "user_id!"
+           from device_sessions as s
+           left join user_status as u on s.ended_at is null and u.user_id = s.user_id
+           where tstzrange(s.started_at, s.ended_at, '[)') @> $1::timestamptz
+             and ($2::uuid is null or s.user_id > $2)
+             and (s.ended_at is not null
+                  or exists (select 1 from jsonb_array_elements(u.devices) as e(device)
+                             where e.device ->> 'id' = s.device_id
+                               and (e.device ->> 'lastPing')::timestamptz + $4 > $1))
+           order by 1
+           limit $3"#,
+        at,
+        after.map(|user| user.as_uuid()) as Option<Uuid>,
+        limit,
+        interval(offline_after),
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(users.into_iter().map(UserId::from).collect())
+}
+
+/// Deletes at most `limit` history records that ended before `cutoff` (per
+/// kind), through the indexes on their end: the cost of a call does not grow
+/// with the table. A settings change is kept while it is still the one in
+/// effect at the cutoff. Returns how many were deleted; call again while it
+/// deletes `limit` of some kind.
+pub async fn delete_history_before(
+    executor: impl PgExecutor<'_>,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<HistoryDeleted, sqlx::Error> {
+    let record = sqlx::query!(
+        r#"with sessions as (
+               delete from device_sessions
+               where ctid = any(array(
+                   select ctid from device_sessions where ended_at < $1 limit $2))
+               returning 1
+           ),
+           spans as (
+               delete from activity_spans
+               where ctid = any(array(
+                   select ctid from activity_spans where ended_at < $1 limit $2))
+               returning 1
+           ),
+           rollups as (
+               delete from history_rollups
+               where ctid = any(array(
+                   select ctid from history_rollups where starts_at < $1 limit $2))
+               returning 1
+           ),
+           settings as (
+               delete from settings_changes as c
+               where ctid = any(array(
+                   select c.ctid from settings_changes as c
+                   where c.changed_at < $1
+                     and exists (select 1 from settings_changes as later
+                                 where later.user_id = c.user_id
+                                   and later.changed_at > c.changed_at
+                                   and later.changed_at <= $1)
+                   limit $2))
+               returning 1
+           )
+           select (select count(*) from sessions) as "sessions!",
+                  (select count(*) from rollups) as "rollups!",
+                  (select count(*) from spans) as "spans!",
+                  (select count(*) from settings) as "settings!""#,
+        cutoff,
+        limit,
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(HistoryDeleted {
+        sessions: u64::try_from(record.sessions).unwrap_or(0),
+        spans: u64::try_from(record.spans).unwrap_or(0),
+        settings: u64::try_from(record.settings).unwrap_or(0),
+        rollups: u64::try_from(record.rollups).unwrap_or(0),
+    })
+}
+
+/// How many history records of each kind a retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryDeleted {
+    /// Device sessions.
+    pub sessions: u64,
+    /// Stored stats of buckets.
+    pub rollups: u64,
+    /// Spans of activity.
+    pub spans: u64,
+    /// Settings changes.
+    pub settings: u64,
+}
+
+impl HistoryDeleted {
+    /// All records deleted.
+    pub fn total(&self) -> u64 {
+        self.sessions + self.spans + self.settings + self.rollups
+    }
+
+    /// Whether some kind filled the limit (more may be left).
+    pub fn filled(&self, limit: i64) -> bool {
+        let limit = u64::try_from(limit).unwrap_or(0);
+        [self.sessions, self.spans, self.settings, self.rollups]
+            .iter()
+            .any(|deleted| *deleted >= limit)
+    }
+}
+
+/// The stats of one bucket of history, as the admin stats route shows them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketStats {
+    /// The bucket's first instant.
+    pub start: DateTime<Utc>,
+    /// Distinct users with an activity in the bucket.
+    pub active_users: i64,
+    /// Distinct users with a live device at some instant of it.
+    pub connected_users: i64,
+    /// Seconds in it during which each user had a live device, summed over users.
+    pub connected_seconds: f64,
+    /// Device sessions that started in it.
+    pub sessions: i64,
+}
+
+/// The stats of `[start, end)` computed from the history records as known at
+/// `at` (see `sql/history_stats.sql`).
+pub async fn compute_bucket_stats(
+    executor: impl PgExecutor<'_>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    offline_after: TimeDelta,
+    at: DateTime<Utc>,
+) -> Result<BucketStats, sqlx::Error> {
+    let record = sqlx::query!(
+        r#"select active_users as "active_users!", connected_users as "connected_users!",
+                  connected_seconds as "connected_seconds!", sessions as "sessions!"
+           from history_bucket_stats($1, $2, $3, $4)"#,
+        start,
+        end,
+        interval(offline_after),
+        at,
+    )
+    .fetch_one(executor)
+    .await?;
+    Ok(BucketStats {
+        start,
+        active_users: record.active_users,
+        connected_users: record.connected_users,
+        connected_seconds: record.connected_seconds,
+        sessions: record.sessions,
+    })
+}
+
+/// The stored stats of the final buckets of kind `bucket` (`hour` or `day`) among `starts`.
+pub async fn fetch_rollups(
+    executor: impl PgExecutor<'_>,
+    bucket: &str,
+    starts: &[DateTime<Utc>],
+) -> Result<Vec<BucketStats>, sqlx::Error> {
+    let records = sqlx::query!(
+        "select starts_at, active_users, connected_users, connected_seconds, sessions
+         from history_rollups where bucket = $1 and starts_at = any($2)",
+        bucket,
+        starts,
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(records
+        .into_iter()
+        .map(|record| BucketStats {
+            start: record.starts_at,
+            active_users: record.active_users,
+            connected_users: record.connected_users,
+            connected_seconds: record.connected_seconds,
+            sessions: record.sessions,
+        })
+        .collect())
+}
+
+/// Stores the stats of a bucket that can no longer change (idempotent).
+pub async fn store_rollup(
+    executor: impl PgExecutor<'_>,
+    bucket: &str,
+    stats: &BucketStats,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into history_rollups
+             (bucket, starts_at, active_users, connected_users, connected_seconds, sessions)
+         values ($1, $2, $3, $4, $5, $6)
+         on conflict (bucket, starts_at) do nothing",
+        bucket,
+        stats.start,
+        stats.active_users,
+        stats.connected_users,
+        stats.connected_seconds,
+        stats.sessions,
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
