@@ -10,6 +10,9 @@
  * @typedef {"online" | "idle" | "away" | "dnd" | "offline"} Status
  * @typedef {{ userId: string, status: Status, lastSeen: string | null,
  *   statusMessage: string | null, platforms: string[], nextChangeAt: string | null }} UserStatus
+ * @typedef {{ from: string, to: string,
+ *   segments: { status: Status, from: string, to: string }[],
+ *   sessions: { deviceId: string, platform: string, from: string, to: string | null }[] }} History
  * @typedef {{
  *   token: string | (() => string),
  *   baseUrl?: string,
@@ -137,6 +140,22 @@ export class PresenceClient {
     if (self.pingIntervalSeconds) this.pingIntervalMs = self.pingIntervalSeconds * 1000;
     this.scheduleHeartbeat();
     return self;
+  }
+
+  /**
+   * The caller's own past (`GET /api/status/history`): status segments and
+   * device sessions between `from` and `to` (default: the last 24 hours).
+   * @param {{ from?: Date | string | number, to?: Date | string | number }} [range]
+   * @returns {Promise<History>}
+   */
+  async history(range = {}) {
+    const query = new URLSearchParams();
+    if (range.from !== undefined) query.set("from", iso(range.from));
+    if (range.to !== undefined) query.set("to", iso(range.to));
+    const suffix = query.size ? `?${query}` : "";
+    const response = await this.request("GET", `/api/status/history${suffix}`);
+    if (!response.ok) throw await apiError(response);
+    return response.json();
   }
 
   /** Signs this device out at once; survives the page unloading (`keepalive`). */

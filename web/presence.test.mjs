@@ -290,3 +290,17 @@ test("the device id is stable for a tab and new for another", () => {
   assert.notEqual(tabDeviceId(tab), tabDeviceId(store()));
   assert.match(tabDeviceId(tab), /^[A-Za-z0-9._:-]{1,64}$/);
 });
+
+test("history asks for the caller's own range and returns the segments", async () => {
+  const time = fakeTime();
+  const body = { from: "a", to: "b", segments: [{ status: "online", from: "a", to: "b" }], sessions: [] };
+  const { presence, requests } = client(time, [response(200, body), response(400, { error: { code: "INVALID_TIMESTAMP", message: "from must be before to" } })]);
+  const from = new Date("2026-11-23T00:00:00Z");
+  assert.deepEqual(await presence.history({ from, to: Date.parse("2026-11-23T10:00:00Z") }), body);
+  assert.equal(
+    requests[0].url,
+    "/api/status/history?from=2026-11-23T00%3A00%3A00.000Z&to=2026-11-23T10%3A00%3A00.000Z",
+  );
+  assert.equal(requests[0].headers.Authorization, "Bearer t0ken");
+  await assert.rejects(presence.history({ from, to: from }), { code: "INVALID_TIMESTAMP" });
+});

@@ -110,25 +110,46 @@ pub async fn bucket_stats(
     Ok(result)
 }
 
-/// Stores the rollups of the hours of the last two days and of the last
-/// three days that are final and missing, so stats requests find them (run by
-/// the built-in schedule after the prune job).
+/// The most bucket stats one run of the schedule computes and stores.
+pub const ROLLUPS_PER_RUN: usize = 24;
+
+/// Computes and stores the stats of final buckets (hours and days) that have
+/// none yet, newest first, back to the start of the history or of the
+/// retention window, at most [`ROLLUPS_PER_RUN`] per call (run by the
+/// built-in schedule after the prune job), so stats requests find them
+/// stored. Returns how many it stored.
 pub async fn refresh_rollups(
     connection: &mut PgConnection,
     now: DateTime<Utc>,
     offline_after: TimeDelta,
-) -> Result<(), sqlx::Error> {
-    for (bucket, span) in [
-        (Bucket::Hour, TimeDelta::days(2)),
-        (Bucket::Day, TimeDelta::days(3)),
-    ] {
-        let last_final = bucket.floor(now - offline_after);
-        let starts = bucket
-            .starts(last_final - span, last_final, now)
-            .unwrap_or_default();
-        bucket_stats(connection, bucket, &starts, now, offline_after).await?;
+    retention: TimeDelta,
+) -> Result<usize, sqlx::Error> {
+    let Some(oldest) = store::oldest_history(&mut *connection).await? else {
+        return Ok(0);
+    };
+    let since = oldest.max(now - retention);
+    let mut stored = 0;
+    for bucket in [Bucket::Hour, Bucket::Day] {
+        let mut missing = Vec::new();
+        let mut end = bucket.floor(now - offline_after);
+        // One bucket's worth of stored stats at a time, newest first.
+        while end > since && stored + missing.len() < ROLLUPS_PER_RUN {
+            let start = (end - bucket.width() * 100).max(bucket.floor(since));
+            let starts = bucket.starts(start, end, now).unwrap_or_default();
+            let have = store::fetch_rollups(&mut *connection, bucket.as_str(), &starts).await?;
+            missing.extend(
+                starts
+                    .iter()
+                    .rev()
+                    .filter(|start| !have.iter().any(|stats| stats.start == **start))
+                    .take(ROLLUPS_PER_RUN - stored - missing.len()),
+            );
+            end = start;
+        }
+        bucket_stats(connection, bucket, &missing, now, offline_after).await?;
+        stored += missing.len();
     }
-    Ok(())
+    Ok(stored)
 }
 
 #[cfg(test)]

@@ -70,8 +70,12 @@ impl PruneSchedule {
                                 "deleting expired history failed; it runs again next period"
                             ),
                         }
-                        if let Err(error) = self.refresh_rollups().await {
-                            tracing::warn!(%error, "storing the history stats failed; retried next period");
+                        match self.refresh_rollups(retention).await {
+                            Ok(stored) => tracing::debug!(stored, "stored history stats"),
+                            Err(error) => tracing::warn!(
+                                %error,
+                                "storing the history stats failed; retried next period"
+                            ),
                         }
                     }
                 }
@@ -85,9 +89,15 @@ impl PruneSchedule {
 }
 
 impl PruneSchedule {
-    async fn refresh_rollups(&self) -> Result<(), sqlx::Error> {
+    async fn refresh_rollups(&self, retention: TimeDelta) -> Result<usize, sqlx::Error> {
         let mut connection = self.pool.acquire().await?;
-        super::history::refresh_rollups(&mut connection, self.clock.now(), self.offline_after).await
+        super::history::refresh_rollups(
+            &mut connection,
+            self.clock.now(),
+            self.offline_after,
+            retention,
+        )
+        .await
     }
 }
 

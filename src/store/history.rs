@@ -170,6 +170,15 @@ pub async fn fetch_history(
     Ok(records)
 }
 
+/// The start of the oldest session in the history (the schedule backfills stats from there).
+pub async fn oldest_history(
+    executor: impl PgExecutor<'_>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!("select min(started_at) from device_sessions")
+        .fetch_one(executor)
+        .await
+}
+
 /// The start of `user`'s open span of activity (`user_status.active_since`).
 pub async fn active_since(
     executor: impl PgExecutor<'_>,

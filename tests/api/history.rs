@@ -806,3 +806,28 @@ async fn presence_report_prints_the_stats_as_a_table_or_csv(pool: PgPool) {
         "{table}"
     );
 }
+
+#[sqlx::test]
+async fn a_device_evicted_for_room_ends_its_session_at_the_eviction(pool: PgPool) {
+    let app = spawn_app_with(pool, &[("PRESENCE_MAX_DEVICES", "2")]).await;
+    let user = new_user();
+    let t0 = start_time();
+    app.ping_ok(user, json!({"deviceId": "one"})).await;
+    app.advance(TimeDelta::seconds(10));
+    app.ping_ok(user, json!({"deviceId": "two"})).await;
+    app.advance(TimeDelta::seconds(10));
+    // A third device replaces the least recently seen, "one", while it is still live.
+    app.ping_ok(user, json!({"deviceId": "three"})).await;
+    app.advance(TimeDelta::seconds(10));
+    let body = get_ok(&app, "/api/status/history", &token_for(user)).await;
+    let at = |seconds: i64| iso(t0 + TimeDelta::seconds(seconds));
+    assert_eq!(
+        body["sessions"],
+        json!([
+            {"deviceId": "one", "platform": "web", "from": at(0), "to": at(20)},
+            {"deviceId": "two", "platform": "web", "from": at(10), "to": null},
+            {"deviceId": "three", "platform": "web", "from": at(20), "to": null},
+        ]),
+        "{body:#}"
+    );
+}

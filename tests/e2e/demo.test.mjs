@@ -119,6 +119,10 @@ test("two users watch each other through the demo page", async () => {
   await pageA.uncheck("#dnd");
   await seen(pageB, alice, "online");
 
+  // Alice's own day, drawn from /api/status/history, shows the dnd she just left.
+  await pageA.waitForSelector('#timeline span[data-status="dnd"]', { timeout: 8000 });
+  await pageA.waitForSelector('#timeline span[data-status="online"]', { timeout: 8000 });
+
   mkdirSync("target/e2e", { recursive: true });
   await pageB.screenshot({ path: "target/e2e/demo.png", fullPage: true });
 
