@@ -177,3 +177,38 @@ $$;
 create trigger user_status_track_history
     before insert or update on user_status
     for each row execute function user_status_track_history();
+
+-- Views for BI tools: the history with open records resolved as the API
+-- resolves them.
+
+-- Every device session; an open one ends at its device's last ping plus the
+-- offline threshold (null while that is still ahead: the session lasts).
+create view presence_sessions as
+select s.user_id, s.device_id, s.platform, s.started_at,
+       coalesce(s.ended_at, open_end.ends_at) as ended_at,
+       coalesce(s.ended_at, open_end.ends_at) - s.started_at as duration
+from device_sessions as s
+left join lateral (
+    select case when e.ends_at <= now() then e.ends_at end as ends_at
+    from (
+        select (d.device ->> 'lastPing')::timestamptz + (select offline_after from history_settings) as ends_at
+        from user_status as u, jsonb_array_elements(u.devices) as d(device)
+        where s.ended_at is null and u.user_id = s.user_id and d.device ->> 'id' = s.device_id
+        limit 1
+    ) as e
+) as open_end on true;
+
+-- Every span of activity, the open one of each user included.
+create view presence_activity_spans as
+select user_id, started_at, ended_at from activity_spans
+union all
+select user_id, active_since, last_seen from user_status where active_since is not null;
+
+-- The stored stats of final hours and days (what /api/admin/stats returns for them).
+create view presence_daily_stats as
+select starts_at as day, active_users, connected_users, connected_seconds, sessions
+from history_rollups where bucket = 'day';
+
+create view presence_hourly_stats as
+select starts_at as hour, active_users, connected_users, connected_seconds, sessions
+from history_rollups where bucket = 'hour';

@@ -134,6 +134,32 @@ async fn a_morning_reads_back_as_the_self_view_showed_it(pool: PgPool) {
         "{body:#}"
     );
     assert_eq!(body["from"], json!(iso(t0 - TimeDelta::hours(1))));
+
+    // The views for BI tools resolve open records as the API does.
+    let sessions: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "select device_id, started_at, ended_at from presence_sessions
+         where user_id = $1 order by started_at",
+    )
+    .bind(user.as_uuid())
+    .fetch_all(&app.pool)
+    .await
+    .expect("the sessions view");
+    let at = |m: i64| t0 + TimeDelta::minutes(m);
+    assert_eq!(
+        sessions,
+        vec![
+            ("laptop".to_owned(), at(0), Some(at(62))),
+            ("phone".to_owned(), at(1), Some(at(2))),
+        ]
+    );
+    let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "select started_at, ended_at from presence_activity_spans where user_id = $1",
+    )
+    .bind(user.as_uuid())
+    .fetch_all(&app.pool)
+    .await
+    .expect("the spans view");
+    assert_eq!(spans, vec![(at(0), at(2))], "the open span");
 }
 
 #[sqlx::test]
