@@ -4,6 +4,9 @@
 # DAYS-day GET /api/admin/stats?bucket=day, each through the release server,
 # with the disk the history takes per 1,000 user-days.
 #
+# Rows go in in time order, as the service writes them (a day's records
+# share pages), with every index in place.
+#
 # The history each user-day holds (a workday of the simulator's model,
 # bench/README.md): a laptop session from about 9:00 for about 8 hours and a
 # phone session of about 30 minutes in the evening (2 sessions), and 6 spans
@@ -66,7 +69,9 @@ select p.user_id, 'phone', 'mobile',
        x.day + interval '20 hours' + (x.jitter % 7200) * interval '1 second',
        x.day + interval '20 hours 10 minutes' + (x.jitter % 7200 + x.jitter % 2400) * interval '1 second'
 from people as p cross join lateral (
-    select d.day, abs(hashtext(d.d::text || '/' || p.n)) as jitter from days as d) as x;
+    select d.day, abs(hashtext(d.d::text || '/' || p.n)) as jitter from days as d) as x
+-- In time order, as the service writes them.
+order by 4;
 
 insert into activity_spans (user_id, started_at, ended_at)
 select p.user_id, s.starts, s.starts + (x.jitter % 3000 + 60) * interval '1 second'
@@ -75,7 +80,8 @@ cross join lateral (select d.day, abs(hashtext(p.n::text || '#' || d.d)) as jitt
 cross join lateral (
     select x.day + interval '9 hours 30 minutes' + k * interval '75 minutes'
            + (x.jitter % (600 + k)) * interval '1 second' as starts
-    from generate_series(0, 5) as k) as s;
+    from generate_series(0, 5) as k) as s
+order by 2;
 
 insert into user_status (user_id, last_seen, active_since, devices)
 select user_id, timestamptz '$END' - interval '4 hours', timestamptz '$END' - interval '4 hours', '[]'

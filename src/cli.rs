@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
@@ -60,7 +60,7 @@ pub enum Command {
         to: Option<DateTime<Utc>>,
         /// The width of a bucket.
         #[arg(long, value_enum, default_value = "day")]
-        bucket: ReportBucket,
+        bucket: Bucket,
         /// A table for people, or CSV for spreadsheets and scripts.
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
@@ -80,15 +80,6 @@ pub enum Command {
         #[arg(long)]
         dev: bool,
     },
-}
-
-/// The bucket width of `presence report`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ReportBucket {
-    /// Aligned UTC hours.
-    Hour,
-    /// UTC days.
-    Day,
 }
 
 /// The output of `presence report`.
@@ -202,16 +193,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             bucket,
             format,
         } => {
-            let bucket = match bucket {
-                ReportBucket::Hour => Bucket::Hour,
-                ReportBucket::Day => Bucket::Day,
-            };
             let now = Utc::now();
             let to = to.unwrap_or(now);
-            let from = from.unwrap_or_else(|| match bucket {
-                Bucket::Hour => to - TimeDelta::hours(24),
-                Bucket::Day => to - TimeDelta::days(7),
-            });
+            let from = from.unwrap_or(to - bucket.default_range());
             let starts = bucket
                 .starts(from, to, now)
                 .filter(|_| from < to)

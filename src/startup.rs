@@ -436,10 +436,7 @@ pub async fn prepare_database(config: &Config) -> Result<PgPool, StartupError> {
         .run(&pool)
         .await
         .map_err(StartupError::Migrate)?;
-    store::install_sql_functions(&pool)
-        .await
-        .map_err(StartupError::Database)?;
-    store::record_history_settings(&pool, &config.history_settings())
+    store::install_sql_functions_with_history(&pool, &config.history_settings())
         .await
         .map_err(StartupError::Database)?;
     Ok(pool)

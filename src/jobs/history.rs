@@ -12,7 +12,7 @@ use crate::store::{self, BucketStats};
 pub const MAX_BUCKETS: i64 = 366;
 
 /// The width of the stats' buckets: aligned UTC hours or days.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Bucket {
     /// One hour.
     Hour,
@@ -43,6 +43,14 @@ impl Bucket {
         match self {
             Self::Hour => TimeDelta::hours(1),
             Self::Day => TimeDelta::days(1),
+        }
+    }
+
+    /// The range stats cover when the request names no start: 24 hours of hours, 7 days of days.
+    pub fn default_range(self) -> TimeDelta {
+        match self {
+            Self::Hour => TimeDelta::hours(24),
+            Self::Day => TimeDelta::days(7),
         }
     }
 
@@ -146,7 +154,16 @@ pub async fn refresh_rollups(
             );
             end = start;
         }
-        bucket_stats(connection, bucket, &missing, now, offline_after).await?;
+        for start in &missing {
+            // A day of a large history takes seconds: past the request
+            // path's statement timeout, fine for the background.
+            let mut transaction = sqlx::Connection::begin(&mut *connection).await?;
+            sqlx::query("set local statement_timeout = '10min'")
+                .execute(&mut *transaction)
+                .await?;
+            bucket_stats(&mut transaction, bucket, &[*start], now, offline_after).await?;
+            transaction.commit().await?;
+        }
         stored += missing.len();
     }
     Ok(stored)

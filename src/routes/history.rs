@@ -192,11 +192,7 @@ pub async fn stats(
             .map_err(ApiError::InvalidTimestamp)
     };
     let to = parse("to", &query.to)?.unwrap_or(now);
-    let default_range = match bucket {
-        Bucket::Hour => TimeDelta::hours(24),
-        Bucket::Day => TimeDelta::days(7),
-    };
-    let from = parse("from", &query.from)?.unwrap_or(to - default_range);
+    let from = parse("from", &query.from)?.unwrap_or(to - bucket.default_range());
     if from >= to {
         return Err(ApiError::InvalidTimestamp(
             "from must be before to".to_owned(),

@@ -29,17 +29,14 @@ fn interval(delta: TimeDelta) -> PgInterval {
     }
 }
 
-/// Stores the settings the history trigger reads (at start-up: the thresholds are the server's).
+/// Turns recording on or off with the server's thresholds (at start-up; see
+/// `sql/history_trigger.sql`, which must be installed).
 pub async fn record_history_settings(
     executor: impl PgExecutor<'_>,
     settings: &HistorySettings,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "insert into history_settings (singleton, enabled, offline_after, activity_split, updated_at)
-         values (true, $1, $2, $3, now())
-         on conflict (singleton) do update
-         set enabled = excluded.enabled, offline_after = excluded.offline_after,
-             activity_split = excluded.activity_split, updated_at = now()",
+        "select configure_history($1, $2, $3)",
         settings.enabled,
         interval(settings.offline_after),
         interval(settings.activity_split),

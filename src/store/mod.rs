@@ -17,7 +17,9 @@ pub use history::{
 };
 pub use jobs::{claim_job_run, prune_stale_devices, try_job_lock};
 pub use pg_cron::{PG_CRON_JOB, PgCronError, install_pg_cron_job, uninstall_pg_cron_job};
-pub use schema::{MIGRATOR, install_sql_functions, pending_migrations};
+pub use schema::{
+    MIGRATOR, install_sql_functions, install_sql_functions_with_history, pending_migrations,
+};
 pub use status::{
     PingWrite, apply_ping, apply_pings, count_users_by_status, fetch_status, fetch_statuses,
     fetch_statuses_for_viewer, remove_device,

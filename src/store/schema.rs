@@ -6,11 +6,29 @@ use sqlx::{PgExecutor, PgPool};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// The SQL functions in `sql/`, applied after the migrations.
-const SQL_FUNCTIONS: [&str; 3] = [
+const SQL_FUNCTIONS: [&str; 4] = [
     include_str!("../../sql/prune_stale_devices.sql"),
     include_str!("../../sql/apply_pings.sql"),
     include_str!("../../sql/history_stats.sql"),
+    include_str!("../../sql/history_trigger.sql"),
 ];
+
+/// Applies the SQL functions and then the history settings, under the same lock.
+pub async fn install_sql_functions_with_history(
+    pool: &PgPool,
+    history: &super::HistorySettings,
+) -> Result<(), sqlx::Error> {
+    install_sql_functions(pool).await?;
+    let mut transaction = pool.begin().await?;
+    sqlx::query!(
+        r#"select true as "locked!" from pg_advisory_xact_lock($1)"#,
+        SQL_FUNCTIONS_LOCK
+    )
+    .fetch_one(&mut *transaction)
+    .await?;
+    super::record_history_settings(&mut *transaction, history).await?;
+    transaction.commit().await
+}
 
 /// The advisory lock held while `sql/` is applied, so instances starting together do not collide.
 const SQL_FUNCTIONS_LOCK: i64 = 0x7072_6573_656e_6301;

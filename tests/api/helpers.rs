@@ -115,12 +115,9 @@ fn test_config(overrides: &[(&str, &str)]) -> Config {
 
 /// Runs the app in the background; returns its base URL and its metrics URL.
 async fn serve(config: &Config, pool: PgPool, clock: Arc<dyn Clock>) -> (String, String) {
-    presence::store::install_sql_functions(&pool)
+    presence::store::install_sql_functions_with_history(&pool, &config.history_settings())
         .await
-        .expect("the sql/ functions apply");
-    presence::store::record_history_settings(&pool, &config.history_settings())
-        .await
-        .expect("the history settings apply");
+        .expect("the sql/ functions and history settings apply");
     let application = Application::build_with_pool(config, pool, clock).expect("the app builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let metrics_address = format!(
