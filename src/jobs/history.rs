@@ -194,9 +194,16 @@ mod tests {
             "buckets from now on are left out"
         );
         assert_eq!(
-            Bucket::Day.starts(at("2025-01-01T00:00:00Z"), at("2026-01-02T00:00:00Z"), now),
+            Bucket::Day.starts(at("2025-01-01T00:00:00Z"), at("2026-01-03T00:00:00Z"), now),
             None,
-            "more than 366 buckets"
+            "367 buckets"
+        );
+        assert_eq!(
+            Bucket::Day
+                .starts(at("2025-01-01T00:00:00Z"), at("2026-01-02T00:00:00Z"), now)
+                .map(|starts| starts.len()),
+            Some(366),
+            "366 buckets are allowed"
         );
     }
 }
