@@ -185,19 +185,12 @@ pub async fn stats(
             ApiError::InvalidBody(format!("bucket must be hour or day, not {text:?}"))
         })?,
     };
-    let parse = |field: &str, text: &Option<String>| {
-        text.as_deref()
-            .map(|text| parse_timestamp(field, text))
-            .transpose()
-            .map_err(ApiError::InvalidTimestamp)
-    };
-    let to = parse("to", &query.to)?.unwrap_or(now);
-    let from = parse("from", &query.from)?.unwrap_or(to - bucket.default_range());
-    if from >= to {
-        return Err(ApiError::InvalidTimestamp(
-            "from must be before to".to_owned(),
-        ));
-    }
+    let (from, to) = parse_range(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        now,
+        bucket.default_range(),
+    )?;
     let starts = bucket.starts(from, to, now).ok_or_else(|| {
         ApiError::InvalidTimestamp(format!(
             "from and to may span at most {MAX_BUCKETS} buckets"
@@ -367,7 +360,17 @@ async fn history_response(
     query: &RangeQuery,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
-    let (from, to) = parse_range(query, now)?;
+    let (from, to) = parse_range(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        now,
+        DEFAULT_HISTORY_RANGE,
+    )?;
+    if to - from > MAX_HISTORY_RANGE {
+        return Err(ApiError::InvalidTimestamp(
+            "from and to may be at most 31 days apart".to_owned(),
+        ));
+    }
     let offline_after = state.thresholds.offline_after;
     let (records, covered_from) = state
         .statuses
@@ -419,28 +422,24 @@ async fn history_response(
     Ok(no_store(HttpResponse::Ok()).json(body))
 }
 
-/// `from` and `to` of a history request: `to` defaults to now, `from` to 24
-/// hours before `to`; `from` must come first, at most 31 days before.
+/// `from` and `to` of a query string: `to` defaults to now, `from` to
+/// `default_range` before `to`; `from` must come first.
 fn parse_range(
-    query: &RangeQuery,
+    from: Option<&str>,
+    to: Option<&str>,
     now: DateTime<Utc>,
+    default_range: TimeDelta,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let parse = |field: &str, text: &Option<String>| {
-        text.as_deref()
-            .map(|text| parse_timestamp(field, text))
+    let parse = |field: &str, text: Option<&str>| {
+        text.map(|text| parse_timestamp(field, text))
             .transpose()
             .map_err(ApiError::InvalidTimestamp)
     };
-    let to = parse("to", &query.to)?.unwrap_or(now);
-    let from = parse("from", &query.from)?.unwrap_or(to - DEFAULT_HISTORY_RANGE);
+    let to = parse("to", to)?.unwrap_or(now);
+    let from = parse("from", from)?.unwrap_or(to - default_range);
     if from >= to {
         return Err(ApiError::InvalidTimestamp(
             "from must be before to".to_owned(),
-        ));
-    }
-    if to - from > MAX_HISTORY_RANGE {
-        return Err(ApiError::InvalidTimestamp(
-            "from and to may be at most 31 days apart".to_owned(),
         ));
     }
     Ok((from, to))

@@ -13,21 +13,12 @@ const SQL_FUNCTIONS: [&str; 4] = [
     include_str!("../../sql/history_trigger.sql"),
 ];
 
-/// Applies the SQL functions and then the history settings, under the same lock.
+/// Applies the SQL functions and then the history settings, in one transaction under the lock.
 pub async fn install_sql_functions_with_history(
     pool: &PgPool,
     history: &super::HistorySettings,
 ) -> Result<(), sqlx::Error> {
-    install_sql_functions(pool).await?;
-    let mut transaction = pool.begin().await?;
-    sqlx::query!(
-        r#"select true as "locked!" from pg_advisory_xact_lock($1)"#,
-        SQL_FUNCTIONS_LOCK
-    )
-    .fetch_one(&mut *transaction)
-    .await?;
-    super::record_history_settings(&mut *transaction, history).await?;
-    transaction.commit().await
+    install(pool, Some(history)).await
 }
 
 /// The advisory lock held while `sql/` is applied, so instances starting together do not collide.
@@ -35,6 +26,13 @@ const SQL_FUNCTIONS_LOCK: i64 = 0x7072_6573_656e_6301;
 
 /// Applies the SQL functions in `sql/` (idempotent `create or replace`).
 pub async fn install_sql_functions(pool: &PgPool) -> Result<(), sqlx::Error> {
+    install(pool, None).await
+}
+
+async fn install(
+    pool: &PgPool,
+    history: Option<&super::HistorySettings>,
+) -> Result<(), sqlx::Error> {
     let mut transaction = pool.begin().await?;
     sqlx::query!(
         r#"select true as "locked!" from pg_advisory_xact_lock($1)"#,
@@ -44,6 +42,9 @@ pub async fn install_sql_functions(pool: &PgPool) -> Result<(), sqlx::Error> {
     .await?;
     for function in SQL_FUNCTIONS {
         sqlx::raw_sql(function).execute(&mut *transaction).await?;
+    }
+    if let Some(history) = history {
+        super::record_history_settings(&mut *transaction, history).await?;
     }
     transaction.commit().await
 }
