@@ -12,6 +12,13 @@
 -- The device list is edited inside the statement from the locked row, so
 -- concurrent pings of one user serialize on that row and none is lost. A new
 -- device beyond max_devices replaces the least recently pinged one.
+--
+-- Each device keeps `liveSince`, the start of its current session: set when
+-- the device is added or pings again after the offline threshold (of
+-- history_settings) has passed since its last ping, so it moves only when a
+-- session starts. The history trigger's WHEN clause compares it, and so skips
+-- every other ping without calling the trigger function, even while another
+-- device of the user has gone quiet and is still listed.
 create or replace function apply_pings(
     p_users uuid[],
     p_devices text[],
@@ -57,6 +64,9 @@ begin
                                   invisible, set_message, message, message_until,
                                   drop_message_expiry, ordinal)
     ),
+    settings as (
+        select h.offline_after from history_settings as h
+    ),
     locked as materialized (
         select s.user_id
         from user_status as s
@@ -95,10 +105,14 @@ begin
             -- to max_devices. (Readers order devices by last ping themselves.)
             devices = coalesce(
                 (select jsonb_set(
-                            case when p.active
-                                 then jsonb_set(s.devices, array[(e.position - 1)::text, 'lastActive'], to_jsonb(p.at))
-                                 else s.devices end,
-                            array[(e.position - 1)::text, 'lastPing'], to_jsonb(p.at))
+                            s.devices, array[(e.position - 1)::text],
+                            e.device
+                            || jsonb_build_object('lastPing', p.at)
+                            || case when p.active then jsonb_build_object('lastActive', p.at)
+                                    else '{}' end
+                            || case when p.at - (e.device ->> 'lastPing')::timestamptz >= settings.offline_after
+                                    then jsonb_build_object('liveSince', p.at)
+                                    else '{}' end)
                  from jsonb_array_elements(s.devices) with ordinality as e(device, position)
                  where e.device ->> 'id' = p.device_id
                    and (p.platform is null or e.device ->> 'platform' = p.platform)
@@ -112,7 +126,13 @@ begin
                                    'lastPing', p.at,
                                    'lastActive', case
                                        when p.active or previous.device is null then to_jsonb(p.at)
-                                       else previous.device -> 'lastActive' end) as device,
+                                       else previous.device -> 'lastActive' end,
+                                   'liveSince', case
+                                       when previous.device is null
+                                            or p.at - (previous.device ->> 'lastPing')::timestamptz
+                                               >= settings.offline_after
+                                       then to_jsonb(p.at)
+                                       else previous.device -> 'liveSince' end) as device,
                                0::bigint as rank
                         from (select) as pinging
                         left join lateral (
@@ -131,7 +151,7 @@ begin
                     ) as kept)),
             -- The instant of the event, which history records (see the history migration).
             updated_at = p.at
-        from pings as p, locked as l
+        from pings as p, locked as l, settings
         where s.user_id = p.user_id and l.user_id = p.user_id
         returning p.ordinal, s.user_id, s.manual_status, s.manual_status_until, s.invisible,
                   s.last_seen_before_invisible, s.last_seen, s.status_message,
@@ -152,7 +172,8 @@ begin
                    'id', p.device_id,
                    'platform', coalesce(p.platform, 'web'),
                    'lastPing', p.at,
-                   'lastActive', p.at)),
+                   'lastActive', p.at,
+                   'liveSince', p.at)),
                p.at
         from pings as p
         where not exists (select 1 from locked as l where l.user_id = p.user_id)

@@ -3,10 +3,11 @@
 --
 -- The trigger that records history fires only for writes that may start or
 -- end something: a settings change, an activity after a gap of at least the
--- split, a device added, removed or replaced, or a device that may have
--- stopped being live. Its WHEN clause, with the thresholds written in, is
--- checked without calling the trigger function, so a heartbeat of a device
--- that stays live costs no more than it would without history.
+-- split, a device added, removed or replaced, or a device back after its
+-- session ended (its `liveSince` moved: see apply_pings.sql). Its WHEN
+-- clause, with the split written in, is checked without calling the trigger
+-- function, so a heartbeat of a device that stays live costs no more than it
+-- would without history, whatever the user's other devices do.
 create or replace function configure_history(
     p_enabled boolean,
     p_offline_after interval,
@@ -37,12 +38,12 @@ begin
                  new.status_message, new.status_message_until)
                 or (old.last_seen is null and new.last_seen is not null)
                 or new.last_seen - old.last_seen >= %L::interval
-                or old.oldest_ping_minute is null
-                or old.oldest_ping_minute <= new.updated_at - %L::interval
                 or jsonb_path_query_array(new.devices, '$[*].id')
-                   <> jsonb_path_query_array(old.devices, '$[*].id'))
+                   <> jsonb_path_query_array(old.devices, '$[*].id')
+                or jsonb_path_query_array(new.devices, '$[*].liveSince')
+                   <> jsonb_path_query_array(old.devices, '$[*].liveSince'))
             execute function user_status_track_history()
-        $trigger$, p_activity_split, p_offline_after);
+        $trigger$, p_activity_split);
     create or replace trigger user_status_track_history_insert
         before insert on user_status
         for each row execute function user_status_track_history();

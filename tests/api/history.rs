@@ -6,7 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use presence::auth::{ADMIN_SCOPE, TokenSettings, issue_scoped_token};
 use presence::clock::Clock;
-use presence::domain::UserId;
+use presence::domain::{DeviceId, Ping, SettingChange, UserId};
+use presence::store;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRng, TestRunner};
 use reqwest::StatusCode;
@@ -207,6 +208,79 @@ async fn heartbeats_write_no_history_and_an_hour_of_activity_is_one_span(pool: P
     assert_eq!(spans.len(), 2, "{spans:?}");
     assert_eq!(spans[1], (first, last), "the hour of activity is one span");
     assert_eq!(history_rows(&pool).await.0, 1, "still one session");
+}
+
+/// How often the history trigger function ran in `transaction` so far.
+async fn trigger_calls(transaction: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "select coalesce(pg_stat_get_xact_function_calls('user_status_track_history'::regproc), 0)",
+    )
+    .fetch_one(transaction)
+    .await
+    .expect("function statistics")
+}
+
+#[sqlx::test]
+async fn a_heartbeat_beside_a_stale_device_does_not_call_the_history_trigger(pool: PgPool) {
+    // A phone asleep beside a laptop in use: the phone's session has ended but
+    // the device stays listed until the prune job. The laptop's heartbeats
+    // must still be filtered out by the trigger's WHEN clause.
+    let app = spawn_app(pool.clone()).await;
+    let user = new_user();
+    app.ping_ok(user, json!({"deviceId": "phone"})).await;
+    app.advance(TimeDelta::hours(1));
+    app.ping_ok(user, json!({"deviceId": "laptop"})).await;
+    let heartbeat = Ping {
+        device_id: DeviceId::parse("laptop").expect("id"),
+        platform: None,
+        active: false,
+        manual_status: SettingChange::Keep,
+        invisible: None,
+        status_message: SettingChange::Keep,
+    };
+
+    let mut transaction = pool.begin().await.expect("a transaction");
+    sqlx::query("set local track_functions = 'pl'")
+        .execute(&mut *transaction)
+        .await
+        .expect("function statistics on");
+    let mut at = app.clock.now();
+    for _ in 0..3 {
+        at += TimeDelta::seconds(20);
+        store::apply_ping(&mut transaction, user, &heartbeat, at, 10)
+            .await
+            .expect("heartbeat");
+    }
+    assert_eq!(
+        trigger_calls(&mut transaction).await,
+        0,
+        "heartbeats of a live device ran the history trigger"
+    );
+    // The laptop back after a gap longer than the offline threshold: a new session.
+    at += TimeDelta::hours(1);
+    store::apply_ping(&mut transaction, user, &heartbeat, at, 10)
+        .await
+        .expect("ping after a gap");
+    assert_eq!(trigger_calls(&mut transaction).await, 1);
+    transaction.commit().await.expect("commit");
+    let sessions: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "select device_id, started_at, ended_at from device_sessions
+         where user_id = $1 order by started_at",
+    )
+    .bind(user.as_uuid())
+    .fetch_all(&pool)
+    .await
+    .expect("sessions");
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    assert_eq!(sessions[2].0, "laptop");
+    assert_eq!(
+        sessions[2].1, at,
+        "the laptop's second session starts at its return"
+    );
+    assert!(
+        sessions[1].2.is_some(),
+        "the laptop's first session is closed"
+    );
 }
 
 #[sqlx::test]
