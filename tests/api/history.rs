@@ -379,6 +379,54 @@ async fn online_at_pages_through_users_in_id_order(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn online_at_finds_users_beyond_the_ones_it_walks(pool: PgPool) {
+    // With at least 4 * limit live sessions, a page of `limit` walks 2 * limit
+    // users in id order, then collects the live sessions after them; with
+    // fewer, it collects them all. Pages must be the same every way.
+    let app = spawn_app(pool).await;
+    let mut users: Vec<UserId> = (0..8).map(|_| new_user()).collect();
+    users.sort();
+    for user in &users {
+        app.ping_ok(*user, json!({})).await;
+    }
+    app.advance(TimeDelta::minutes(10));
+    // Only the 6th and the 8th in id order are live now, on two devices each
+    // (the others' devices went quiet ten minutes ago and are still listed).
+    let (sixth, eighth) = (users[5].to_string(), users[7].to_string());
+    for device in ["laptop", "phone"] {
+        app.ping_ok(users[5], json!({"deviceId": device})).await;
+        app.ping_ok(users[7], json!({"deviceId": device, "active": false}))
+            .await;
+    }
+    let at = iso(app.clock.now());
+    app.advance(TimeDelta::seconds(1));
+    let service = service_token("reports");
+    let page = async |query: String| {
+        get_ok(
+            &app,
+            &format!("/api/admin/online?at={at}&{query}"),
+            &service,
+        )
+        .await
+    };
+
+    // Four live sessions: pages of one walk two users.
+    let first = page("limit=1".to_owned()).await;
+    assert_eq!(first["userIds"], json!([sixth]), "found past the walk");
+    assert_eq!(first["next"], json!(sixth));
+    let second = page(format!("limit=1&after={sixth}")).await;
+    assert_eq!(second["userIds"], json!([eighth]), "found by the walk");
+    let third = page(format!("limit=1&after={eighth}")).await;
+    assert_eq!(third["userIds"], json!([]));
+    assert_eq!(third["next"], Value::Null);
+    // Fewer than 4 * 3 live sessions: collected.
+    let both = page("limit=3".to_owned()).await;
+    assert_eq!(both["userIds"], json!([sixth, eighth]), "collected");
+    let before = page("limit=3&after=00000000-0000-4000-8000-000000000000".to_owned()).await;
+    assert_eq!(before["userIds"], json!([sixth, eighth]));
+}
+
+#[sqlx::test]
 async fn history_ranges_are_checked(pool: PgPool) {
     let app = spawn_app(pool).await;
     let user = new_user();
