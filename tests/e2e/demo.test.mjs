@@ -2,7 +2,7 @@
 // demo page, against the real server (built by `cargo test`) with short thresholds.
 // Run from the repository root: node --test tests/e2e/
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import net from "node:net";
@@ -14,6 +14,8 @@ const BINARY = process.env.PRESENCE_BIN ?? "target/debug/presence";
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const DATABASE_SERVER = process.env.E2E_DATABASE_SERVER ?? "postgres://postgres@127.0.0.1:5432";
 const OFFLINE_AFTER_MS = 6000;
+// The server creates this database for the test; the test drops it afterwards.
+const DATABASE = `presence_e2e_${randomUUID().replaceAll("-", "")}`;
 
 let server;
 let browser;
@@ -34,7 +36,7 @@ before(async () => {
   server = spawn(BINARY, ["serve", "--dev"], {
     env: {
       ...process.env,
-      DATABASE_URL: `${DATABASE_SERVER}/presence_e2e_${randomUUID().replaceAll("-", "")}`,
+      DATABASE_URL: `${DATABASE_SERVER}/${DATABASE}`,
       PRESENCE_ADDR: `127.0.0.1:${port}`,
       PRESENCE_IDLE_AFTER: "3s",
       // Thresholds of seconds want activity times to the millisecond.
@@ -71,7 +73,17 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  server?.kill("SIGTERM");
+  if (server && server.exitCode === null) {
+    const exited = new Promise((resolve) => server.once("exit", resolve));
+    server.kill("SIGTERM");
+    await exited;
+  }
+  const dropped = spawnSync(
+    "psql",
+    [`${DATABASE_SERVER}/postgres`, "-qc", `drop database if exists ${DATABASE} with (force)`],
+    { stdio: ["ignore", "ignore", "inherit"] },
+  );
+  if (dropped.status !== 0) console.warn(`could not drop the test database ${DATABASE}`);
 });
 
 /** Waits until `page` shows `user` in the roster with `status`; returns how long it took. */
