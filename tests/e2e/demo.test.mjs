@@ -124,7 +124,23 @@ test("two users watch each other through the demo page", async () => {
     (user) => document.querySelector(`li[data-user="${user}"] .message`)?.textContent === "Deep work",
     alice,
   );
+  // A poll of her own status already on its way when she clicks must not undo
+  // the click: hold one such answer back until after the click.
+  await pageA.evaluate(() => window.presenceClient.activity(true));
+  const ownPoll = (request) =>
+    request.url().endsWith("/api/status/query") && request.postDataJSON()?.userIds?.[0] === alice;
+  await pageA.route("**/api/status/query", async (route) => {
+    const response = await route.fetch();
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await route.fulfill({ response });
+  });
+  await pageA.waitForRequest(ownPoll, { timeout: 8000 });
+  const answered = pageA.waitForResponse((response) => ownPoll(response.request()), { timeout: 8000 });
   await pageA.check("#invisible");
+  await answered;
+  await pageA.unrouteAll({ behavior: "wait" });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(await pageA.isChecked("#invisible"), true, "a poll from before the click unchecked the box");
   await seen(pageB, alice, "offline");
   assert.equal(await pageB.locator(`li[data-user="${alice}"] .message`).textContent(), "");
   await pageA.uncheck("#invisible");
