@@ -134,7 +134,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let mut config = Config::from_env()?;
     match cli.command.unwrap_or(Command::Serve { dev: false }) {
         Command::Serve { dev } => {
-            config.jwt_secret = jwt_secret(&config, dev)?;
+            if dev {
+                config.jwt_secret = jwt_secret(&config, dev)?;
+            }
             config.dev_mode = dev;
             let application = Application::build(&config).await?;
             tracing::info!(addr = %config.addr, port = application.port(), "serving");

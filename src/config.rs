@@ -1,6 +1,7 @@
 //! Configuration from the environment (and `.env`): typed, every error naming its variable.
 
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -43,6 +44,12 @@ pub struct Config {
     pub jwt_audience: Option<String>,
     /// Clock difference tolerated on `exp` and `nbf`.
     pub jwt_leeway: Duration,
+    /// PEM files of public keys (RSA, EC, Ed25519) tokens may be signed for.
+    pub jwt_public_keys: Vec<PathBuf>,
+    /// The identity provider's JWKS document, when tokens are checked against it.
+    pub jwks_url: Option<String>,
+    /// The claim that holds the user id.
+    pub jwt_user_claim: String,
     /// The status thresholds: idle, away, offline.
     pub thresholds: Thresholds,
     /// Device entries whose last ping is older than this are removed by the prune job.
@@ -217,6 +224,23 @@ impl Config {
             jwt_issuer: lookup("PRESENCE_JWT_ISSUER").filter(|issuer| !issuer.is_empty()),
             jwt_audience: lookup("PRESENCE_JWT_AUDIENCE").filter(|audience| !audience.is_empty()),
             jwt_leeway: vars.duration("PRESENCE_JWT_LEEWAY", "5s")?,
+            jwt_public_keys: vars
+                .text("PRESENCE_JWT_PUBLIC_KEYS", "")
+                .split(',')
+                .map(str::trim)
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            jwks_url: jwks_url(&vars.text("PRESENCE_JWKS_URL", ""))?,
+            jwt_user_claim: match vars.text("PRESENCE_JWT_USER_CLAIM", "sub").trim() {
+                "" => {
+                    return Err(ConfigError::new(
+                        "PRESENCE_JWT_USER_CLAIM",
+                        "must name a claim",
+                    ));
+                }
+                claim => claim.to_owned(),
+            },
             thresholds: Thresholds {
                 idle_after: to_delta(idle_after),
                 away_after: to_delta(away_after),
@@ -247,15 +271,23 @@ impl Config {
         })
     }
 
-    /// The token settings, once a secret is known (`None` without one).
+    /// The HS256 signing settings, once a secret is known (`None` without one).
     pub fn token_settings(&self) -> Option<crate::auth::TokenSettings> {
         Some(crate::auth::TokenSettings {
             secret: self.jwt_secret.clone()?,
             previous_secret: self.jwt_secret_previous.clone(),
+            claims: self.claim_rules(),
+        })
+    }
+
+    /// How every token's claims are checked, whatever signed it.
+    pub fn claim_rules(&self) -> crate::auth::ClaimRules {
+        crate::auth::ClaimRules {
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
             leeway: self.jwt_leeway,
-        })
+            user_claim: self.jwt_user_claim.clone(),
+        }
     }
 
     /// How often clients should heartbeat: half the offline threshold, at least a second.
@@ -352,6 +384,23 @@ fn cors_origins(text: &str) -> Result<Vec<String>, ConfigError> {
             }
         })
         .collect()
+}
+
+/// `PRESENCE_JWKS_URL`: an http(s) URL, or none when empty.
+fn jwks_url(text: &str) -> Result<Option<String>, ConfigError> {
+    let url = text.trim();
+    match reqwest::Url::parse(url) {
+        _ if url.is_empty() => Ok(None),
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
+            Ok(Some(url.to_owned()))
+        }
+        _ => Err(ConfigError::new(
+            "PRESENCE_JWKS_URL",
+            format!(
+                "expected an http(s) URL such as https://auth.example/.well-known/jwks.json, not {url:?}"
+            ),
+        )),
+    }
 }
 
 /// A configured duration as a signed delta, saturating (settings are capped far below the limit).

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
-use crate::auth::TokenVerifier;
+use crate::auth::{Jwks, JwksError, PublicKey, TokenVerifier, VerificationKeys};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, to_delta};
 use crate::error::ApiError;
@@ -38,6 +38,8 @@ use crate::{routes, store};
 const BODY_LIMIT_BYTES: usize = 16 * 1024;
 /// How long in-flight requests may take to finish after SIGTERM.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+/// When to try the JWKS document again after it could not be fetched at start-up.
+const JWKS_RETRY_AFTER_FAILED_START: Duration = Duration::from_secs(30);
 /// How often the rate limiter forgets users whose budget has recovered.
 const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -50,6 +52,24 @@ pub enum StartupError {
          or run `presence serve --dev` for local development with a fixed, public secret"
     )]
     MissingJwtSecret,
+    /// No key to check tokens with is configured.
+    #[error(
+        "no key to check tokens with: set PRESENCE_JWT_SECRET (HS256), PRESENCE_JWT_PUBLIC_KEYS \
+         (PEM files) or PRESENCE_JWKS_URL (your identity provider's JWKS), \
+         or run `presence serve --dev` for local development with a fixed, public secret"
+    )]
+    NoTokenKeys,
+    /// A file of `PRESENCE_JWT_PUBLIC_KEYS` could not be read or is not a public key.
+    #[error("PRESENCE_JWT_PUBLIC_KEYS: {path}: {reason}")]
+    PublicKeyFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The JWKS document could not be fetched at start-up, and no other key is configured.
+    #[error("PRESENCE_JWKS_URL: {0}")]
+    Jwks(#[source] JwksError),
     /// `DATABASE_URL` is not a Postgres URL.
     #[error("DATABASE_URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
@@ -84,19 +104,24 @@ pub struct Application {
 impl Application {
     /// Creates and migrates the database if needed, then builds the server on the system clock.
     pub async fn build(config: &Config) -> Result<Self, StartupError> {
+        // Before the database is created: a server without keys is a mistake to report first.
+        if config.jwt_secret.is_none()
+            && config.jwt_public_keys.is_empty()
+            && config.jwks_url.is_none()
+        {
+            return Err(StartupError::NoTokenKeys);
+        }
         let pool = prepare_database(config).await?;
-        Self::build_with_pool(config, pool, Arc::new(SystemClock))
+        Self::build_with_pool(config, pool, Arc::new(SystemClock)).await
     }
 
     /// Builds the server on an existing pool and clock (tests pass their own).
-    pub fn build_with_pool(
+    pub async fn build_with_pool(
         config: &Config,
         pool: PgPool,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let tokens = config
-            .token_settings()
-            .ok_or(StartupError::MissingJwtSecret)?;
+        let (verifier, jwks) = token_verifier(config).await?;
         let (listener, port) = bind("PRESENCE_ADDR", &config.addr)?;
         let metrics_listener = config
             .metrics_addr
@@ -131,6 +156,9 @@ impl Application {
             ),
         });
         background.push(tokio::spawn(sweep_rate_limiter(state.clone())));
+        if let Some((jwks, first_refresh)) = jwks {
+            background.push(tokio::spawn(jwks.refresh_forever(first_refresh)));
+        }
         if !config.prune_every.is_zero() {
             let schedule = PruneSchedule {
                 pool,
@@ -163,7 +191,7 @@ impl Application {
             }
             None => (None, None),
         };
-        let server = public_server(config, listener, state.clone(), tokens)?;
+        let server = public_server(config, listener, state.clone(), verifier)?;
         Ok(Self {
             port,
             metrics_port,
@@ -207,6 +235,60 @@ impl Application {
     }
 }
 
+/// The token verifier for the configured keys, and the JWKS document to
+/// keep refreshing (with the delay before its first refresh), if one is configured.
+///
+/// A JWKS document that cannot be fetched stops start-up only when no other
+/// key is configured; otherwise the server starts and keeps trying.
+async fn token_verifier(
+    config: &Config,
+) -> Result<(TokenVerifier, Option<(Arc<Jwks>, Duration)>), StartupError> {
+    let mut keys = VerificationKeys {
+        secrets: config
+            .jwt_secret
+            .iter()
+            .chain(
+                config
+                    .jwt_secret
+                    .as_ref()
+                    .and(config.jwt_secret_previous.as_ref()),
+            )
+            .cloned()
+            .collect(),
+        ..VerificationKeys::default()
+    };
+    for path in &config.jwt_public_keys {
+        let failed = |reason: String| StartupError::PublicKeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|error| failed(error.to_string()))?;
+        let key = PublicKey::from_pem(&pem).map_err(|reason| failed(reason.to_owned()))?;
+        keys.public_keys.push(key);
+    }
+    let mut refreshing = None;
+    if let Some(url) = &config.jwks_url {
+        let jwks = Arc::new(Jwks::new(url.clone()));
+        let first_refresh = match jwks.refresh().await {
+            Ok(next) => next,
+            Err(error) if !keys.is_empty() => {
+                tracing::warn!(error = %error, "could not fetch the JWKS document at start-up; serving with the other keys and retrying");
+                JWKS_RETRY_AFTER_FAILED_START
+            }
+            Err(error) => return Err(StartupError::Jwks(error)),
+        };
+        keys.jwks = Some(jwks.clone());
+        refreshing = Some((jwks, first_refresh));
+    }
+    if keys.is_empty() {
+        return Err(StartupError::NoTokenKeys);
+    }
+    Ok((
+        TokenVerifier::with_keys(&keys, &config.claim_rules()),
+        refreshing,
+    ))
+}
+
 /// Binds `addr` (named by `variable` in errors); returns the listener and its port.
 fn bind(variable: &'static str, addr: &str) -> Result<(TcpListener, u16), StartupError> {
     let failed = |source| StartupError::Bind {
@@ -226,15 +308,16 @@ fn public_server(
     config: &Config,
     listener: TcpListener,
     state: web::Data<AppState>,
-    tokens: crate::auth::TokenSettings,
+    verifier: TokenVerifier,
 ) -> Result<Server, StartupError> {
     let addr = listener.local_addr().map_err(|source| StartupError::Bind {
         variable: "PRESENCE_ADDR",
         addr: config.addr.clone(),
         source,
     })?;
-    let verifier = web::Data::new(TokenVerifier::with_settings(&tokens));
-    let token_settings = web::Data::new(tokens);
+    let verifier = web::Data::new(verifier);
+    // Only the demo's token endpoint signs tokens, and only `--dev` has it.
+    let token_settings = config.token_settings().map(web::Data::new);
     let (dev_mode, cors_origins) = (config.dev_mode, config.cors_origins.clone());
     let request_timeout = config.request_timeout;
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
@@ -279,7 +362,6 @@ fn public_server(
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(verifier.clone())
-                .app_data(token_settings.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(BODY_LIMIT_BYTES)
@@ -287,7 +369,12 @@ fn public_server(
                 )
                 .app_data(web::PathConfig::default().error_handler(ApiError::from_path_error))
                 .app_data(web::QueryConfig::default().error_handler(ApiError::from_query_error))
-                .configure(|routes| routes::configure(routes, dev_mode))
+                .configure(|routes| {
+                    if let Some(token_settings) = &token_settings {
+                        routes.app_data(token_settings.clone());
+                    }
+                    routes::configure(routes, dev_mode);
+                })
                 .default_service(web::to(routes::not_found))
                 .into_factory()
                 .map_err(|error| error.error_response());

@@ -116,8 +116,8 @@ fn token_carries_the_configured_issuer_and_audience() {
     assert!(output.status.success());
     let token = String::from_utf8(output.stdout).expect("utf-8");
     let mut settings = presence::auth::TokenSettings::with_secret(SecretString::from("configured"));
-    settings.issuer = Some("https://auth.example".to_owned());
-    settings.audience = Some("presence".to_owned());
+    settings.claims.issuer = Some("https://auth.example".to_owned());
+    settings.claims.audience = Some("presence".to_owned());
     assert!(
         presence::auth::TokenVerifier::with_settings(&settings)
             .verify(token.trim())

@@ -89,7 +89,7 @@ pub async fn spawn_app_in_real_time(pool: PgPool, overrides: &[(&str, &str)]) ->
 }
 
 /// The test settings: a generous rate limit, no prune schedule, exact activity times.
-fn test_config(overrides: &[(&str, &str)]) -> Config {
+pub fn test_config(overrides: &[(&str, &str)]) -> Config {
     let mut vars: HashMap<String, String> = [
         ("PRESENCE_ADDR", "127.0.0.1:0"),
         ("PRESENCE_JWT_SECRET", TEST_SECRET),
@@ -118,7 +118,9 @@ async fn serve(config: &Config, pool: PgPool, clock: Arc<dyn Clock>) -> (String,
     presence::store::install_sql_functions_with_history(&pool, &config.history_settings())
         .await
         .expect("the sql/ functions and history settings apply");
-    let application = Application::build_with_pool(config, pool, clock).expect("the app builds");
+    let application = Application::build_with_pool(config, pool, clock)
+        .await
+        .expect("the app builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let metrics_address = format!(
         "http://127.0.0.1:{}",

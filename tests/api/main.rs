@@ -13,6 +13,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod history;
+mod identity;
 mod operations;
 mod pg_cron;
 mod ping;

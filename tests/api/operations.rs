@@ -77,8 +77,9 @@ pub async fn serve_on_a_private_cluster() -> (Cluster, String) {
     let pool = prepare_database(&config)
         .await
         .expect("creates and migrates");
-    let application =
-        Application::build_with_pool(&config, pool, Arc::new(SystemClock)).expect("builds");
+    let application = Application::build_with_pool(&config, pool, Arc::new(SystemClock))
+        .await
+        .expect("builds");
     let base = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
     (cluster, base)
