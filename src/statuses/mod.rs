@@ -155,8 +155,11 @@ impl Statuses {
         };
         let (row_mark, pair_mark) = (caches.rows.mark(), caches.pairs.mark());
         let read_at = caches.rows.now();
-        if users.len() > 1 && caches.pairs.in_a_block(viewer).is_none() {
-            // One cheap look, then no per-pair entries at all for a viewer in no block.
+        // One read of a row not cached fetches its pair with it: nothing to gain.
+        let fetched_anyway = users.len() == 1 && matches!(caches.rows.get(users[0]), Lookup::Miss);
+        if !fetched_anyway && caches.pairs.in_a_block(viewer).is_none() {
+            // One cheap look, then no per-pair entries at all for a viewer in no
+            // block: single reads by many viewers (scripts, backends) hit the cache too.
             let in_a_block = self
                 .db
                 .run(async |connection| store::in_any_block(connection, viewer).await)

@@ -14,7 +14,7 @@ use proptest::test_runner::{Config, TestRng, TestRunner};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, new_user, spawn_app_on_clock, start_time};
+use crate::helpers::{TestApp, new_user, spawn_app_on_clock, spawn_app_with, start_time};
 
 /// Settings of instances whose cache would hide another instance's writes for a minute without notifications.
 const LONG_CACHE: [(&str, &str); 1] = [("PRESENCE_CACHE_TTL", "60s")];
@@ -481,4 +481,20 @@ async fn one_batch_may_hold_several_pings_of_one_user_each_answered_in_order(poo
     assert_eq!(rows[2].status_message.as_deref(), Some("second"));
     assert_eq!(devices(3), devices(2), "the last ping sees both before it");
     assert!(rows[3].version > rows[2].version && rows[2].version > rows[0].version);
+}
+
+#[sqlx::test]
+async fn single_reads_by_many_viewers_are_served_from_the_cache(pool: PgPool) {
+    let app = spawn_app_with(pool, &[("PRESENCE_CACHE_TTL", "60s")]).await;
+    let user = new_user();
+    app.ping_ok(user, json!({})).await;
+    app.status_of(new_user(), user).await;
+    // Each viewer asks once: the row is cached, and so is the fact that a
+    // viewer is in no block. (Were blocks only cached per pair, each of these
+    // reads would go to the database.)
+    let before = cache_misses(&app).await;
+    for _ in 0..20 {
+        app.status_of(new_user(), user).await;
+    }
+    assert_eq!(cache_misses(&app).await - before, 0.0);
 }
