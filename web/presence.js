@@ -7,12 +7,14 @@
 //   presence.setStatusMessage("In a meeting", new Date(Date.now() + 3600e3));
 
 /**
- * @typedef {"online" | "idle" | "away" | "dnd" | "offline"} Status
- * @typedef {{ userId: string, status: Status, lastSeen: string | null,
- *   statusMessage: string | null, platforms: string[], nextChangeAt: string | null }} UserStatus
- * @typedef {{ from: string, to: string,
- *   segments: { status: Status, from: string, to: string }[],
- *   sessions: { deviceId: string, platform: string, from: string, to: string | null }[] }} History
+ * The API's own types, generated from its OpenAPI document (`api.d.ts`).
+ * @typedef {import("./api.js").components["schemas"]} Schemas
+ * @typedef {Schemas["Status"]} Status
+ * @typedef {Schemas["StatusView"]} UserStatus A user's status as the caller sees it; the caller's own (the self view) adds the fields marked "Self view".
+ * @typedef {Schemas["HistoryBody"]} History
+ * @typedef {Schemas["PingRequest"]} PingFields
+ * @typedef {Date | string | number} Moment A `Date`, an RFC 3339 string or milliseconds since the epoch.
+ * @typedef {Error & { status: number, code: string | undefined }} PresenceError An HTTP error answer: its status and the contract's error code.
  * @typedef {{
  *   token: string | (() => string),
  *   baseUrl?: string,
@@ -28,8 +30,9 @@
  *   random?: () => number,
  *   window?: EventTarget & { addEventListener: Function, removeEventListener: Function },
  *   document?: EventTarget & { visibilityState?: string },
- *   storage?: { getItem(key: string): string | null, setItem(key: string, value: string): void },
+ *   storage?: DeviceIdStorage,
  * }} PresenceOptions
+ * @typedef {{ getItem(key: string): string | null, setItem(key: string, value: string): void }} DeviceIdStorage
  */
 
 const STORAGE_KEY = "presence.deviceId";
@@ -37,7 +40,11 @@ const STORAGE_KEY = "presence.deviceId";
 // between pings: activity() returns at once within the throttle window.
 const INPUT_EVENTS = ["pointerdown", "keydown", "focus", "pointermove", "wheel", "touchstart"];
 
-/** A device id that stays the same for this tab across reloads (sessionStorage), new per tab. */
+/**
+ * A device id that stays the same for this tab across reloads (sessionStorage), new per tab.
+ * @param {DeviceIdStorage | undefined} [storage]
+ * @returns {string}
+ */
 export function tabDeviceId(storage = globalThis.sessionStorage) {
   let id = storage?.getItem(STORAGE_KEY);
   if (!id) {
@@ -57,8 +64,11 @@ export class PresenceClient {
     this.platform = options.platform ?? "web";
     this.deviceId = options.deviceId ?? tabDeviceId(options.storage);
     this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    /** @type {(callback: () => void, ms: number) => unknown} */
     this.setTimeout = options.setTimeout ?? globalThis.setTimeout.bind(globalThis);
-    this.clearTimeout = options.clearTimeout ?? globalThis.clearTimeout.bind(globalThis);
+    /** @type {(handle: unknown) => void} */
+    this.clearTimeout =
+      options.clearTimeout ?? /** @type {(handle: unknown) => void} */ (globalThis.clearTimeout.bind(globalThis));
     this.now = options.now ?? Date.now;
     this.random = options.random ?? Math.random;
     this.window = options.window ?? globalThis.window;
@@ -68,14 +78,16 @@ export class PresenceClient {
     this.maxBackoffMs = options.maxBackoffMs ?? 60_000;
     this.pingIntervalMs = 30_000;
     this.lastActivityAt = -Infinity;
+    /** @type {unknown} */
     this.heartbeatTimer = null;
     this.started = false;
     /** The server's clock minus this browser's, from the `Date` of the last answer. */
     this.clockOffsetMs = 0;
-    /** Each watch's "poll now", to catch up after a back/forward-cache restore. */
+    /** @type {Set<() => void>} Each watch's "poll now", to catch up after a back/forward-cache restore. */
     this.watchers = new Set();
     this.onInput = () => this.activity();
     this.onPageHide = () => this.signOut();
+    /** @param {Partial<PageTransitionEvent>} [event] */
     this.onPageShow = (event) => {
       if (!event?.persisted) return;
       // Restored from the back/forward cache: the device was signed out on pagehide.
@@ -104,29 +116,50 @@ export class PresenceClient {
     this.heartbeatTimer = null;
   }
 
-  /** An interaction: an activity ping, unless one went out within the throttle window. */
+  /**
+   * An interaction: an activity ping, unless one went out within the throttle window.
+   * @returns {Promise<UserStatus> | undefined} the ping's answer, if one was sent
+   */
   activity(force = false) {
     if (!force && this.now() - this.lastActivityAt < this.activityThrottleMs) return;
     if (this.document?.visibilityState === "hidden") return this.ping({ active: false });
     return this.ping({ active: true });
   }
 
-  /** Sets or clears (`null`) the manual status, optionally until a moment. */
+  /**
+   * Sets or clears (`null`) the manual status, optionally until a moment.
+   * @param {"away" | "dnd" | null} status
+   * @param {Moment | null} [until]
+   * @returns {Promise<UserStatus>} the self view
+   */
   setManualStatus(status, until = null) {
     return this.ping({ active: true, manualStatus: status, ...(until ? { manualStatusUntil: iso(until) } : {}) });
   }
 
-  /** Appears offline to everyone else, or not. */
+  /**
+   * Appears offline to everyone else, or not.
+   * @param {boolean} invisible
+   * @returns {Promise<UserStatus>} the self view
+   */
   setInvisible(invisible) {
     return this.ping({ active: true, invisible });
   }
 
-  /** Sets or clears (`null` or `""`) the status message, optionally until a moment. */
+  /**
+   * Sets or clears (`null` or `""`) the status message, optionally until a moment.
+   * @param {string | null} message
+   * @param {Moment | null} [until]
+   * @returns {Promise<UserStatus>} the self view
+   */
   setStatusMessage(message, until = null) {
     return this.ping({ active: true, statusMessage: message, ...(until ? { statusMessageUntil: iso(until) } : {}) });
   }
 
-  /** Sends one ping with `fields`; resolves to the caller's self view. */
+  /**
+   * Sends one ping with `fields`; resolves to the caller's self view.
+   * @param {Omit<PingFields, "deviceId" | "platform">} fields
+   * @returns {Promise<UserStatus>}
+   */
   async ping(fields) {
     if (fields.active !== false) this.lastActivityAt = this.now();
     this.scheduleHeartbeat();
@@ -145,7 +178,7 @@ export class PresenceClient {
   /**
    * The caller's own past (`GET /api/status/history`): status segments and
    * device sessions between `from` and `to` (default: the last 24 hours).
-   * @param {{ from?: Date | string | number, to?: Date | string | number }} [range]
+   * @param {{ from?: Moment, to?: Moment }} [range]
    * @returns {Promise<History>}
    */
   async history(range = {}) {
@@ -158,7 +191,10 @@ export class PresenceClient {
     return response.json();
   }
 
-  /** Signs this device out at once; survives the page unloading (`keepalive`). */
+  /**
+   * Signs this device out at once; survives the page unloading (`keepalive`).
+   * @returns {Promise<Response | undefined>}
+   */
   signOut() {
     this.stop();
     return this.request("DELETE", `/api/status/devices/${encodeURIComponent(this.deviceId)}`, undefined, {
@@ -173,14 +209,19 @@ export class PresenceClient {
    * Returns a function that stops watching.
    * @param {string[]} userIds
    * @param {(changed: UserStatus[], all: UserStatus[]) => void} onChange
+   * @returns {() => void}
    */
   watch(userIds, onChange) {
     const ids = [...new Set(userIds)];
+    /** @type {string | null} */
     let etag = null;
+    /** @type {Map<string, UserStatus>} */
     let known = new Map();
     let failures = 0;
+    /** @type {unknown} */
     let timer = null;
     let stopped = false;
+    /** @param {number} ms */
     const schedule = (ms) => {
       if (!stopped) timer = this.setTimeout(poll, Math.max(0, ms));
     };
@@ -204,6 +245,7 @@ export class PresenceClient {
       }
       failures = 0;
       etag = response.headers.get("ETag");
+      /** @type {{ statuses: UserStatus[] }} */
       const { statuses } = await response.json();
       const changed = statuses.filter((status) => JSON.stringify(known.get(status.userId)) !== JSON.stringify(status));
       known = new Map(statuses.map((status) => [status.userId, status]));
@@ -227,6 +269,8 @@ export class PresenceClient {
    * How long until the next poll: the interval, or sooner when a status will change by itself.
    * `nextChangeAt` is judged on the server's clock, so a browser clock that is off
    * neither polls too often nor too late.
+   * @param {UserStatus[]} statuses
+   * @returns {number} milliseconds
    */
   nextPollIn(statuses) {
     let wait = this.pollIntervalMs;
@@ -240,12 +284,17 @@ export class PresenceClient {
     return wait;
   }
 
-  /** Exponential backoff with jitter: about 1 s, 2 s, 4 s... up to `maxBackoffMs`. */
+  /**
+   * Exponential backoff with jitter: about 1 s, 2 s, 4 s... up to `maxBackoffMs`.
+   * @param {number} failures how many requests failed in a row
+   * @returns {number} milliseconds
+   */
   backoff(failures) {
     const base = Math.min(this.maxBackoffMs, 1000 * 2 ** Math.min(failures - 1, 16));
     return base * (0.5 + this.random());
   }
 
+  /** (Re)arms the heartbeat timer while started. */
   scheduleHeartbeat() {
     if (!this.started) return;
     if (this.heartbeatTimer !== null) this.clearTimeout(this.heartbeatTimer);
@@ -255,8 +304,18 @@ export class PresenceClient {
     }, this.pingIntervalMs);
   }
 
+  /**
+   * One request to the service with the token; notes the server's clock from `Date`.
+   * @param {string} method
+   * @param {string} path
+   * @param {unknown} [body] sent as JSON
+   * @param {RequestInit} [init]
+   * @param {string | null} [etag] sent as `If-None-Match`
+   * @returns {Promise<Response>}
+   */
   request(method, path, body, init = {}, etag = null) {
     const token = typeof this.options.token === "function" ? this.options.token() : this.options.token;
+    /** @type {Record<string, string>} */
     const headers = { Authorization: `Bearer ${token}` };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (etag) headers["If-None-Match"] = etag;
@@ -274,19 +333,28 @@ export class PresenceClient {
   }
 }
 
+/**
+ * @param {Moment} moment
+ * @returns {string}
+ */
 function iso(moment) {
   return (moment instanceof Date ? moment : new Date(moment)).toISOString();
 }
 
+/**
+ * @param {Response} response
+ * @returns {Promise<PresenceError>}
+ */
 async function apiError(response) {
+  /** @type {{ message?: string, code?: string }} */
   let detail = {};
   try {
     detail = (await response.json()).error ?? {};
   } catch {
     // not JSON
   }
-  const error = new Error(detail.message ?? `HTTP ${response.status}`);
-  error.status = response.status;
-  error.code = detail.code;
-  return error;
+  return Object.assign(new Error(detail.message ?? `HTTP ${response.status}`), {
+    status: response.status,
+    code: detail.code,
+  });
 }

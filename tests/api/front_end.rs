@@ -223,3 +223,29 @@ fn two_users_watch_each_other_in_headless_chromium() {
     }
     assert_passed(&node_test("tests/e2e/"));
 }
+
+/// The browser package's copy of the API document (from which `web/api.d.ts`
+/// is generated) is the one the server serves. `PRESENCE_UPDATE_OPENAPI=1`
+/// rewrites it; then `npm run api-types --prefix web` regenerates the types.
+#[sqlx::test]
+async fn the_browser_packages_api_document_is_current(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let served: serde_json::Value = app
+        .raw(Method::GET, "/openapi.json", &[], None)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/openapi.json");
+    let pretty = serde_json::to_string_pretty(&served).expect("serializes") + "\n";
+    if std::env::var_os("PRESENCE_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &pretty).expect("writes web/openapi.json");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == pretty,
+        "web/openapi.json is not the served document: run \
+         `PRESENCE_UPDATE_OPENAPI=1 cargo test the_browser_packages_api_document_is_current` \
+         and `npm run api-types --prefix web`, and commit both"
+    );
+}

@@ -1,0 +1,207 @@
+/**
+ * A device id that stays the same for this tab across reloads (sessionStorage), new per tab.
+ * @param {DeviceIdStorage | undefined} [storage]
+ * @returns {string}
+ */
+export function tabDeviceId(storage?: DeviceIdStorage | undefined): string;
+/** Pings the service for this browser tab and watches other users' statuses. */
+export class PresenceClient {
+    /** @param {PresenceOptions} options */
+    constructor(options: PresenceOptions);
+    options: PresenceOptions;
+    baseUrl: string;
+    platform: "mobile" | "web" | "desktop";
+    deviceId: string;
+    fetch: typeof fetch;
+    /** @type {(callback: () => void, ms: number) => unknown} */
+    setTimeout: (callback: () => void, ms: number) => unknown;
+    /** @type {(handle: unknown) => void} */
+    clearTimeout: (handle: unknown) => void;
+    now: () => number;
+    random: () => number;
+    window: EventTarget & {
+        addEventListener: Function;
+        removeEventListener: Function;
+    };
+    document: Document | (EventTarget & {
+        visibilityState?: string;
+    });
+    activityThrottleMs: number;
+    pollIntervalMs: number;
+    maxBackoffMs: number;
+    pingIntervalMs: number;
+    lastActivityAt: number;
+    /** @type {unknown} */
+    heartbeatTimer: unknown;
+    started: boolean;
+    /** The server's clock minus this browser's, from the `Date` of the last answer. */
+    clockOffsetMs: number;
+    /** @type {Set<() => void>} Each watch's "poll now", to catch up after a back/forward-cache restore. */
+    watchers: Set<() => void>;
+    onInput: () => Promise<{
+        devices?: import("./api.js").components["schemas"]["Device"][];
+        invisible?: boolean;
+        lastSeen: string | null;
+        manualStatus?: import("./api.js").components["schemas"]["ManualStatus"] | null;
+        manualStatusUntil?: string | null;
+        nextChangeAt: string | null;
+        pingIntervalSeconds?: number;
+        platforms: import("./api.js").components["schemas"]["Platform"][];
+        status: import("./api.js").components["schemas"]["Status"];
+        statusMessage: string | null;
+        statusMessageUntil?: string | null;
+        userId: string;
+    }> | undefined;
+    onPageHide: () => Promise<Response | undefined>;
+    /** @param {Partial<PageTransitionEvent>} [event] */
+    onPageShow: (event?: Partial<PageTransitionEvent>) => void;
+    /** Starts pinging: one activity ping now, one per interaction (throttled), heartbeats in between. */
+    start(): void;
+    /** Stops pinging (the device then goes offline for others after the offline threshold). */
+    stop(): void;
+    /**
+     * An interaction: an activity ping, unless one went out within the throttle window.
+     * @returns {Promise<UserStatus> | undefined} the ping's answer, if one was sent
+     */
+    activity(force?: boolean): Promise<UserStatus> | undefined;
+    /**
+     * Sets or clears (`null`) the manual status, optionally until a moment.
+     * @param {"away" | "dnd" | null} status
+     * @param {Moment | null} [until]
+     * @returns {Promise<UserStatus>} the self view
+     */
+    setManualStatus(status: "away" | "dnd" | null, until?: Moment | null): Promise<UserStatus>;
+    /**
+     * Appears offline to everyone else, or not.
+     * @param {boolean} invisible
+     * @returns {Promise<UserStatus>} the self view
+     */
+    setInvisible(invisible: boolean): Promise<UserStatus>;
+    /**
+     * Sets or clears (`null` or `""`) the status message, optionally until a moment.
+     * @param {string | null} message
+     * @param {Moment | null} [until]
+     * @returns {Promise<UserStatus>} the self view
+     */
+    setStatusMessage(message: string | null, until?: Moment | null): Promise<UserStatus>;
+    /**
+     * Sends one ping with `fields`; resolves to the caller's self view.
+     * @param {Omit<PingFields, "deviceId" | "platform">} fields
+     * @returns {Promise<UserStatus>}
+     */
+    ping(fields: Omit<PingFields, "deviceId" | "platform">): Promise<UserStatus>;
+    /**
+     * The caller's own past (`GET /api/status/history`): status segments and
+     * device sessions between `from` and `to` (default: the last 24 hours).
+     * @param {{ from?: Moment, to?: Moment }} [range]
+     * @returns {Promise<History>}
+     */
+    history(range?: {
+        from?: Moment;
+        to?: Moment;
+    }): Promise<History>;
+    /**
+     * Signs this device out at once; survives the page unloading (`keepalive`).
+     * @returns {Promise<Response | undefined>}
+     */
+    signOut(): Promise<Response | undefined>;
+    /**
+     * Polls the statuses of `userIds` and calls `onChange(changed, all)` when any changes.
+     * Conditional requests (ETag) make unchanged polls cheap; a poll comes sooner when a
+     * `nextChangeAt` is near; `Retry-After` is honoured; errors back off with jitter.
+     * Returns a function that stops watching.
+     * @param {string[]} userIds
+     * @param {(changed: UserStatus[], all: UserStatus[]) => void} onChange
+     * @returns {() => void}
+     */
+    watch(userIds: string[], onChange: (changed: UserStatus[], all: UserStatus[]) => void): () => void;
+    /**
+     * How long until the next poll: the interval, or sooner when a status will change by itself.
+     * `nextChangeAt` is judged on the server's clock, so a browser clock that is off
+     * neither polls too often nor too late.
+     * @param {UserStatus[]} statuses
+     * @returns {number} milliseconds
+     */
+    nextPollIn(statuses: UserStatus[]): number;
+    /**
+     * Exponential backoff with jitter: about 1 s, 2 s, 4 s... up to `maxBackoffMs`.
+     * @param {number} failures how many requests failed in a row
+     * @returns {number} milliseconds
+     */
+    backoff(failures: number): number;
+    /** (Re)arms the heartbeat timer while started. */
+    scheduleHeartbeat(): void;
+    /**
+     * One request to the service with the token; notes the server's clock from `Date`.
+     * @param {string} method
+     * @param {string} path
+     * @param {unknown} [body] sent as JSON
+     * @param {RequestInit} [init]
+     * @param {string | null} [etag] sent as `If-None-Match`
+     * @returns {Promise<Response>}
+     */
+    request(method: string, path: string, body?: unknown, init?: RequestInit, etag?: string | null): Promise<Response>;
+}
+/**
+ * The API's own types, generated from its OpenAPI document (`api.d.ts`).
+ */
+export type Schemas = import("./api.js").components["schemas"];
+/**
+ * The API's own types, generated from its OpenAPI document (`api.d.ts`).
+ */
+export type Status = Schemas["Status"];
+/**
+ * A user's status as the caller sees it; the caller's own (the self view) adds the fields marked "Self view".
+ */
+export type UserStatus = Schemas["StatusView"];
+/**
+ * The API's own types, generated from its OpenAPI document (`api.d.ts`).
+ */
+export type History = Schemas["HistoryBody"];
+/**
+ * The API's own types, generated from its OpenAPI document (`api.d.ts`).
+ */
+export type PingFields = Schemas["PingRequest"];
+/**
+ * A `Date`, an RFC 3339 string or milliseconds since the epoch.
+ */
+export type Moment = Date | string | number;
+/**
+ * An HTTP error answer: its status and the contract's error code.
+ */
+export type PresenceError = Error & {
+    status: number;
+    code: string | undefined;
+};
+/**
+ * The API's own types, generated from its OpenAPI document (`api.d.ts`).
+ */
+export type PresenceOptions = {
+    token: string | (() => string);
+    baseUrl?: string;
+    deviceId?: string;
+    platform?: "web" | "desktop" | "mobile";
+    activityThrottleMs?: number;
+    pollIntervalMs?: number;
+    maxBackoffMs?: number;
+    fetch?: typeof fetch;
+    setTimeout?: (callback: () => void, ms: number) => unknown;
+    clearTimeout?: (handle: unknown) => void;
+    now?: () => number;
+    random?: () => number;
+    window?: EventTarget & {
+        addEventListener: Function;
+        removeEventListener: Function;
+    };
+    document?: EventTarget & {
+        visibilityState?: string;
+    };
+    storage?: DeviceIdStorage;
+};
+/**
+ * The API's own types, generated from its OpenAPI document (`api.d.ts`).
+ */
+export type DeviceIdStorage = {
+    getItem(key: string): string | null;
+    setItem(key: string, value: string): void;
+};
