@@ -80,6 +80,9 @@ pub struct Config {
     pub db_deadline: Duration,
     /// The longest a request may take to arrive, body included, before it gets `408`.
     pub request_timeout: Duration,
+    /// How long after SIGTERM `/readyz` fails while requests are still served,
+    /// so that a load balancer stops sending any before the listener closes.
+    pub shutdown_drain: Duration,
     /// The most client connections the public listener holds open at once.
     pub max_connections: NonZeroU32,
     /// How logs are written.
@@ -266,6 +269,7 @@ impl Config {
             metrics_users_every: vars.duration("PRESENCE_METRICS_USERS_EVERY", "15s")?,
             db_deadline,
             request_timeout,
+            shutdown_drain: vars.duration("PRESENCE_SHUTDOWN_DRAIN", "5s")?,
             max_connections: vars.count("PRESENCE_MAX_CONNECTIONS", "10000")?,
             log: LogConfig::from_lookup(&lookup)?,
         })

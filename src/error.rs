@@ -84,6 +84,9 @@ pub enum ApiError {
     /// The service is not ready to serve (readiness check), with the reason.
     #[error("{0}")]
     NotReady(String),
+    /// Draining after SIGTERM: `/readyz` fails on purpose (not logged as an error).
+    #[error("the server is shutting down: send requests to another instance")]
+    ShuttingDown,
     /// Anything else; the cause goes to the log, never to the client.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -111,7 +114,9 @@ impl ApiError {
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::DatabaseUnavailable(_) | Self::NotReady(_) => "DATABASE_UNAVAILABLE",
+            Self::DatabaseUnavailable(_) | Self::NotReady(_) | Self::ShuttingDown => {
+                "DATABASE_UNAVAILABLE"
+            }
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -226,19 +231,23 @@ impl ResponseError for ApiError {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::DatabaseUnavailable(_) | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DatabaseUnavailable(_) | Self::NotReady(_) | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if self.status_code().is_server_error() {
+        if self.status_code().is_server_error() && !matches!(self, Self::ShuttingDown) {
             tracing::error!(error = %error_chain(self), code = self.code(), "request failed");
         }
         let mut response = HttpResponse::build(self.status_code());
         let retry_after = match self {
             Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            Self::DatabaseUnavailable(_) | Self::NotReady(_) => Some(DATABASE_RETRY_AFTER_SECS),
+            Self::DatabaseUnavailable(_) | Self::NotReady(_) | Self::ShuttingDown => {
+                Some(DATABASE_RETRY_AFTER_SECS)
+            }
             _ => None,
         };
         if let Some(seconds) = retry_after {

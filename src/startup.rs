@@ -3,13 +3,14 @@
 use std::net::TcpListener;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_cors::Cors;
 use actix_http::HttpService;
 use actix_http::error::DispatchError;
 use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
-use actix_web::dev::{AppConfig, Server, Service};
+use actix_web::dev::{AppConfig, Server, ServerHandle, Service};
 use actix_web::http::header;
 use actix_web::middleware::Condition;
 use actix_web::{App, HttpServer, web};
@@ -99,6 +100,8 @@ pub struct Application {
     server: Server,
     metrics_server: Option<Server>,
     background: Vec<JoinHandle<()>>,
+    state: web::Data<AppState>,
+    shutdown_drain: Duration,
 }
 
 impl Application {
@@ -154,6 +157,7 @@ impl Application {
                 config.settings_burst,
                 config.settings_per_second,
             ),
+            draining: AtomicBool::new(false),
         });
         background.push(tokio::spawn(sweep_rate_limiter(state.clone())));
         if let Some((jwks, first_refresh)) = jwks {
@@ -198,10 +202,12 @@ impl Application {
             server,
             metrics_server,
             background,
+            state,
+            shutdown_drain: config.shutdown_drain,
         })
     }
 
-    /// A handle that stops the server gracefully, as SIGTERM does.
+    /// A handle that stops the server gracefully, as SIGINT does (without the drain).
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
@@ -218,7 +224,17 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, and lets in-flight requests finish
     /// (their writes included: every answered write is already durable).
+    ///
+    /// SIGTERM first drains: `/readyz` fails for `PRESENCE_SHUTDOWN_DRAIN`
+    /// while every request is still served, so that a load balancer's health
+    /// checks take the instance out of rotation before its listener closes.
+    /// SIGINT (Ctrl-C), or a second signal, skips the drain.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tokio::spawn(stop_on_signal(
+            self.server.handle(),
+            self.state.clone(),
+            self.shutdown_drain,
+        ));
         let metrics_handle = self.metrics_server.as_ref().map(Server::handle);
         if let Some(server) = self.metrics_server {
             tokio::spawn(server);
@@ -233,6 +249,38 @@ impl Application {
         }
         result
     }
+}
+
+/// Waits for SIGTERM or SIGINT, drains after SIGTERM (see
+/// [`Application::run_until_stopped`]), then stops the server gracefully.
+async fn stop_on_signal(server: ServerHandle, state: web::Data<AppState>, drain: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM and SIGINT: stop the server with SIGKILL");
+        return;
+    };
+    let drains = tokio::select! {
+        _ = terminate.recv() => true,
+        _ = interrupt.recv() => false,
+    };
+    if drains && !drain.is_zero() {
+        state.draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            ?drain,
+            "SIGTERM: /readyz now fails; serving on while load balancers notice"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(drain) => {}
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    }
+    state.draining.store(true, Ordering::Relaxed);
+    tracing::info!("stopping: no new connections; finishing the requests in flight");
+    server.stop(true).await;
 }
 
 /// The token verifier for the configured keys, and the JWKS document to
@@ -330,6 +378,8 @@ fn public_server(
         .workers(workers)
         .max_concurrent_connections(connections_per_worker)
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+        // Signals are handled by `stop_on_signal`, which drains first.
+        .disable_signals()
         .listen("presence", listener, move || {
             let metrics = state.metrics.clone();
             let app = App::new()

@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How far back history is kept; `None` when none is recorded.
     pub history_retention: Option<chrono::TimeDelta>,
+    /// Set at SIGTERM: `/readyz` fails from then on, while requests are still served.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {

@@ -1,3 +1,5 @@
+use std::sync::atomic::Ordering;
+
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -34,6 +36,9 @@ pub async fn health() -> HttpResponse {
     )
 )]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.draining.load(Ordering::Relaxed) {
+        return Err(ApiError::ShuttingDown);
+    }
     let pending = state
         .statuses
         .database()

@@ -225,6 +225,7 @@ async fn an_answered_ping_is_already_stored_and_sigterm_exits_0() {
         .env("PRESENCE_ADDR", format!("127.0.0.1:{port}"))
         .env("PRESENCE_JWT_SECRET", secret)
         .env("PRESENCE_PRUNE_EVERY", "0")
+        .env("PRESENCE_SHUTDOWN_DRAIN", "100ms")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -303,7 +304,7 @@ async fn an_answered_ping_is_already_stored_and_sigterm_exits_0() {
 }
 
 #[tokio::test]
-async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
+async fn sigterm_fails_readyz_while_serving_then_lets_an_in_flight_request_finish() {
     let name = format!("presence_cli_{}", Uuid::new_v4().simple());
     let port = free_port();
     let secret = "in-flight-test-secret";
@@ -314,6 +315,7 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
         .env("PRESENCE_JWT_SECRET", secret)
         .env("PRESENCE_DB_STATEMENT_TIMEOUT", "30s")
         .env("PRESENCE_PRUNE_EVERY", "0")
+        .env("PRESENCE_SHUTDOWN_DRAIN", "1s")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -361,18 +363,51 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
         .status()
         .expect("kill runs");
     assert!(killed.success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The drain: not ready, so a load balancer stops sending requests, but
+    // whatever still arrives is served.
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client")
+    };
+    let ready = fresh()
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("still accepts");
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "DATABASE_UNAVAILABLE", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("shutting down"),
+        "{body}"
+    );
+    let read = fresh()
+        .get(format!("{base}/api/status/{}", Uuid::new_v4()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("still accepts");
+    assert_eq!(read.status(), 200, "requests are served while draining");
+
+    // After the drain: no new connections, the request in flight still waits.
+    let mut refused = false;
+    for _ in 0..100 {
+        if fresh().get(format!("{base}/healthz")).send().await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "no new connections are accepted once drained");
     assert!(
         server.try_wait().expect("checks").is_none(),
         "the server waits for the request in flight"
-    );
-    assert!(
-        reqwest::Client::new()
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_err(),
-        "no new connections are accepted while stopping"
     );
 
     sqlx::query("commit")

@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod history;
 mod identity;
+mod load_balancer;
 mod operations;
 mod pg_cron;
 mod ping;
