@@ -80,6 +80,10 @@ pub struct Config {
     pub db_deadline: Duration,
     /// The longest a request may take to arrive, body included, before it gets `408`.
     pub request_timeout: Duration,
+    /// Read replicas of the database, for other users' rows (`PRESENCE_DATABASE_REPLICA_URLS`).
+    pub replica_urls: Vec<SecretString>,
+    /// How far behind the primary a replica may be and still serve reads.
+    pub replica_max_lag: Duration,
     /// How long after SIGTERM `/readyz` fails while requests are still served,
     /// so that a load balancer stops sending any before the listener closes.
     pub shutdown_drain: Duration,
@@ -270,6 +274,14 @@ impl Config {
             db_deadline,
             request_timeout,
             shutdown_drain: vars.duration("PRESENCE_SHUTDOWN_DRAIN", "5s")?,
+            replica_urls: lookup("PRESENCE_DATABASE_REPLICA_URLS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(|url| SecretString::from(url.to_owned()))
+                .collect(),
+            replica_max_lag: vars.duration("PRESENCE_REPLICA_MAX_LAG", "1s")?,
             max_connections: vars.count("PRESENCE_MAX_CONNECTIONS", "10000")?,
             log: LogConfig::from_lookup(&lookup)?,
         })
@@ -458,6 +470,24 @@ mod tests {
         assert_eq!(config.db_deadline, Duration::from_millis(1500));
         assert_eq!(config.request_timeout, Duration::from_secs(10));
         assert_eq!(config.max_connections.get(), 10_000);
+        assert_eq!(config.shutdown_drain, Duration::from_secs(5));
+        assert!(config.replica_urls.is_empty());
+        assert_eq!(config.replica_max_lag, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn replica_urls_are_a_comma_separated_list() {
+        let config = config_with(&[(
+            "PRESENCE_DATABASE_REPLICA_URLS",
+            " postgres://r1/presence, ,postgres://r2/presence,",
+        )])
+        .expect("valid");
+        let urls: Vec<&str> = config
+            .replica_urls
+            .iter()
+            .map(secrecy::ExposeSecret::expose_secret)
+            .collect();
+        assert_eq!(urls, ["postgres://r1/presence", "postgres://r2/presence"]);
     }
 
     #[test]

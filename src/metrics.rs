@@ -9,8 +9,8 @@ use actix_web::HttpRequest;
 use actix_web::http::{Method, StatusCode};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The figures an operator watches, registered in this server's own registry.
@@ -35,6 +35,10 @@ pub struct Metrics {
     pub users: IntGaugeVec,
     /// Database pool connections, by state: `open`, `idle`, `in_use`; and requests `waiting` for one.
     pub pool_connections: IntGaugeVec,
+    /// Status reads that missed the cache, by the server that answered: `primary` or `replica`.
+    pub database_reads: IntCounterVec,
+    /// Read replicas in rotation now (keeping up within `PRESENCE_REPLICA_MAX_LAG`).
+    pub replicas_in_rotation: IntGauge,
 }
 
 impl Metrics {
@@ -88,9 +92,22 @@ impl Metrics {
                 &["state"],
             )
             .expect("a valid metric definition"),
+            database_reads: IntCounterVec::new(
+                Opts::new(
+                    "database_reads_total",
+                    "Status reads that missed the cache, by the server that answered",
+                ),
+                &["server"],
+            )
+            .expect("a valid metric definition"),
+            replicas_in_rotation: IntGauge::new(
+                "replicas_in_rotation",
+                "Read replicas in rotation now",
+            )
+            .expect("a valid metric definition"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_duration.clone()),
             Box::new(metrics.pings.clone()),
@@ -100,6 +117,8 @@ impl Metrics {
             Box::new(metrics.prune_duration.clone()),
             Box::new(metrics.users.clone()),
             Box::new(metrics.pool_connections.clone()),
+            Box::new(metrics.database_reads.clone()),
+            Box::new(metrics.replicas_in_rotation.clone()),
         ];
         for collector in collectors {
             // Names are fixed and distinct: registering cannot clash.

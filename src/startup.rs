@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::rate_limit::UserRateLimiter;
 use crate::routes::status::MAX_IDS_IN_QUERY;
 use crate::state::AppState;
-use crate::statuses::{Statuses, StatusesConfig};
+use crate::statuses::{Replicas, Statuses, StatusesConfig};
 use crate::{routes, store};
 
 /// The largest body `PUT /api/status` accepts.
@@ -74,6 +74,9 @@ pub enum StartupError {
     /// `DATABASE_URL` is not a Postgres URL.
     #[error("DATABASE_URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
+    /// An entry of `PRESENCE_DATABASE_REPLICA_URLS` is not a Postgres URL.
+    #[error("PRESENCE_DATABASE_REPLICA_URLS: {0}")]
+    ReplicaUrl(#[source] sqlx::Error),
     /// The database could not be reached or created.
     #[error("could not reach or create the database: {0}")]
     Database(#[source] sqlx::Error),
@@ -134,6 +137,7 @@ impl Application {
 
         let metrics = Arc::new(Metrics::new());
         let counting_pool = own_connection(&pool);
+        let replicas = replicas(config, &metrics)?;
         let (statuses, mut background) = Statuses::start(
             pool.clone(),
             StatusesConfig {
@@ -142,6 +146,7 @@ impl Application {
                 max_devices: config.max_devices.get(),
                 db_deadline: config.db_deadline,
             },
+            replicas,
             &metrics,
         );
         let state = web::Data::new(AppState {
@@ -527,14 +532,50 @@ pub fn pool_options(config: &Config) -> PgPoolOptions {
 /// those taking an array (`= any($1)`), which cost more than running them.
 pub fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError> {
     let options = PgConnectOptions::from_str(config.database_url.expose_secret())
-        .map_err(StartupError::DatabaseUrl)?
-        .options([("plan_cache_mode", "force_generic_plan")]);
+        .map_err(StartupError::DatabaseUrl)?;
+    Ok(session_options(config, options))
+}
+
+/// `options` with the session settings every connection gets (see [`connect_options`]).
+fn session_options(config: &Config, options: PgConnectOptions) -> PgConnectOptions {
+    let options = options.options([("plan_cache_mode", "force_generic_plan")]);
     let timeout_ms = config.db_statement_timeout.as_millis();
-    Ok(if timeout_ms == 0 {
+    if timeout_ms == 0 {
         options
     } else {
         options.options([("statement_timeout", timeout_ms.to_string())])
-    })
+    }
+}
+
+/// The read replicas of `PRESENCE_DATABASE_REPLICA_URLS`, if any; their pools
+/// open lazily, so a replica down at start-up stops nothing.
+fn replicas(config: &Config, metrics: &Metrics) -> Result<Option<Arc<Replicas>>, StartupError> {
+    if config.replica_urls.is_empty() {
+        return Ok(None);
+    }
+    if config.cache_ttl.is_zero() {
+        tracing::warn!(
+            "PRESENCE_DATABASE_REPLICA_URLS is set but the read cache is off \
+             (PRESENCE_CACHE_TTL=0): every read goes to the primary"
+        );
+    }
+    let urls: Vec<String> = config
+        .replica_urls
+        .iter()
+        .map(|url| url.expose_secret().to_owned())
+        .collect();
+    Replicas::new(
+        &urls,
+        |options| session_options(config, options),
+        &pool_options(config),
+        // A replica that does not answer costs a quarter of the deadline, then the primary answers.
+        config.db_deadline / 4,
+        config.replica_max_lag,
+        metrics.replicas_in_rotation.clone(),
+        &metrics.pool_connections.with_label_values(&["waiting"]),
+    )
+    .map(|replicas| Some(Arc::new(replicas)))
+    .map_err(StartupError::ReplicaUrl)
 }
 
 /// Connects to the configured database, which must exist; fails at once when it is unreachable.

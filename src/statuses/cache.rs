@@ -81,6 +81,15 @@ impl RowCache {
         }
     }
 
+    /// The newest version of `user`'s row this instance knows was written
+    /// (read, written here, or announced), fresh or not; `None` if it knows none.
+    pub fn known_version(&self, user: UserId) -> Option<i64> {
+        match self.rows.get(&user)? {
+            Slot::Row(row, _) => Some(row.version),
+            Slot::Floor(floor) => Some(floor),
+        }
+    }
+
     /// Now on the freshness clock: when a read starts, for [`RowCache::offer`].
     pub fn now(&self) -> u64 {
         self.freshness.now()

@@ -12,6 +12,7 @@ mod cache;
 mod freshness;
 mod listener;
 mod pairs;
+mod replicas;
 mod writer;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ pub use cache::{Lookup, RowCache};
 pub use freshness::Freshness;
 pub use listener::LISTENER_APPLICATION_NAME;
 pub use pairs::PairCache;
+pub use replicas::{Replica, Replicas};
 
 use crate::database::Database;
 use crate::domain::{DeviceId, Ping, UserId};
@@ -66,14 +68,21 @@ pub struct Statuses {
     cache_misses: IntCounter,
     pings_batched: IntCounter,
     pings_direct: IntCounter,
+    /// Read replicas for other users' rows; only used with the cache on.
+    replicas: Option<Arc<Replicas>>,
+    primary_reads: IntCounter,
+    replica_reads: IntCounter,
 }
 
 impl Statuses {
-    /// The read path over `pool`, tuned by `config`; returns the background tasks
-    /// it started (the ping writers and, with the cache on, the change listener).
+    /// The read path over `pool`, tuned by `config`, with `replicas` for other
+    /// users' rows (used only with the cache on, whose row versions say when a
+    /// replica's row is too old); returns the background tasks it started (the
+    /// ping writers, the replicas' lag checks and, with the cache on, the change listener).
     pub fn start(
         pool: PgPool,
         config: StatusesConfig,
+        replicas: Option<Arc<Replicas>>,
         metrics: &Metrics,
     ) -> (Self, Vec<JoinHandle<()>>) {
         let db = Database::new(
@@ -103,9 +112,16 @@ impl Statuses {
                 listener::probe(&pool, freshness).await;
             }));
         }
+        let replicas = replicas.filter(|_| caches.is_some());
+        if let Some(replicas) = &replicas {
+            tasks.push(tokio::spawn(replicas.clone().watch(db.pool().clone())));
+        }
         let statuses = Self {
             db,
             caches,
+            replicas,
+            primary_reads: metrics.database_reads.with_label_values(&["primary"]),
+            replica_reads: metrics.database_reads.with_label_values(&["replica"]),
             writer,
             cache_hits: metrics.cache_lookups.with_label_values(&["hit"]),
             cache_misses: metrics.cache_lookups.with_label_values(&["miss"]),
@@ -155,8 +171,11 @@ impl Statuses {
         };
         let (row_mark, pair_mark) = (caches.rows.mark(), caches.pairs.mark());
         let read_at = caches.rows.now();
-        // One read of a row not cached fetches its pair with it: nothing to gain.
-        let fetched_anyway = users.len() == 1 && matches!(caches.rows.get(users[0]), Lookup::Miss);
+        // One read of a row not cached fetches its pair with it: nothing to
+        // gain, unless the row may come from a replica (which holds no pairs).
+        let fetched_anyway = self.replicas.is_none()
+            && users.len() == 1
+            && matches!(caches.rows.get(users[0]), Lookup::Miss);
         if !fetched_anyway && caches.pairs.in_a_block(viewer).is_none() {
             // One cheap look, then no per-pair entries at all for a viewer in no
             // block: single reads by many viewers (scripts, backends) hit the cache too.
@@ -191,7 +210,11 @@ impl Statuses {
         self.cache_hits.inc_by((users.len() - misses.len()) as u64);
         self.cache_misses.inc_by(misses.len() as u64);
         if !misses.is_empty() {
-            let mut found = self.fetch_from_database(viewer, &misses).await?;
+            let mut found = if viewer_in_no_block && !misses.contains(&viewer) {
+                self.fetch_others(caches, viewer, &misses).await?
+            } else {
+                self.fetch_from_database(viewer, &misses).await?
+            };
             for (user, answer) in users.iter().zip(answers.iter_mut()) {
                 if answer.is_some() {
                     continue;
@@ -219,12 +242,59 @@ impl Statuses {
             .collect())
     }
 
+    /// Rows of `users` (not the viewer, who is in no block), from a replica in
+    /// rotation if there is one; from the primary for any row the replica has
+    /// older than a version this instance knows was written, and for all of
+    /// them if the replica fails.
+    async fn fetch_others(
+        &self,
+        caches: &Caches,
+        viewer: UserId,
+        users: &[UserId],
+    ) -> Result<HashMap<UserId, (Arc<StoredStatus>, Option<Hidden>)>, sqlx::Error> {
+        let Some(replica) = self.replicas.as_ref().and_then(|replicas| replicas.pick()) else {
+            return self.fetch_from_database(viewer, users).await;
+        };
+        let rows = match replica
+            .database()
+            .run(async |connection| store::fetch_statuses(connection, users).await)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(error) => {
+                replica.failed(&error);
+                return self.fetch_from_database(viewer, users).await;
+            }
+        };
+        self.replica_reads.inc();
+        let mut found: HashMap<_, _> = rows
+            .into_iter()
+            .map(|row| (row.user_id, (Arc::new(row), None)))
+            .collect();
+        let behind: Vec<UserId> = users
+            .iter()
+            .filter(|user| {
+                let replayed = found.get(user).map(|(row, _)| row.version);
+                caches
+                    .rows
+                    .known_version(**user)
+                    .is_some_and(|known| replayed.is_none_or(|replayed| replayed < known))
+            })
+            .copied()
+            .collect();
+        if !behind.is_empty() {
+            found.extend(self.fetch_from_database(viewer, &behind).await?);
+        }
+        Ok(found)
+    }
+
     /// Rows and blocks with `viewer` for `users`, in one statement.
     async fn fetch_from_database(
         &self,
         viewer: UserId,
         users: &[UserId],
     ) -> Result<HashMap<UserId, (Arc<StoredStatus>, Option<Hidden>)>, sqlx::Error> {
+        self.primary_reads.inc();
         Ok(self
             .db
             .run(async |connection| {

@@ -60,6 +60,80 @@ impl Cluster {
         cluster
     }
 
+    /// A streaming standby of `primary` (`pg_basebackup -R`), started.
+    pub fn standby_of(primary: &Self) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let data = std::env::temp_dir().join(format!("presence-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data).expect("creates the folder");
+        if running_as_root() {
+            let chown = Command::new("chown")
+                .args(["postgres:postgres", path(&data)])
+                .status()
+                .expect("chown runs");
+            assert!(chown.success());
+        }
+        // The server refuses a data folder that others may read.
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod 700");
+        let standby = Self {
+            bin: primary.bin.clone(),
+            data,
+            port,
+        };
+        let backup = as_postgres(
+            &standby.bin.join("pg_basebackup"),
+            &[
+                "-D",
+                path(&standby.data),
+                "-R",
+                "-X",
+                "stream",
+                // A fast checkpoint: a spread one takes minutes on an idle server.
+                "-c",
+                "fast",
+                "--no-sync",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ],
+        );
+        assert!(
+            backup.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&backup.stderr)
+        );
+        // The copied configuration names the primary's port and folder: later lines win.
+        let conf = standby.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("reads postgresql.conf");
+        text.push_str(&format!(
+            "\nport = {port}\nunix_socket_directories = '{dir}'\n",
+            dir = path(&standby.data)
+        ));
+        std::fs::write(&conf, text).expect("writes postgresql.conf");
+        standby.resume();
+        standby
+    }
+
+    /// Promotes this standby to a primary, waiting until it accepts writes.
+    pub fn promote(&self) {
+        let promote = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", path(&self.data), "-w", "promote"],
+        );
+        assert!(
+            promote.status.success(),
+            "pg_ctl promote: {}",
+            String::from_utf8_lossy(&promote.stderr)
+        );
+    }
+
     /// The URL of database `name` on this cluster.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)

@@ -88,6 +88,14 @@ pub async fn spawn_app_in_real_time(pool: PgPool, overrides: &[(&str, &str)]) ->
         .0
 }
 
+/// Starts the app on the system clock over `pool`; its address and its metrics' address.
+pub async fn spawn_app_in_real_time_with_metrics(
+    pool: PgPool,
+    overrides: &[(&str, &str)],
+) -> (String, String) {
+    serve(&test_config(overrides), pool, Arc::new(SystemClock)).await
+}
+
 /// The test settings: a generous rate limit, no prune schedule, exact activity times.
 pub fn test_config(overrides: &[(&str, &str)]) -> Config {
     let mut vars: HashMap<String, String> = [

@@ -22,5 +22,6 @@ mod polling;
 mod privacy;
 mod prune;
 mod rate_limit;
+mod replicas;
 mod simulator;
 mod status_rules;

@@ -352,8 +352,12 @@ async fn the_read_cache_stays_within_its_capacity(pool: PgPool) {
     presence::store::install_sql_functions(&pool)
         .await
         .expect("the sql/ functions apply");
-    let (statuses, _tasks) =
-        Statuses::start(pool, config(Duration::from_secs(60), 10), &Metrics::new());
+    let (statuses, _tasks) = Statuses::start(
+        pool,
+        config(Duration::from_secs(60), 10),
+        None,
+        &Metrics::new(),
+    );
     let users: Vec<UserId> = (0..100).map(|_| new_user()).collect();
     for user in &users[..20] {
         statuses
