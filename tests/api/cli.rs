@@ -30,13 +30,14 @@ fn run(command: &mut Command) -> Output {
 }
 
 /// The URL of the test server's `postgres` database, with another database name.
-fn database_url(name: &str) -> String {
+pub(crate) fn database_url(name: &str) -> String {
     let server = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
     let (base, _) = server.rsplit_once('/').expect("a URL with a database name");
     format!("{base}/{name}")
 }
 
-async fn drop_database(name: &str) {
+/// Drops database `name` of the test server, connections and all.
+pub(crate) async fn drop_database(name: &str) {
     let mut connection = PgConnection::connect(&database_url("postgres"))
         .await
         .expect("connects");

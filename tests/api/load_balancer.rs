@@ -3,6 +3,7 @@
 //! fails no request, and a killed instance fails at most the requests that
 //! were in flight on it and loses no acknowledged ping.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
+use crate::cli::{database_url, drop_database};
 use crate::helpers::{TEST_SECRET, free_port};
 
 /// Simulator connections to the load balancer: at most this many requests are in flight.
@@ -22,21 +24,18 @@ const SIM_CONNECTIONS: usize = 8;
 /// Pinging users of the kill phase, each with one request in flight at a time.
 const PINGERS: usize = 8;
 
-/// A child process killed when dropped, so a failing test leaves none behind.
-struct Process(Child);
+/// A child process killed when dropped, with the file it was started with,
+/// removed then: a failing test leaves neither behind.
+struct Process(Child, Option<PathBuf>);
 
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(file) = &self.1 {
+            let _ = std::fs::remove_file(file);
+        }
     }
-}
-
-/// The URL of database `name` on the test server.
-fn database_url(name: &str) -> String {
-    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
-    let (base, _) = server.rsplit_once('/').expect("a URL with a database name");
-    format!("{base}/{name}")
 }
 
 /// Starts an instance on `port` and waits until it is ready.
@@ -62,7 +61,7 @@ async fn instance(database: &str, port: u16) -> Process {
         wait_until_ready(&format!("http://127.0.0.1:{port}")).await,
         "instance on {port} became ready"
     );
-    Process(child)
+    Process(child, None)
 }
 
 async fn wait_until_ready(base: &str) -> bool {
@@ -78,7 +77,7 @@ async fn wait_until_ready(base: &str) -> bool {
 }
 
 /// `ops/haproxy.cfg` with this test's ports and faster checks, running.
-fn haproxy(front: u16, backends: &[u16]) -> (Process, std::path::PathBuf) {
+fn haproxy(front: u16, backends: &[u16]) -> Process {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/haproxy.cfg"))
         .expect("reads ops/haproxy.cfg");
     let mut config = shipped
@@ -106,7 +105,7 @@ fn haproxy(front: u16, backends: &[u16]) -> (Process, std::path::PathBuf) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("haproxy starts");
-    (Process(child), path)
+    Process(child, Some(path))
 }
 
 /// Debian's haproxy, on the `PATH` or in `/usr/sbin` (not on every user's `PATH`).
@@ -202,7 +201,7 @@ async fn rolling_restarts_behind_haproxy_fail_nothing_and_a_kill_loses_nothing_a
         instances.push(instance(&database, *port).await);
     }
     let front = free_port();
-    let (_haproxy, config) = haproxy(front, &ports);
+    let _haproxy = haproxy(front, &ports);
     let base = format!("http://127.0.0.1:{front}");
     assert!(wait_until_ready(&base).await, "HAProxy serves");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -302,14 +301,5 @@ async fn rolling_restarts_behind_haproxy_fail_nothing_and_a_kill_loses_nothing_a
     }
     connection.close().await.expect("closes");
     drop(instances);
-    let _ = std::fs::remove_file(config);
-    let mut connection = PgConnection::connect(&database_url("postgres"))
-        .await
-        .expect("connects");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists \"{name}\" with (force)"
-    )))
-    .execute(&mut connection)
-    .await
-    .expect("drops");
+    drop_database(&name).await;
 }
