@@ -54,14 +54,7 @@ as_postgres "$PG_BIN/pg_ctl" -D "$PRIMARY_DATA" -l "$WORK/primary.log" -w start 
 psql -q "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c "create database $DB"
 DATABASE_URL="$PRIMARY" RUST_LOG=warn "$BIN" migrate
 say "seeding $USERS users..."
-psql -q "$PRIMARY" <<SQL
-insert into user_status (user_id, last_seen, status_message, devices)
-select gen_random_uuid(), now(), case when n % 5 = 0 then 'In a meeting' end,
-       jsonb_build_array(jsonb_build_object(
-           'id', 'web', 'platform', 'web', 'lastPing', now(), 'lastActive', now()))
-from generate_series(1, $USERS) as n;
-vacuum analyze user_status;
-SQL
+psql -q "$PRIMARY" -v users="$USERS" -f bench/seed-users.sql
 as_postgres "$PG_BIN/pg_basebackup" -D "$STANDBY_DATA" -R -X stream -c fast \
     -h 127.0.0.1 -p "$PG_PORT" -U postgres
 printf "port = %s\nunix_socket_directories = '%s'\n" "$STANDBY_PORT" "$STANDBY_DATA" >> "$STANDBY_DATA/postgresql.conf"

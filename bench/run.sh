@@ -42,14 +42,7 @@ say() { printf '%s\n' "$*" >&2; }
 say "seeding $USERS users..."
 psql -q "$SERVER/postgres" -c "drop database if exists $DB with (force)"
 DATABASE_URL="$URL" RUST_LOG=warn "$BIN" migrate
-psql -q "$URL" <<SQL
-insert into user_status (user_id, last_seen, status_message, devices)
-select gen_random_uuid(), now(), case when n % 5 = 0 then 'In a meeting' end,
-       jsonb_build_array(jsonb_build_object(
-           'id', 'web', 'platform', 'web', 'lastPing', now(), 'lastActive', now()))
-from generate_series(1, $USERS) as n;
-vacuum analyze user_status;
-SQL
+psql -q "$URL" -v users="$USERS" -f bench/seed-users.sql
 psql -qAt "$URL" -c "select user_id from user_status order by user_id" > "$WORK/ids"
 say "signing $TOKENS tokens..."
 head -n "$TOKENS" "$WORK/ids" | while read -r id; do

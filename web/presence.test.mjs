@@ -2,37 +2,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
+import { fakeTime } from "./fake-time.mjs";
 import { PresenceClient, tabDeviceId } from "./presence.js";
 
-/** A clock and timer queue moved by hand. */
-function fakeTime() {
-  let now = Date.parse("2026-11-23T10:00:00Z");
-  const timers = [];
-  return {
-    now: () => now,
-    setTimeout: (callback, ms) => {
-      const timer = { at: now + ms, callback };
-      timers.push(timer);
-      return timer;
-    },
-    clearTimeout: (timer) => {
-      const index = timers.indexOf(timer);
-      if (index >= 0) timers.splice(index, 1);
-    },
-    /** Runs the earliest timer; returns how long it waited. */
-    async next() {
-      timers.sort((a, b) => a.at - b.at);
-      const timer = timers.shift();
-      assert.ok(timer, "a timer is scheduled");
-      const waited = timer.at - now;
-      now = timer.at;
-      await timer.callback();
-      await new Promise((resolve) => setImmediate(resolve));
-      return waited;
-    },
-    pending: () => timers.length,
-  };
-}
 
 function response(status, body, headers = {}) {
   return {

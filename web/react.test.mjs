@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
+import { fakeTime as sharedFakeTime } from "./fake-time.mjs";
 import { PresenceClient } from "./presence.js";
 
 const deps = await Promise.all([import("jsdom"), import("react"), import("react-dom/client")]).catch(() => null);
@@ -22,38 +23,9 @@ if (deps) {
   globalThis.IS_REACT_ACT_ENVIRONMENT = true;
 }
 
-/** A clock and timer queue moved by hand. */
+/** The shared fake clock, each timer run inside React's act(). */
 function fakeTime() {
-  let now = Date.parse("2026-11-24T10:00:00Z");
-  const timers = [];
-  return {
-    now: () => now,
-    setTimeout: (callback, ms) => {
-      const timer = { at: now + ms, callback };
-      timers.push(timer);
-      return timer;
-    },
-    clearTimeout: (timer) => {
-      const index = timers.indexOf(timer);
-      if (index >= 0) timers.splice(index, 1);
-    },
-    /** Runs every timer due within `ms`, in order, inside act(). */
-    async advance(ms) {
-      const until = now + ms;
-      for (;;) {
-        timers.sort((a, b) => a.at - b.at);
-        if (!timers.length || timers[0].at > until) break;
-        const timer = timers.shift();
-        now = timer.at;
-        await React.act(async () => {
-          await timer.callback();
-          await new Promise((resolve) => setImmediate(resolve));
-        });
-      }
-      now = until;
-    },
-    pending: () => timers.length,
-  };
+  return sharedFakeTime({ start: "2026-11-24T10:00:00Z", wrap: (run) => React.act(run) });
 }
 
 /** The service: statuses by user, answering `POST /api/status/query` with ETags. */

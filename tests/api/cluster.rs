@@ -17,21 +17,7 @@ pub struct Cluster {
 impl Cluster {
     /// Creates and starts a cluster with `settings` appended to its postgresql.conf.
     pub fn start(bin: PathBuf, settings: &str) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let data = std::env::temp_dir().join(format!("presence-pg-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&data).expect("creates the folder");
-        if running_as_root() {
-            let chown = Command::new("chown")
-                .args(["postgres:postgres", path(&data)])
-                .status()
-                .expect("chown runs");
-            assert!(chown.success());
-        }
-        let cluster = Self { bin, data, port };
+        let cluster = Self::unstarted(bin);
         let init = as_postgres(
             &cluster.bin.join("initdb"),
             &[
@@ -53,6 +39,7 @@ impl Cluster {
         let mut text = std::fs::read_to_string(&conf).expect("reads postgresql.conf");
         text.push_str(&format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\nfsync = off\n{settings}",
+            port = cluster.port,
             dir = path(&cluster.data)
         ));
         std::fs::write(&conf, text).expect("writes postgresql.conf");
@@ -60,8 +47,9 @@ impl Cluster {
         cluster
     }
 
-    /// A streaming standby of `primary` (`pg_basebackup -R`), started.
-    pub fn standby_of(primary: &Self) -> Self {
+    /// A cluster not created yet: a free port, and an empty data folder the
+    /// server's user owns (mode 700, as the server demands).
+    fn unstarted(bin: PathBuf) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("a free port")
             .local_addr()
@@ -69,6 +57,8 @@ impl Cluster {
             .port();
         let data = std::env::temp_dir().join(format!("presence-pg-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&data).expect("creates the folder");
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod 700");
         if running_as_root() {
             let chown = Command::new("chown")
                 .args(["postgres:postgres", path(&data)])
@@ -76,14 +66,12 @@ impl Cluster {
                 .expect("chown runs");
             assert!(chown.success());
         }
-        // The server refuses a data folder that others may read.
-        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .expect("chmod 700");
-        let standby = Self {
-            bin: primary.bin.clone(),
-            data,
-            port,
-        };
+        Self { bin, data, port }
+    }
+
+    /// A streaming standby of `primary` (`pg_basebackup -R`), started.
+    pub fn standby_of(primary: &Self) -> Self {
+        let standby = Self::unstarted(primary.bin.clone());
         let backup = as_postgres(
             &standby.bin.join("pg_basebackup"),
             &[
@@ -114,6 +102,7 @@ impl Cluster {
         let mut text = std::fs::read_to_string(&conf).expect("reads postgresql.conf");
         text.push_str(&format!(
             "\nport = {port}\nunix_socket_directories = '{dir}'\n",
+            port = standby.port,
             dir = path(&standby.data)
         ));
         std::fs::write(&conf, text).expect("writes postgresql.conf");
