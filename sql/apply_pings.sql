@@ -51,8 +51,11 @@ create or replace function apply_pings(
 language plpgsql
 as $function$
 #variable_conflict use_column
+declare
+    written_row record;
+    announced text[] := '{}';
 begin
-    return query
+    for written_row in
     with pings as (
         select p.*
         from unnest(p_users, p_devices, p_platforms, p_actives, p_ats,
@@ -189,16 +192,26 @@ begin
         select p.ordinal, i.*
         from inserted as i
         join pings as p on p.user_id = i.user_id
-    ),
-    announced as (
-        select pg_notify('presence_changes', string_agg('u:' || w.user_id || ':' || w.version, ','))
-        from (select user_id, version, (row_number() over ()) / 150 as chunk from written) as w
-        group by w.chunk
     )
-    select w.ordinal::integer, w.user_id, w.manual_status, w.manual_status_until, w.invisible,
-           w.last_seen_before_invisible, w.last_seen, w.status_message,
+    select w.ordinal::integer as ordinal, w.user_id, w.manual_status, w.manual_status_until,
+           w.invisible, w.last_seen_before_invisible, w.last_seen, w.status_message,
            w.status_message_until, w.devices, w.version
     from written as w
-    where (select count(*) from announced) >= 0;
+    loop
+        ordinal := written_row.ordinal;
+        user_id := written_row.user_id;
+        manual_status := written_row.manual_status;
+        manual_status_until := written_row.manual_status_until;
+        invisible := written_row.invisible;
+        last_seen_before_invisible := written_row.last_seen_before_invisible;
+        last_seen := written_row.last_seen;
+        status_message := written_row.status_message;
+        status_message_until := written_row.status_message_until;
+        devices := written_row.devices;
+        version := written_row.version;
+        announced := announced || ('u:' || written_row.user_id || ':' || written_row.version);
+        return next;
+    end loop;
+    perform announce_changes(announced);
 end
 $function$;

@@ -21,65 +21,74 @@ create or replace function prune_stale_devices(
 language plpgsql
 as $function$
 declare
-    removed bigint;
-    notifications bigint;
+    cutoff timestamptz := at - older_than;
+    candidate uuid;
+    pruned record;
+    removed bigint := 0;
+    announced text[] := '{}';
 begin
+    -- The candidates, in user id order: one statement over the whole table
+    -- (every shard at once on a distributed database), locking nothing.
     -- EXECUTE plans with the actual cutoff every time, so the planner sees how
     -- few rows the oldest_ping_minute index selects (a generic plan would not).
-    execute $query$
-        with candidates as (
-            -- Locked as read, so a concurrent ping waits instead of being overwritten.
+    for candidate in execute $query$
+        select s.user_id
+        from user_status as s
+        where (
+                s.oldest_ping_minute <= date_trunc('minute', $1)
+                and exists (
+                    select 1
+                    from jsonb_array_elements(s.devices) as e(device)
+                    where (e.device ->> 'lastPing')::timestamptz < $1)
+            )
+            or s.device_count > $2
+        order by s.user_id
+        limit $3
+    $query$
+    using cutoff, max_devices, max_users
+    loop
+        -- Then each candidate's row by its key, in ascending order as the ping
+        -- batches lock theirs (so neither waits on the other in a cycle),
+        -- checked again once locked: a ping may have made it live meanwhile.
+        with locked as (
             select s.user_id, s.devices
             from user_status as s
-            where (
-                    s.oldest_ping_minute <= date_trunc('minute', $1)
-                    and exists (
-                        select 1
-                        from jsonb_array_elements(s.devices) as e(device)
-                        where (e.device ->> 'lastPing')::timestamptz < $1)
-                )
-                or s.device_count > $2
-            order by s.user_id
-            limit $3
+            where s.user_id = candidate
+              and (exists (
+                      select 1
+                      from jsonb_array_elements(s.devices) as e(device)
+                      where (e.device ->> 'lastPing')::timestamptz < cutoff)
+                   or s.device_count > max_devices)
             for update
         ),
         ranked as (
-            select c.user_id, e.device, e.position,
-                   (e.device ->> 'lastPing')::timestamptz >= $1
+            select l.user_id, e.device, e.position,
+                   (e.device ->> 'lastPing')::timestamptz >= cutoff
                    and row_number() over (
-                           partition by c.user_id
                            order by (e.device ->> 'lastPing')::timestamptz desc, e.position
-                       ) <= coalesce($2, 2147483647) as keep
-            from candidates as c
-            cross join lateral jsonb_array_elements(c.devices) with ordinality as e(device, position)
+                       ) <= coalesce(max_devices, 2147483647) as keep
+            from locked as l
+            cross join lateral jsonb_array_elements(l.devices) with ordinality as e(device, position)
         ),
-        pruned as (
-            select user_id,
-                   coalesce(jsonb_agg(device order by position) filter (where keep), '[]'::jsonb) as devices,
-                   count(*) filter (where not keep) as removed
-            from ranked
-            group by user_id
-        ),
-        updated as (
-            update user_status as s
-            set devices = p.devices, updated_at = $4
-            from pruned as p
-            where s.user_id = p.user_id and p.removed > 0
-            returning s.user_id, s.version, p.removed
-        ),
-        announced as (
-            -- A notification payload holds at most 8000 bytes: 150 rows each.
-            select pg_notify('presence_changes', string_agg(
-                       'u:' || c.user_id || ':' || c.version, ','))
-            from (select user_id, version, (row_number() over ()) / 150 as chunk
-                  from updated) as c
-            group by c.chunk
+        kept as (
+            select l.user_id,
+                   coalesce((select jsonb_agg(r.device order by r.position)
+                             from ranked as r where r.keep), '[]'::jsonb) as devices,
+                   (select count(*) from ranked as r where not r.keep) as removed
+            from locked as l
         )
-        select (select coalesce(sum(removed), 0) from updated)::bigint,
-               (select count(*) from announced)
-    $query$
-    into removed, notifications
-    using at - older_than, max_devices, max_users, at;
+        update user_status as s
+        set devices = k.devices, updated_at = at
+        from kept as k
+        where s.user_id = candidate and k.user_id = candidate and k.removed > 0
+        returning s.version, k.removed
+        into pruned;
+        if found then
+            removed := removed + pruned.removed;
+            announced := announced || ('u:' || candidate || ':' || pruned.version);
+        end if;
+    end loop;
+    perform announce_changes(announced);
     return removed;
 end
 $function$;

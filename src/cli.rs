@@ -34,7 +34,13 @@ pub enum Command {
         dev: bool,
     },
     /// Create the database if missing, apply the migrations, and exit.
-    Migrate,
+    Migrate {
+        /// Then distribute the tables on a Citus coordinator (its workers
+        /// already added): user tables sharded by user id, the shared ones as
+        /// reference tables. Idempotent.
+        #[arg(long)]
+        citus: bool,
+    },
     /// Run the prune job once and print how many device entries it removed (for cron).
     Prune {
         /// Remove device entries whose last ping is older than this [default: PRESENCE_PRUNE_AFTER].
@@ -113,6 +119,11 @@ pub enum CliError {
     /// pg_cron could not be used.
     #[error(transparent)]
     PgCron(#[from] PgCronError),
+    /// The tables could not be distributed (`migrate --citus`).
+    #[error(
+        "could not distribute the tables on Citus (is this a Citus coordinator with its workers added?): {0}"
+    )]
+    Citus(#[source] sqlx::Error),
     /// The report could not be computed.
     #[error("the report failed: {0}")]
     Report(sqlx::Error),
@@ -145,9 +156,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             application.run_until_stopped().await?;
         }
-        Command::Migrate => {
-            prepare_database(&config).await?;
+        Command::Migrate { citus } => {
+            let pool = prepare_database(&config).await?;
             tracing::info!("the database is migrated");
+            if citus {
+                store::citus::distribute(&pool)
+                    .await
+                    .map_err(CliError::Citus)?;
+                tracing::info!("the tables are distributed on Citus");
+            }
         }
         Command::Prune {
             older_than,

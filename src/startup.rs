@@ -138,6 +138,9 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let counting_pool = own_connection(&pool);
         let replicas = replicas(config, &metrics)?;
+        let distributed = async { store::citus::is_distributed(&mut *pool.acquire().await?).await }
+            .await
+            .map_err(StartupError::Database)?;
         let (statuses, mut background) = Statuses::start(
             pool.clone(),
             StatusesConfig {
@@ -145,6 +148,7 @@ impl Application {
                 cache_capacity: u64::from(config.cache_capacity.get()),
                 max_devices: config.max_devices.get(),
                 db_deadline: config.db_deadline,
+                distributed,
             },
             replicas,
             &metrics,

@@ -145,7 +145,7 @@ pub async fn run_scheduled_prune(schedule: &PruneSchedule) -> Result<Option<u64>
 /// The most history records of each kind one retention statement deletes.
 pub const RETENTION_CHUNK: i64 = 10_000;
 
-/// Deletes the history that ended before `cutoff`, in statements of at most
+/// Deletes the history that ended before `cutoff`, in statements of about
 /// [`RETENTION_CHUNK`] records of each kind found through the indexes on
 /// their end, each its own transaction: a run costs in proportion to what it
 /// deletes, not to the size of the history. Returns how many records it deleted.

@@ -51,6 +51,8 @@ pub struct StatusesConfig {
     pub max_devices: u32,
     /// The longest one database call of a request may take.
     pub db_deadline: Duration,
+    /// Whether the tables are distributed on Citus (pings are then written a shard at a time).
+    pub distributed: bool,
 }
 
 /// The read caches, when on.
@@ -90,7 +92,8 @@ impl Statuses {
             config.db_deadline,
             metrics.pool_connections.with_label_values(&["waiting"]),
         );
-        let (writer, mut tasks) = PingWriter::start(db.clone(), config.max_devices);
+        let (writer, mut tasks) =
+            PingWriter::start(db.clone(), config.max_devices, config.distributed);
         let freshness = Arc::new(Freshness::new(config.cache_ttl));
         let caches = (!config.cache_ttl.is_zero()).then(|| Caches {
             rows: Arc::new(RowCache::new(

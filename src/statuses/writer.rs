@@ -39,11 +39,18 @@ pub struct PingWriter {
 
 impl PingWriter {
     /// Starts the writer tasks on `db`; they stop when the writer is dropped.
-    pub fn start(db: Database, max_devices: u32) -> (Self, Vec<JoinHandle<()>>) {
+    pub fn start(db: Database, max_devices: u32, distributed: bool) -> (Self, Vec<JoinHandle<()>>) {
         let (queue, queued) = mpsc::channel(QUEUE);
         let queued = Arc::new(Mutex::new(queued));
         let tasks = (0..WRITERS)
-            .map(|_| tokio::spawn(write_batches(queued.clone(), db.clone(), max_devices)))
+            .map(|_| {
+                tokio::spawn(write_batches(
+                    queued.clone(),
+                    db.clone(),
+                    max_devices,
+                    distributed,
+                ))
+            })
             .collect();
         (
             Self {
@@ -85,7 +92,12 @@ impl PingWriter {
 }
 
 /// One writer task: takes whatever has queued up, writes it, answers each ping.
-async fn write_batches(queued: Arc<Mutex<mpsc::Receiver<Queued>>>, db: Database, max_devices: u32) {
+async fn write_batches(
+    queued: Arc<Mutex<mpsc::Receiver<Queued>>>,
+    db: Database,
+    max_devices: u32,
+    distributed: bool,
+) {
     loop {
         let mut batch = Vec::new();
         {
@@ -103,7 +115,13 @@ async fn write_batches(queued: Arc<Mutex<mpsc::Receiver<Queued>>>, db: Database,
         }
         let writes: Vec<PingWrite> = batch.iter().map(|queued| queued.write.clone()).collect();
         let written = db
-            .run(async |connection| store::apply_pings(connection, &writes, max_devices).await)
+            .run(async |connection| {
+                if distributed {
+                    store::citus::apply_pings_by_shard(connection, &writes, max_devices).await
+                } else {
+                    store::apply_pings(connection, &writes, max_devices).await
+                }
+            })
             .await;
         match written {
             Ok(rows) if rows.len() == batch.len() => {

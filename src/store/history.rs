@@ -314,11 +314,16 @@ async fn sessions_live_at(
     Ok(users.into_iter().map(UserId::from).collect())
 }
 
-/// Deletes at most `limit` history records that ended before `cutoff` (per
+/// Deletes about `limit` history records that ended before `cutoff` (per
 /// kind), through the indexes on their end: the cost of a call does not grow
 /// with the table. A settings change is kept while it is still the one in
 /// effect at the cutoff. Returns how many were deleted; call again while it
 /// deletes `limit` of some kind.
+///
+/// Records are picked by their keys (user id first), not by their place on
+/// disk, so that on Citus each kind is one statement every shard runs (a
+/// record with the same key as a picked one goes too: it ended before the
+/// cutoff as well).
 pub async fn delete_history_before(
     executor: impl PgExecutor<'_>,
     cutoff: DateTime<Utc>,
@@ -327,32 +332,37 @@ pub async fn delete_history_before(
     let record = sqlx::query!(
         r#"with sessions as (
                delete from device_sessions
-               where ctid = any(array(
-                   select ctid from device_sessions where ended_at < $1 limit $2))
+               where ended_at < $1
+                 and (user_id, device_id, started_at) in (
+                     select user_id, device_id, started_at from device_sessions
+                     where ended_at < $1 limit $2)
                returning 1
            ),
            spans as (
                delete from activity_spans
-               where ctid = any(array(
-                   select ctid from activity_spans where ended_at < $1 limit $2))
+               where ended_at < $1
+                 and (user_id, started_at) in (
+                     select user_id, started_at from activity_spans where ended_at < $1 limit $2)
                returning 1
            ),
            rollups as (
                delete from history_rollups
-               where ctid = any(array(
-                   select ctid from history_rollups where starts_at < $1 limit $2))
+               where starts_at < $1
+                 and (bucket, starts_at) in (
+                     select bucket, starts_at from history_rollups where starts_at < $1 limit $2)
                returning 1
            ),
            settings as (
                delete from settings_changes as c
-               where ctid = any(array(
-                   select c.ctid from settings_changes as c
-                   where c.changed_at < $1
-                     and exists (select 1 from settings_changes as later
-                                 where later.user_id = c.user_id
-                                   and later.changed_at > c.changed_at
-                                   and later.changed_at <= $1)
-                   limit $2))
+               where c.changed_at < $1
+                 and (c.user_id, c.changed_at) in (
+                     select s.user_id, s.changed_at from settings_changes as s
+                     where s.changed_at < $1
+                       and exists (select 1 from settings_changes as later
+                                   where later.user_id = s.user_id
+                                     and later.changed_at > s.changed_at
+                                     and later.changed_at <= $1)
+                     limit $2)
                returning 1
            )
            select (select count(*) from sessions) as "sessions!",

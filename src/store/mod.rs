@@ -1,6 +1,7 @@
 //! Every SQL statement of the service; functions take any executor (pool, connection, transaction).
 
 mod blocks;
+pub mod citus;
 mod history;
 mod jobs;
 mod pg_cron;

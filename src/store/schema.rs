@@ -6,7 +6,8 @@ use sqlx::{PgExecutor, PgPool};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// The SQL functions in `sql/`, applied after the migrations.
-const SQL_FUNCTIONS: [&str; 4] = [
+const SQL_FUNCTIONS: [&str; 5] = [
+    include_str!("../../sql/announce_changes.sql"),
     include_str!("../../sql/prune_stale_devices.sql"),
     include_str!("../../sql/apply_pings.sql"),
     include_str!("../../sql/history_stats.sql"),
@@ -40,8 +41,18 @@ async fn install(
     )
     .fetch_one(&mut *transaction)
     .await?;
+    let distributed = super::citus::is_distributed(&mut transaction).await?;
+    if distributed {
+        // The history settings re-create a trigger of user_status, which runs on the workers.
+        sqlx::query("set local citus.enable_unsafe_triggers to on")
+            .execute(&mut *transaction)
+            .await?;
+    }
     for function in SQL_FUNCTIONS {
         sqlx::raw_sql(function).execute(&mut *transaction).await?;
+    }
+    if distributed {
+        super::citus::tune_functions(&mut transaction).await?;
     }
     if let Some(history) = history {
         super::record_history_settings(&mut *transaction, history).await?;

@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::types::PgInterval;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{Connection, PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::domain::{DeviceId, ManualStatus, Ping, SettingChange, UserId};
@@ -295,41 +295,54 @@ pub async fn apply_ping(
 /// The change is announced on the change channel.
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %user, device.id = %device))]
 pub async fn remove_device(
-    executor: impl PgExecutor<'_>,
+    connection: &mut PgConnection,
     user: UserId,
     device: &DeviceId,
     at: DateTime<Utc>,
 ) -> Result<Option<StoredStatus>, sqlx::Error> {
+    let mut transaction = connection.begin().await?;
     let record = sqlx::query_as!(
         StatusRecord,
         r#"
-        with removed as (
-            update user_status as s
-            set devices = (
-                    select coalesce(jsonb_agg(e.device order by e.position), '[]'::jsonb)
-                    from jsonb_array_elements(s.devices) with ordinality as e(device, position)
-                    where e.device ->> 'id' <> $2),
-                updated_at = $3
-            where user_id = $1
-              and devices @> jsonb_build_array(jsonb_build_object('id', $2::text))
-            returning s.*
-        ),
-        announced as (
-            select pg_notify('presence_changes', 'u:' || user_id || ':' || version) from removed
-        )
-        select user_id, manual_status as "manual_status: ManualStatus", manual_status_until,
-               invisible, last_seen_before_invisible, last_seen, status_message,
-               status_message_until, devices as "devices: Json<Vec<StoredDevice>>", version
-        from removed
-        where (select count(*) from announced) >= 0
+        update user_status as s
+        set devices = (
+                select coalesce(jsonb_agg(e.device order by e.position), '[]'::jsonb)
+                from jsonb_array_elements(s.devices) with ordinality as e(device, position)
+                where e.device ->> 'id' <> $2),
+            updated_at = $3
+        where user_id = $1
+          and devices @> jsonb_build_array(jsonb_build_object('id', $2::text))
+        returning user_id, manual_status as "manual_status: ManualStatus", manual_status_until,
+                  invisible, last_seen_before_invisible, last_seen, status_message,
+                  status_message_until, devices as "devices: Json<Vec<StoredDevice>>", version
         "#,
         user.as_uuid(),
         device.as_str(),
         at,
     )
-    .fetch_optional(executor)
+    .fetch_optional(&mut *transaction)
     .await?;
+    if let Some(record) = &record {
+        announce_changes(&mut *transaction, &[(record.user_id, record.version)]).await?;
+    }
+    transaction.commit().await?;
     Ok(record.map(StoredStatus::from))
+}
+
+/// Announces written rows on the change channel (delivered at commit): a
+/// statement of its own after the write, see `sql/announce_changes.sql`.
+async fn announce_changes(
+    executor: impl PgExecutor<'_>,
+    rows: &[(Uuid, i64)],
+) -> Result<(), sqlx::Error> {
+    let changes: Vec<String> = rows
+        .iter()
+        .map(|(user, version)| format!("u:{user}:{version}"))
+        .collect();
+    sqlx::query!("select announce_changes($1) as announced", &changes)
+        .fetch_one(executor)
+        .await?;
+    Ok(())
 }
 
 /// How many users are in each effective status at `now`, as anyone but the user
@@ -406,27 +419,18 @@ pub async fn fetch_statuses_for_viewer(
     let records = sqlx::query_as!(
         StatusForViewerRecord,
         r#"
-        with between_them as materialized (
-            -- The blocks between the viewer and exactly these users, either way:
-            -- two index scans, whatever else the viewer blocks or is blocked by.
-            select b.blocked_id as other, b.blocked_last_seen as shown from blocks as b
-            where b.blocker_id = $1 and b.blocked_id = any($2)
-            union all
-            select b.blocker_id, b.blocker_last_seen from blocks as b
-            where b.blocked_id = $1 and b.blocker_id = any($2)
+        with hidden as materialized (
+            -- The viewer's own rows about exactly these users: one index scan
+            -- of one key, whatever else the viewer blocks or is blocked by.
+            select b.other_id, b.other_last_seen from user_blocks as b
+            where b.user_id = $1 and b.other_id = any($2)
         )
         select s.user_id, s.manual_status as "manual_status: ManualStatus", s.manual_status_until,
                s.invisible, s.last_seen_before_invisible, s.last_seen, s.status_message,
                s.status_message_until, s.devices as "devices: Json<Vec<StoredDevice>>", s.version,
-               pair.hidden as "hidden!", pair.last_seen as hidden_last_seen
+               h.other_id is not null as "hidden!", h.other_last_seen as hidden_last_seen
         from user_status as s
-        cross join lateral (
-            -- Blocked both ways: hidden since the earlier block (a null, never seen, is earliest).
-            select count(*) > 0 as hidden,
-                   case when bool_or(b.shown is null) then null else min(b.shown) end as last_seen
-            from between_them as b
-            where b.other = s.user_id
-        ) as pair
+        left join hidden as h on h.other_id = s.user_id
         where s.user_id = any($2)
         "#,
         viewer.as_uuid(),

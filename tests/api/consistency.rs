@@ -421,7 +421,7 @@ async fn a_randomized_model_of_two_instances_holds_read_your_writes_and_loses_no
             )
         });
         let blocks: BTreeSet<UserId> = sqlx::query_scalar::<_, uuid::Uuid>(
-            "select blocked_id from blocks where blocker_id = $1",
+            "select other_id from user_blocks where user_id = $1 and blocks_other",
         )
         .bind(user.as_uuid())
         .fetch_all(&pool)
@@ -441,9 +441,7 @@ async fn a_randomized_model_of_two_instances_holds_read_your_writes_and_loses_no
 
 #[sqlx::test]
 async fn one_batch_may_hold_several_pings_of_one_user_each_answered_in_order(pool: PgPool) {
-    presence::store::install_sql_functions(&pool)
-        .await
-        .expect("the sql/ functions apply");
+    crate::citus::prepare(&pool).await;
     let (alice, bob) = (new_user(), new_user());
     let ping = |user: UserId, device: &str, message: Option<&str>| {
         let body = match message {

@@ -126,6 +126,7 @@ async fn serve(config: &Config, pool: PgPool, clock: Arc<dyn Clock>) -> (String,
     presence::store::install_sql_functions_with_history(&pool, &config.history_settings())
         .await
         .expect("the sql/ functions and history settings apply");
+    crate::citus::distribute_if_asked(&pool).await;
     let application = Application::build_with_pool(config, pool, clock)
         .await
         .expect("the app builds");

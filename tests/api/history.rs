@@ -888,9 +888,7 @@ async fn stats_match_a_hand_computed_fixture_across_midnight(pool: PgPool) {
 
 #[sqlx::test]
 async fn presence_report_prints_the_stats_as_a_table_or_csv(pool: PgPool) {
-    presence::store::install_sql_functions(&pool)
-        .await
-        .expect("functions");
+    crate::citus::prepare(&pool).await;
     let user = new_user();
     sqlx::query(
         "insert into device_sessions (user_id, device_id, platform, started_at, ended_at)

@@ -1,6 +1,7 @@
 //! HTTP-level tests: the real server on port 0 against a per-test Postgres database.
 
 mod auth;
+mod citus;
 mod cli;
 mod cluster;
 mod concurrency;

@@ -327,12 +327,13 @@ async fn the_query_post_is_conditional_too(pool: PgPool) {
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
 }
 
-fn config(cache_ttl: Duration, cache_capacity: u64) -> StatusesConfig {
+fn config(cache_ttl: Duration, cache_capacity: u64, distributed: bool) -> StatusesConfig {
     StatusesConfig {
         cache_ttl,
         cache_capacity,
         max_devices: 10,
         db_deadline: Duration::from_secs(2),
+        distributed,
     }
 }
 
@@ -349,12 +350,11 @@ fn ping(device: &str, active: bool) -> Ping {
 
 #[sqlx::test]
 async fn the_read_cache_stays_within_its_capacity(pool: PgPool) {
-    presence::store::install_sql_functions(&pool)
-        .await
-        .expect("the sql/ functions apply");
+    crate::citus::prepare(&pool).await;
+    let distributed = crate::citus::distributed(&pool).await;
     let (statuses, _tasks) = Statuses::start(
         pool,
-        config(Duration::from_secs(60), 10),
+        config(Duration::from_secs(60), 10, distributed),
         None,
         &Metrics::new(),
     );

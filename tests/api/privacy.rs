@@ -329,7 +329,9 @@ async fn bad_block_requests_get_the_contract_errors(pool: PgPool) {
 async fn a_user_can_block_at_most_ten_thousand_users(pool: PgPool) {
     let app = spawn_app(pool).await;
     let me = new_user();
-    sqlx::query("insert into blocks (blocker_id, blocked_id) select $1, gen_random_uuid() from generate_series(1, 9999)")
+    sqlx::query(
+        "insert into user_blocks (user_id, other_id, blocks_other) select $1, gen_random_uuid(), true from generate_series(1, 9999)",
+    )
         .bind(me.as_uuid())
         .execute(&app.pool)
         .await

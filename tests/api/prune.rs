@@ -222,9 +222,7 @@ pub(crate) fn database_url_of(pool: &PgPool) -> String {
 
 #[sqlx::test]
 async fn presence_prune_prints_the_count_for_cron(pool: PgPool) {
-    presence::store::install_sql_functions(&pool)
-        .await
-        .expect("functions");
+    crate::citus::prepare(&pool).await;
     let user = new_user();
     let stale = Ping {
         device_id: DeviceId::parse("old").expect("id"),

@@ -1,0 +1,167 @@
+//! Citus (distributed PostgreSQL): the tables sharded by user, and what the
+//! server does differently on a distributed database.
+//!
+//! Every table holding a user's data is distributed by `user_id`, all
+//! co-located with `user_status`, so one user's rows (status, history,
+//! blocks) live on one worker and a statement naming one user runs there
+//! whole. The small shared tables are reference tables (a copy on every
+//! node). `presence migrate --citus` distributes them; the server then
+//! notices the distributed schema at start-up by itself.
+//!
+//! These statements use Citus's functions, which a plain PostgreSQL does
+//! not have: they are checked where Citus runs (`PRESENCE_TEST_CITUS_URL`,
+//! see the README), not at compile time.
+
+use std::collections::BTreeMap;
+
+use sqlx::{Acquire, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::PingWrite;
+use crate::presence::StoredStatus;
+
+/// The tables distributed by `user_id`, co-located with the first.
+pub const DISTRIBUTED_TABLES: [&str; 5] = [
+    "user_status",
+    "device_sessions",
+    "activity_spans",
+    "settings_changes",
+    "user_blocks",
+];
+
+/// The tables copied to every node: settings every worker's trigger reads,
+/// and bookkeeping of the jobs (no user's data).
+pub const REFERENCE_TABLES: [&str; 3] = ["history_settings", "job_runs", "history_rollups"];
+
+/// The functions worker nodes run: the triggers of `user_status`, which run
+/// where its rows are. The history trigger writes the same user's rows of the
+/// co-located history tables, so it stays on that worker.
+pub const WORKER_FUNCTIONS: [&str; 3] = [
+    "user_status_summarize_devices()",
+    "user_status_bump_version()",
+    "user_status_track_history()",
+];
+
+/// Whether the schema is distributed (`presence migrate --citus` has run).
+pub async fn is_distributed(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    let citus = sqlx::query_scalar::<_, bool>(
+        "select to_regclass('pg_catalog.pg_dist_partition') is not null",
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    if !citus {
+        return Ok(false);
+    }
+    already_distributed(connection, DISTRIBUTED_TABLES[0]).await
+}
+
+/// Distributes the migrated schema on a Citus coordinator whose workers are
+/// added (idempotent): the user tables by `user_id`, the shared ones as
+/// reference tables, the trigger functions to the workers.
+pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    let connection = connection.acquire().await?;
+    sqlx::query("create extension if not exists citus")
+        .execute(&mut *connection)
+        .await?;
+    // The user_status triggers run on the workers, where its rows are (the
+    // server sets this too where it re-creates the history trigger).
+    sqlx::query("set citus.enable_unsafe_triggers to on")
+        .execute(&mut *connection)
+        .await?;
+    for function in WORKER_FUNCTIONS {
+        sqlx::query("select create_distributed_function($1::regprocedure)")
+            .bind(function)
+            .execute(&mut *connection)
+            .await?;
+    }
+    for table in REFERENCE_TABLES {
+        if !already_distributed(&mut *connection, table).await? {
+            sqlx::query("select create_reference_table($1)")
+                .bind(table)
+                .execute(&mut *connection)
+                .await?;
+        }
+    }
+    for table in DISTRIBUTED_TABLES {
+        if !already_distributed(&mut *connection, table).await? {
+            let colocate_with = if table == DISTRIBUTED_TABLES[0] {
+                "default"
+            } else {
+                DISTRIBUTED_TABLES[0]
+            };
+            sqlx::query("select create_distributed_table($1, 'user_id', colocate_with => $2)")
+                .bind(table)
+                .bind(colocate_with)
+                .execute(&mut *connection)
+                .await?;
+        }
+    }
+    tune_functions(&mut *connection).await
+}
+
+/// What the `sql/` functions need on a distributed database, set again after
+/// each `create or replace` of them (which clears it).
+///
+/// `apply_pings` is planned for each call's own users: a batch of one
+/// shard's users is then a statement Citus sends whole to that shard's worker
+/// (the ping writer sends one call per shard, see [`apply_pings_by_shard`]).
+pub async fn tune_functions(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "alter function apply_pings(uuid[], text[], text[], boolean[], timestamptz[], integer,
+                                    boolean[], text[], timestamptz[], boolean[], boolean[],
+                                    boolean[], text[], timestamptz[], boolean[])
+             set plan_cache_mode = force_custom_plan",
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+async fn already_distributed(
+    connection: &mut PgConnection,
+    table: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar::<_, bool>(
+        "select exists (select 1 from pg_catalog.pg_dist_partition where logicalrelid = $1::regclass)",
+    )
+    .bind(table)
+    .fetch_one(connection)
+    .await
+}
+
+/// Writes a batch of pings one shard at a time, shards in ascending order:
+/// each call of `apply_pings` then touches one worker, where it locks and
+/// writes its rows in one statement (a statement locking rows on several
+/// shards is not one Citus runs). The rows come back in the order of `writes`.
+pub async fn apply_pings_by_shard(
+    connection: &mut PgConnection,
+    writes: &[PingWrite],
+    max_devices: u32,
+) -> Result<Vec<StoredStatus>, sqlx::Error> {
+    let users: Vec<Uuid> = writes.iter().map(|write| write.user.as_uuid()).collect();
+    let shards: Vec<i64> = sqlx::query_scalar(
+        "select get_shard_id_for_distribution_column('user_status', u.user_id)
+         from unnest($1::uuid[]) with ordinality as u(user_id, position)
+         order by u.position",
+    )
+    .bind(&users)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut by_shard: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (index, shard) in shards.into_iter().enumerate() {
+        by_shard.entry(shard).or_default().push(index);
+    }
+    let mut written: Vec<Option<StoredStatus>> = vec![None; writes.len()];
+    for indexes in by_shard.into_values() {
+        let group: Vec<PingWrite> = indexes.iter().map(|index| writes[*index].clone()).collect();
+        let rows = super::apply_pings(&mut *connection, &group, max_devices).await?;
+        for (index, row) in indexes.into_iter().zip(rows) {
+            written[index] = Some(row);
+        }
+    }
+    written
+        .into_iter()
+        .map(|row| row.ok_or(sqlx::Error::RowNotFound))
+        .collect()
+}

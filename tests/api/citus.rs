@@ -1,0 +1,279 @@
+//! Citus: the schema's distribution plan, and the switch that runs the whole
+//! suite on a Citus cluster.
+//!
+//! With `PRESENCE_TEST_CITUS_URL` naming a Citus coordinator whose workers are
+//! added (and `DATABASE_URL` naming the same coordinator, where the per-test
+//! databases are made), every test database is made on the workers too, given
+//! the workers, and distributed with `presence migrate --citus`'s own code
+//! before its first server starts: every test then runs on sharded tables.
+//! Without it, the test below says loudly that the Citus run was skipped.
+
+use std::str::FromStr;
+
+use presence::store::citus::{self, DISTRIBUTED_TABLES, REFERENCE_TABLES};
+use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::helpers::{new_user, spawn_app, start_time};
+
+/// The Citus coordinator the suite runs on, when asked.
+fn citus_url() -> Option<String> {
+    std::env::var("PRESENCE_TEST_CITUS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// Applies the `sql/` functions to a test database, and distributes it when
+/// the Citus switch is on.
+pub async fn prepare(pool: &PgPool) {
+    presence::store::install_sql_functions(pool)
+        .await
+        .expect("the sql/ functions apply");
+    distribute_if_asked(pool).await;
+}
+
+/// With the Citus switch on, gives a test database (its `sql/` functions
+/// applied) the cluster's workers and distributes its tables, once.
+pub async fn distribute_if_asked(pool: &PgPool) {
+    let Some(url) = citus_url() else {
+        return;
+    };
+    let citus_installed: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_extension where extname = 'citus')")
+            .fetch_one(pool)
+            .await
+            .expect("reads the extensions");
+    if citus_installed && distributed(pool).await {
+        return;
+    }
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(pool)
+        .await
+        .expect("names its database");
+    let mut coordinator = PgConnection::connect(&url)
+        .await
+        .expect("PRESENCE_TEST_CITUS_URL is reachable");
+    let workers: Vec<(String, i32)> = sqlx::query_as(
+        "select nodename, nodeport from pg_dist_node
+         where groupid <> 0 and noderole = 'primary' and isactive",
+    )
+    .fetch_all(&mut coordinator)
+    .await
+    .expect("PRESENCE_TEST_CITUS_URL names a database with the citus extension");
+    assert!(
+        !workers.is_empty(),
+        "PRESENCE_TEST_CITUS_URL names a coordinator with no worker added"
+    );
+    let options = PgConnectOptions::from_str(&url).expect("a valid PRESENCE_TEST_CITUS_URL");
+    for (host, port) in &workers {
+        let worker = options
+            .clone()
+            .host(host)
+            .port(u16::try_from(*port).expect("a port"));
+        let mut server = PgConnection::connect_with(&worker)
+            .await
+            .expect("the coordinator's workers are reachable with its credentials");
+        // Test databases' names are reused once dropped on the coordinator.
+        // The name is the coordinator's own test database's (sqlx's `_sqlx_test_<n>`).
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            r#"drop database if exists "{database}" with (force); create database "{database}""#
+        )))
+        .execute(&mut server)
+        .await
+        .expect("makes the test database on the worker");
+        let mut worker_database = PgConnection::connect_with(&worker.database(&database))
+            .await
+            .expect("connects to the worker's test database");
+        sqlx::query("create extension if not exists citus")
+            .execute(&mut worker_database)
+            .await
+            .expect("citus on the worker");
+    }
+    sqlx::query("create extension if not exists citus")
+        .execute(pool)
+        .await
+        .expect(
+            "citus on the coordinator's test database (DATABASE_URL must name the coordinator)",
+        );
+    for (host, port) in &workers {
+        sqlx::query("select citus_add_node($1, $2)")
+            .bind(host)
+            .bind(port)
+            .execute(pool)
+            .await
+            .expect("adds the worker");
+    }
+    citus::distribute(pool)
+        .await
+        .expect("presence migrate --citus distributes the tables");
+}
+
+/// Whether the test database's tables are distributed (the writer then writes a shard at a time).
+pub async fn distributed(pool: &PgPool) -> bool {
+    citus::is_distributed(&mut pool.acquire().await.expect("a connection"))
+        .await
+        .expect("checks the distribution")
+}
+
+#[sqlx::test]
+async fn every_table_is_keyed_by_its_user_or_shared_by_all(pool: PgPool) {
+    // What `presence migrate --citus` distributes must be the whole schema: a
+    // table added without a place in the plan would stay on the coordinator.
+    let tables: Vec<String> = sqlx::query_scalar(
+        "select table_name::text from information_schema.tables
+         where table_schema = 'public' and table_type = 'BASE TABLE'
+           and table_name not like '\\_sqlx%' order by 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("lists the tables");
+    let mut planned: Vec<String> = DISTRIBUTED_TABLES
+        .iter()
+        .chain(REFERENCE_TABLES.iter())
+        .map(|table| (*table).to_owned())
+        .collect();
+    planned.sort();
+    assert_eq!(
+        tables, planned,
+        "every table is distributed or a reference table"
+    );
+
+    for table in DISTRIBUTED_TABLES {
+        let key: Option<String> = sqlx::query_scalar(
+            "select data_type::text from information_schema.columns
+             where table_schema = 'public' and table_name = $1 and column_name = 'user_id'",
+        )
+        .bind(table)
+        .fetch_optional(&pool)
+        .await
+        .expect("reads the columns");
+        assert_eq!(key.as_deref(), Some("uuid"), "{table} is keyed by user_id");
+        // Citus enforces a unique index only if it holds the distribution column.
+        let unique_without_key: Vec<String> = sqlx::query_scalar(
+            "select i.relname::text
+             from pg_index as x
+             join pg_class as i on i.oid = x.indexrelid
+             where x.indrelid = $1::regclass and x.indisunique
+               and not exists (
+                   select 1 from pg_attribute as a
+                   where a.attrelid = x.indrelid and a.attname = 'user_id'
+                     and a.attnum = any(x.indkey))",
+        )
+        .bind(table)
+        .fetch_all(&pool)
+        .await
+        .expect("reads the indexes");
+        assert!(
+            unique_without_key.is_empty(),
+            "{table}'s unique indexes hold user_id: {unique_without_key:?}"
+        );
+    }
+}
+
+#[sqlx::test]
+async fn blocks_are_stored_on_both_users_keys_and_reads_need_only_the_viewers(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (alice, bob) = (new_user(), new_user());
+    for user in [alice, bob] {
+        app.ping_ok(user, json!({ "deviceId": "tab" })).await;
+    }
+    assert!(
+        app.set_block(alice, &bob.to_string(), true)
+            .await
+            .status()
+            .is_success()
+    );
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, bool, bool)> = sqlx::query_as(
+        "select user_id, other_id, blocks_other, blocked_by_other from user_blocks order by blocks_other desc",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("reads the blocks");
+    assert_eq!(
+        rows,
+        vec![
+            (alice.as_uuid(), bob.as_uuid(), true, false),
+            (bob.as_uuid(), alice.as_uuid(), false, true)
+        ],
+        "one row on each user's key"
+    );
+
+    // Bob's read of Alice is answered from Bob's row alone: with Alice's row
+    // of the pair gone, Bob still sees her hidden.
+    sqlx::query("delete from user_blocks where user_id = $1")
+        .bind(alice.as_uuid())
+        .execute(&app.pool)
+        .await
+        .expect("deletes Alice's side");
+    let seen = app.status_of(bob, alice).await;
+    assert_eq!(seen["status"], "offline", "{seen}");
+    let last_seen: Option<chrono::DateTime<chrono::Utc>> =
+        seen["lastSeen"].as_str().and_then(|at| at.parse().ok());
+    assert_eq!(last_seen, Some(start_time()), "{seen}");
+}
+
+#[sqlx::test]
+async fn the_suite_runs_on_citus_when_asked(pool: PgPool) {
+    let Some(_) = citus_url() else {
+        eprintln!(
+            "\n!!! SKIPPED the Citus run: PRESENCE_TEST_CITUS_URL is not set. \
+             Every other test ran on plain PostgreSQL; see the README's \
+             \"Running the tests on Citus\". !!!\n"
+        );
+        return;
+    };
+    let app = spawn_app(pool).await;
+    let mut plan: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "select logicalrelid::regclass::text, partmethod::text,
+                column_to_column_name(logicalrelid, partkey)
+         from pg_dist_partition order by 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("reads Citus's metadata");
+    plan.sort();
+    let mut expected: Vec<(String, String, Option<String>)> = DISTRIBUTED_TABLES
+        .iter()
+        .map(|table| {
+            (
+                (*table).to_owned(),
+                "h".to_owned(),
+                Some("user_id".to_owned()),
+            )
+        })
+        .chain(
+            REFERENCE_TABLES
+                .iter()
+                .map(|table| ((*table).to_owned(), "n".to_owned(), None)),
+        )
+        .collect();
+    expected.sort();
+    assert_eq!(
+        plan, expected,
+        "hash-distributed by user_id, or reference tables"
+    );
+    let colocations: i64 = sqlx::query_scalar(
+        "select count(distinct colocationid) from pg_dist_partition where partmethod = 'h'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("reads the colocation groups");
+    assert_eq!(
+        colocations, 1,
+        "every user table is co-located with user_status"
+    );
+
+    // A batch read of users on every shard sees each one's ping.
+    let users: Vec<_> = (0..64).map(|_| new_user()).collect();
+    for user in &users {
+        app.ping_ok(*user, json!({ "deviceId": "tab" })).await;
+    }
+    let read = app.batch_post(users[0], &users).await;
+    let statuses = read["statuses"].as_array().expect("a list of statuses");
+    assert_eq!(statuses.len(), users.len(), "{read}");
+    assert!(
+        statuses.iter().all(|status| status["status"] == "online"),
+        "{read}"
+    );
+}
