@@ -89,25 +89,39 @@ pub async fn add_block(
     if existing.blocks >= MAX_BLOCKS_PER_USER {
         return Err(BlockError::TooMany);
     }
+    // What each was shown of the other just before the block: an invisible
+    // user's frozen lastSeen, else the last activity (none for a user never seen).
+    let shown = sqlx::query!(
+        r#"
+        select user_id,
+               case when invisible then last_seen_before_invisible else last_seen end as last_seen
+        from user_status
+        where user_id in ($1, $2)
+        "#,
+        blocker.as_uuid(),
+        blocked.as_uuid(),
+    )
+    .fetch_all(&mut *transaction)
+    .await?;
+    let shown_of = |user: UserId| {
+        shown
+            .iter()
+            .find(|row| row.user_id == user.as_uuid())
+            .and_then(|row| row.last_seen)
+    };
+    // A plain two-row insert, each row routed to its user's key.
     sqlx::query!(
         r#"
-        with shown as (
-            -- What each was shown of the other just before the block: an
-            -- invisible user's frozen lastSeen, else the last activity.
-            select user_id,
-                   case when invisible then last_seen_before_invisible else last_seen end as last_seen
-            from user_status
-            where user_id in ($1, $2)
-        )
         insert into user_blocks as b (user_id, other_id, blocks_other, blocked_by_other, other_last_seen)
-        values ($1, $2, true, false, (select last_seen from shown where user_id = $2)),
-               ($2, $1, false, true, (select last_seen from shown where user_id = $1))
+        values ($1, $2, true, false, $3), ($2, $1, false, true, $4)
         on conflict (user_id, other_id) do update
         set blocks_other = b.blocks_other or excluded.blocks_other,
             blocked_by_other = b.blocked_by_other or excluded.blocked_by_other
         "#,
         blocker.as_uuid(),
         blocked.as_uuid(),
+        shown_of(blocked),
+        shown_of(blocker),
     )
     .execute(&mut *transaction)
     .await?;
