@@ -1,15 +1,21 @@
--- Records pings, with the settings they change, in one statement, one round
--- trip and one commit (the group commit of the ping writer). Each user may
--- appear once per call. Rows are locked in ascending user id order first, so
--- two batches, or a batch and the prune job, never wait on each other in a
--- cycle; existing rows are updated and new users inserted, set-wise. Returns,
--- for each ping (`ordinal`, its 1-based position in the arrays), the row as it
--- left it; a ping whose user another transaction inserted meanwhile returns
--- nothing (the caller sends it again, when it is an update). Every written
--- row is announced on the `presence_changes` channel ("u:<user>:<version>",
--- comma-separated, 150 a notification, delivered at commit).
+-- Records pings, with the settings they change, in one call, one round trip
+-- and one commit (the group commit of the ping writer). Each user may appear
+-- once per call. Returns, for each ping (`ordinal`, its 1-based position in
+-- the arrays), the row as it left it; a ping whose user another transaction
+-- inserted meanwhile returns nothing (the caller sends it again, when it is
+-- an update). Every written row is announced on the `presence_changes`
+-- channel (see announce_changes.sql).
 --
--- The device list is edited inside the statement from the locked row, so
+-- Three statements: the users' existing rows are locked in ascending user id
+-- order first, so two batches, or a batch and the prune job, never wait on
+-- each other in a cycle; then they are updated, and the new users inserted,
+-- set-wise. Each names the users' keys, so on Citus a call for one shard's
+-- users (the ping writer makes one per shard there) runs on that shard's
+-- worker. Expressions that build JSON from timestamps (stable functions) sit
+-- in sub-selects: Citus rejects them on the columns of an UPDATE's SET list
+-- itself, where it would have to evaluate them on the coordinator.
+--
+-- The device list is edited inside the update from the locked row, so
 -- concurrent pings of one user serialize on that row and none is lost. A new
 -- device beyond max_devices replaces the least recently pinged one.
 --
@@ -19,6 +25,50 @@
 -- session starts. The history trigger's WHEN clause compares it, and so skips
 -- every other ping without calling the trigger function, even while another
 -- device of the user has gone quiet and is still listed.
+
+-- The pings of one call as rows (inlined by the planner where it is used).
+create or replace function ping_rows(
+    p_users uuid[],
+    p_devices text[],
+    p_platforms text[],
+    p_actives boolean[],
+    p_ats timestamptz[],
+    p_set_manual boolean[],
+    p_manual_statuses text[],
+    p_manual_untils timestamptz[],
+    p_drop_manual_expiry boolean[],
+    p_invisibles boolean[],
+    p_set_message boolean[],
+    p_messages text[],
+    p_message_untils timestamptz[],
+    p_drop_message_expiry boolean[]
+) returns table (
+    user_id uuid,
+    device_id text,
+    platform text,
+    active boolean,
+    at timestamptz,
+    set_manual boolean,
+    manual_status text,
+    manual_until timestamptz,
+    drop_manual_expiry boolean,
+    invisible boolean,
+    set_message boolean,
+    message text,
+    message_until timestamptz,
+    drop_message_expiry boolean,
+    ordinal bigint
+)
+language sql
+immutable
+as $function$
+    select *
+    from unnest(p_users, p_devices, p_platforms, p_actives, p_ats,
+                p_set_manual, p_manual_statuses, p_manual_untils, p_drop_manual_expiry,
+                p_invisibles, p_set_message, p_messages, p_message_untils,
+                p_drop_message_expiry) with ordinality
+$function$;
+
 create or replace function apply_pings(
     p_users uuid[],
     p_devices text[],
@@ -52,32 +102,20 @@ language plpgsql
 as $function$
 #variable_conflict use_column
 declare
-    written_row record;
+    offline_after interval;
+    updated_users uuid[] := '{}';
     announced text[] := '{}';
 begin
-    for written_row in
-    with pings as (
-        select p.*
-        from unnest(p_users, p_devices, p_platforms, p_actives, p_ats,
-                    p_set_manual, p_manual_statuses, p_manual_untils, p_drop_manual_expiry,
-                    p_invisibles, p_set_message, p_messages, p_message_untils,
-                    p_drop_message_expiry)
-             with ordinality as p(user_id, device_id, platform, active, at,
-                                  set_manual, manual_status, manual_until, drop_manual_expiry,
-                                  invisible, set_message, message, message_until,
-                                  drop_message_expiry, ordinal)
-    ),
-    settings as (
-        select h.offline_after from history_settings as h
-    ),
-    locked as materialized (
-        select s.user_id
-        from user_status as s
-        where s.user_id = any(p_users)
-        order by s.user_id
-        for update
-    ),
-    updated as (
+    select h.offline_after into offline_after from history_settings as h;
+
+    perform 1
+    from user_status as s
+    where s.user_id = any(p_users)
+    order by s.user_id
+    for update;
+
+    for ordinal, user_id, manual_status, manual_status_until, invisible, last_seen_before_invisible,
+        last_seen, status_message, status_message_until, devices, version in
         update user_status as s
         set manual_status = case when p.set_manual then p.manual_status else s.manual_status end,
             manual_status_until = case
@@ -92,11 +130,11 @@ begin
                 when not p.invisible then null
                 when s.invisible then s.last_seen_before_invisible
                 else s.last_seen end,
-            last_seen = case
+            last_seen = (select case
                 when p.active
                      or not s.devices @> jsonb_build_array(jsonb_build_object('id', p.device_id))
                 then greatest(s.last_seen, p.at)
-                else s.last_seen end,
+                else s.last_seen end),
             status_message = case when p.set_message then p.message else s.status_message end,
             status_message_until = case
                 when p.set_message then p.message_until
@@ -106,14 +144,14 @@ begin
             -- timestamps are set in place. Otherwise the list is rebuilt: the
             -- pinging device first, the others most recently pinged first, cut
             -- to max_devices. (Readers order devices by last ping themselves.)
-            devices = coalesce(
+            devices = (select coalesce(
                 (select jsonb_set(
                             s.devices, array[(e.position - 1)::text],
                             e.device
                             || jsonb_build_object('lastPing', p.at)
                             || case when p.active then jsonb_build_object('lastActive', p.at)
                                     else '{}' end
-                            || case when p.at - (e.device ->> 'lastPing')::timestamptz >= settings.offline_after
+                            || case when p.at - (e.device ->> 'lastPing')::timestamptz >= offline_after
                                     then jsonb_build_object('liveSince', p.at)
                                     else '{}' end)
                  from jsonb_array_elements(s.devices) with ordinality as e(device, position)
@@ -133,7 +171,7 @@ begin
                                    'liveSince', case
                                        when previous.device is null
                                             or p.at - (previous.device ->> 'lastPing')::timestamptz
-                                               >= settings.offline_after
+                                               >= offline_after
                                        then to_jsonb(p.at)
                                        else previous.device -> 'liveSince' end) as device,
                                0::bigint as rank
@@ -151,16 +189,25 @@ begin
                         where e.device ->> 'id' <> p.device_id
                         order by rank
                         limit p_max_devices
-                    ) as kept)),
+                    ) as kept))),
             -- The instant of the event, which history records (see the history migration).
             updated_at = p.at
-        from pings as p, locked as l, settings
-        where s.user_id = p.user_id and l.user_id = p.user_id
+        from ping_rows(p_users, p_devices, p_platforms, p_actives, p_ats,
+                       p_set_manual, p_manual_statuses, p_manual_untils, p_drop_manual_expiry,
+                       p_invisibles, p_set_message, p_messages, p_message_untils,
+                       p_drop_message_expiry) as p
+        where s.user_id = p.user_id and s.user_id = any(p_users)
         returning p.ordinal, s.user_id, s.manual_status, s.manual_status_until, s.invisible,
                   s.last_seen_before_invisible, s.last_seen, s.status_message,
                   s.status_message_until, s.devices, s.version
-    ),
-    inserted as (
+    loop
+        updated_users := array_append(updated_users, user_id);
+        announced := array_append(announced, 'u:' || user_id || ':' || version);
+        return next;
+    end loop;
+
+    for ordinal, user_id, manual_status, manual_status_until, invisible, last_seen_before_invisible,
+        last_seen, status_message, status_message_until, devices, version in
         insert into user_status as s (
             user_id, manual_status, manual_status_until, invisible, last_seen,
             status_message, status_message_until, devices, updated_at)
@@ -178,40 +225,21 @@ begin
                    'lastActive', p.at,
                    'liveSince', p.at)),
                p.at
-        from pings as p
-        where not exists (select 1 from locked as l where l.user_id = p.user_id)
+        from ping_rows(p_users, p_devices, p_platforms, p_actives, p_ats,
+                       p_set_manual, p_manual_statuses, p_manual_untils, p_drop_manual_expiry,
+                       p_invisibles, p_set_message, p_messages, p_message_untils,
+                       p_drop_message_expiry) as p
+        where not p.user_id = any(updated_users)
         order by p.user_id
         on conflict do nothing
-        returning s.user_id, s.manual_status, s.manual_status_until, s.invisible,
-                  s.last_seen_before_invisible, s.last_seen, s.status_message,
-                  s.status_message_until, s.devices, s.version
-    ),
-    written as (
-        select * from updated
-        union all
-        select p.ordinal, i.*
-        from inserted as i
-        join pings as p on p.user_id = i.user_id
-    )
-    select w.ordinal::integer as ordinal, w.user_id, w.manual_status, w.manual_status_until,
-           w.invisible, w.last_seen_before_invisible, w.last_seen, w.status_message,
-           w.status_message_until, w.devices, w.version
-    from written as w
+        returning array_position(p_users, s.user_id), s.user_id, s.manual_status,
+                  s.manual_status_until, s.invisible, s.last_seen_before_invisible, s.last_seen,
+                  s.status_message, s.status_message_until, s.devices, s.version
     loop
-        ordinal := written_row.ordinal;
-        user_id := written_row.user_id;
-        manual_status := written_row.manual_status;
-        manual_status_until := written_row.manual_status_until;
-        invisible := written_row.invisible;
-        last_seen_before_invisible := written_row.last_seen_before_invisible;
-        last_seen := written_row.last_seen;
-        status_message := written_row.status_message;
-        status_message_until := written_row.status_message_until;
-        devices := written_row.devices;
-        version := written_row.version;
-        announced := announced || ('u:' || written_row.user_id || ':' || written_row.version);
+        announced := array_append(announced, 'u:' || user_id || ':' || version);
         return next;
     end loop;
+
     perform announce_changes(announced);
 end
 $function$;

@@ -34,12 +34,15 @@ pub const DISTRIBUTED_TABLES: [&str; 5] = [
 pub const REFERENCE_TABLES: [&str; 3] = ["history_settings", "job_runs", "history_rollups"];
 
 /// The functions worker nodes run: the triggers of `user_status`, which run
-/// where its rows are. The history trigger writes the same user's rows of the
-/// co-located history tables, so it stays on that worker.
-pub const WORKER_FUNCTIONS: [&str; 3] = [
+/// where its rows are (the history trigger writes the same user's rows of the
+/// co-located history tables, so it stays on that worker), and `ping_rows`,
+/// which the ping update sends to the worker with its statement.
+pub const WORKER_FUNCTIONS: [&str; 4] = [
     "user_status_summarize_devices()",
     "user_status_bump_version()",
     "user_status_track_history()",
+    "ping_rows(uuid[], text[], text[], boolean[], timestamptz[], boolean[], text[], \
+     timestamptz[], boolean[], boolean[], boolean[], text[], timestamptz[], boolean[])",
 ];
 
 /// Whether the schema is distributed (`presence migrate --citus` has run).
@@ -103,18 +106,23 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
 /// What the `sql/` functions need on a distributed database, set again after
 /// each `create or replace` of them (which clears it).
 ///
-/// `apply_pings` is planned for each call's own users: a batch of one
-/// shard's users is then a statement Citus sends whole to that shard's worker
-/// (the ping writer sends one call per shard, see [`apply_pings_by_shard`]).
+/// `apply_pings` and `prune_stale_devices` are planned for each call's own
+/// users: a statement naming one shard's users is then one Citus sends whole
+/// to that shard's worker (the ping writer makes one call per shard, see
+/// [`apply_pings_by_shard`]).
 pub async fn tune_functions(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "alter function apply_pings(uuid[], text[], text[], boolean[], timestamptz[], integer,
-                                    boolean[], text[], timestamptz[], boolean[], boolean[],
-                                    boolean[], text[], timestamptz[], boolean[])
-             set plan_cache_mode = force_custom_plan",
-    )
-    .execute(connection)
-    .await?;
+    for function in [
+        "apply_pings(uuid[], text[], text[], boolean[], timestamptz[], integer, boolean[], \
+         text[], timestamptz[], boolean[], boolean[], boolean[], text[], timestamptz[], boolean[])",
+        "prune_stale_devices(interval, integer, timestamptz, integer)",
+    ] {
+        // The signatures are this module's constants.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "alter function {function} set plan_cache_mode = force_custom_plan"
+        )))
+        .execute(&mut *connection)
+        .await?;
+    }
     Ok(())
 }
 

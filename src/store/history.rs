@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::types::PgInterval;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{ManualStatus, Platform, UserId};
@@ -320,65 +320,71 @@ async fn sessions_live_at(
 /// effect at the cutoff. Returns how many were deleted; call again while it
 /// deletes `limit` of some kind.
 ///
-/// Records are picked by their keys (user id first), not by their place on
-/// disk, so that on Citus each kind is one statement every shard runs (a
-/// record with the same key as a picked one goes too: it ended before the
-/// cutoff as well).
+/// One statement per kind, each its own transaction. Records are picked by
+/// their keys (user id first), not by their place on disk, so that on Citus
+/// each is a statement every shard runs (a record with the same key as a
+/// picked one goes too: it ended before the cutoff as well).
 pub async fn delete_history_before(
-    executor: impl PgExecutor<'_>,
+    pool: &PgPool,
     cutoff: DateTime<Utc>,
     limit: i64,
 ) -> Result<HistoryDeleted, sqlx::Error> {
-    let record = sqlx::query!(
-        r#"with sessions as (
-               delete from device_sessions
-               where ended_at < $1
-                 and (user_id, device_id, started_at) in (
-                     select user_id, device_id, started_at from device_sessions
-                     where ended_at < $1 limit $2)
-               returning 1
-           ),
-           spans as (
-               delete from activity_spans
-               where ended_at < $1
-                 and (user_id, started_at) in (
-                     select user_id, started_at from activity_spans where ended_at < $1 limit $2)
-               returning 1
-           ),
-           rollups as (
-               delete from history_rollups
-               where starts_at < $1
-                 and (bucket, starts_at) in (
-                     select bucket, starts_at from history_rollups where starts_at < $1 limit $2)
-               returning 1
-           ),
-           settings as (
-               delete from settings_changes as c
-               where c.changed_at < $1
-                 and (c.user_id, c.changed_at) in (
-                     select s.user_id, s.changed_at from settings_changes as s
-                     where s.changed_at < $1
-                       and exists (select 1 from settings_changes as later
-                                   where later.user_id = s.user_id
-                                     and later.changed_at > s.changed_at
-                                     and later.changed_at <= $1)
-                     limit $2)
-               returning 1
-           )
-           select (select count(*) from sessions) as "sessions!",
-                  (select count(*) from rollups) as "rollups!",
-                  (select count(*) from spans) as "spans!",
-                  (select count(*) from settings) as "settings!""#,
+    let sessions = sqlx::query!(
+        "delete from device_sessions
+         where ended_at < $1
+           and (user_id, device_id, started_at) in (
+               select user_id, device_id, started_at from device_sessions
+               where ended_at < $1 limit $2)",
         cutoff,
         limit,
     )
-    .fetch_one(executor)
-    .await?;
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let spans = sqlx::query!(
+        "delete from activity_spans
+         where ended_at < $1
+           and (user_id, started_at) in (
+               select user_id, started_at from activity_spans where ended_at < $1 limit $2)",
+        cutoff,
+        limit,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let rollups = sqlx::query!(
+        "delete from history_rollups
+         where starts_at < $1
+           and (bucket, starts_at) in (
+               select bucket, starts_at from history_rollups where starts_at < $1 limit $2)",
+        cutoff,
+        limit,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let settings = sqlx::query!(
+        "delete from settings_changes
+         where changed_at < $1
+           and (user_id, changed_at) in (
+               select c.user_id, c.changed_at from settings_changes as c
+               where c.changed_at < $1
+                 and exists (select 1 from settings_changes as later
+                             where later.user_id = c.user_id
+                               and later.changed_at > c.changed_at
+                               and later.changed_at <= $1)
+               limit $2)",
+        cutoff,
+        limit,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
     Ok(HistoryDeleted {
-        sessions: u64::try_from(record.sessions).unwrap_or(0),
-        spans: u64::try_from(record.spans).unwrap_or(0),
-        settings: u64::try_from(record.settings).unwrap_or(0),
-        rollups: u64::try_from(record.rollups).unwrap_or(0),
+        sessions,
+        spans,
+        settings,
+        rollups,
     })
 }
 

@@ -10,7 +10,7 @@
 
 use std::str::FromStr;
 
-use presence::store::citus::{self, DISTRIBUTED_TABLES, REFERENCE_TABLES};
+use presence::store::citus::{self, DISTRIBUTED_TABLES, REFERENCE_TABLES, WORKER_FUNCTIONS};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -114,6 +114,33 @@ pub async fn distributed(pool: &PgPool) -> bool {
     citus::is_distributed(&mut pool.acquire().await.expect("a connection"))
         .await
         .expect("checks the distribution")
+}
+
+#[sqlx::test]
+async fn the_functions_the_plan_names_exist_and_take_their_settings(pool: PgPool) {
+    prepare(&pool).await;
+    for function in WORKER_FUNCTIONS {
+        let found: Option<String> = sqlx::query_scalar("select to_regprocedure($1)::text")
+            .bind(function)
+            .fetch_one(&pool)
+            .await
+            .expect("looks the function up");
+        assert!(
+            found.is_some(),
+            "{function} exists, to be sent to the workers"
+        );
+    }
+    citus::tune_functions(&mut pool.acquire().await.expect("a connection"))
+        .await
+        .expect("the functions take their Citus settings");
+    let tuned: Vec<String> = sqlx::query_scalar(
+        "select proname::text from pg_proc
+         where 'plan_cache_mode=force_custom_plan' = any(proconfig) order by 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("reads the settings");
+    assert_eq!(tuned, ["apply_pings", "prune_stale_devices"]);
 }
 
 #[sqlx::test]
