@@ -20,7 +20,7 @@ begin
     values (true, p_enabled, p_offline_after, p_activity_split, now())
     on conflict (singleton) do update
     set enabled = excluded.enabled, offline_after = excluded.offline_after,
-        activity_split = excluded.activity_split, updated_at = now();
+        activity_split = excluded.activity_split, updated_at = excluded.updated_at;
     if not p_enabled then
         drop trigger if exists user_status_track_history on user_status;
         drop trigger if exists user_status_track_history_insert on user_status;

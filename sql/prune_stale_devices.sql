@@ -22,7 +22,8 @@ language plpgsql
 as $function$
 declare
     cutoff timestamptz := at - older_than;
-    candidate uuid;
+    candidates uuid[];
+    shard_users uuid[];
     pruned record;
     removed bigint := 0;
     announced text[] := '{}';
@@ -31,62 +32,80 @@ begin
     -- (every shard at once on a distributed database), locking nothing.
     -- EXECUTE plans with the actual cutoff every time, so the planner sees how
     -- few rows the oldest_ping_minute index selects (a generic plan would not).
-    for candidate in execute $query$
-        select s.user_id
-        from user_status as s
-        where (
-                s.oldest_ping_minute <= date_trunc('minute', $1)
-                and exists (
-                    select 1
-                    from jsonb_array_elements(s.devices) as e(device)
-                    where (e.device ->> 'lastPing')::timestamptz < $1)
-            )
-            or s.device_count > $2
-        order by s.user_id
-        limit $3
-    $query$
-    using cutoff, max_devices, max_users
-    loop
-        -- Then each candidate's row by its key, in ascending order as the ping
-        -- batches lock theirs (so neither waits on the other in a cycle),
-        -- checked again once locked: a ping may have made it live meanwhile.
-        with locked as (
-            select s.user_id, s.devices
+    execute $query$
+        select coalesce(array_agg(c.user_id order by c.user_id), '{}')
+        from (
+            select s.user_id
             from user_status as s
-            where s.user_id = candidate
-              and (exists (
-                      select 1
-                      from jsonb_array_elements(s.devices) as e(device)
-                      where (e.device ->> 'lastPing')::timestamptz < cutoff)
-                   or s.device_count > max_devices)
-            for update
-        ),
-        ranked as (
-            select l.user_id, e.device, e.position,
-                   (e.device ->> 'lastPing')::timestamptz >= cutoff
-                   and row_number() over (
-                           order by (e.device ->> 'lastPing')::timestamptz desc, e.position
-                       ) <= coalesce(max_devices, 2147483647) as keep
-            from locked as l
-            cross join lateral jsonb_array_elements(l.devices) with ordinality as e(device, position)
-        ),
-        kept as (
-            select l.user_id,
-                   coalesce((select jsonb_agg(r.device order by r.position)
-                             from ranked as r where r.keep), '[]'::jsonb) as devices,
-                   (select count(*) from ranked as r where not r.keep) as removed
-            from locked as l
-        )
-        update user_status as s
-        set devices = k.devices, updated_at = at
-        from kept as k
-        where s.user_id = candidate and k.user_id = candidate and k.removed > 0
-        returning s.version, k.removed
-        into pruned;
-        if found then
+            where (
+                    s.oldest_ping_minute <= date_trunc('minute', $1)
+                    and exists (
+                        select 1
+                        from jsonb_array_elements(s.devices) as e(device)
+                        where (e.device ->> 'lastPing')::timestamptz < $1)
+                )
+                or s.device_count > $2
+            order by s.user_id
+            limit $3
+        ) as c
+    $query$
+    into candidates
+    using cutoff, max_devices, max_users;
+
+    -- Then the candidates' rows, locked in ascending user id order (as the
+    -- ping batches lock theirs, so neither waits on the other in a cycle) and
+    -- checked again once locked: a ping may have made them live meanwhile.
+    -- All at once; on Citus one statement per shard, each sent whole to its
+    -- worker (a statement locking rows on several shards is not one Citus runs).
+    for shard_users in execute
+        case when to_regproc('get_shard_id_for_distribution_column') is null
+            then 'select $1 where cardinality($1) > 0'
+            else 'select array_agg(u order by u) from unnest($1) as u
+                  group by get_shard_id_for_distribution_column(''user_status'', u)
+                  order by min(u)'
+        end
+        using candidates
+    loop
+        for pruned in
+            with locked as (
+                select s.user_id, s.devices
+                from user_status as s
+                where s.user_id = any(shard_users)
+                  and (exists (
+                          select 1
+                          from jsonb_array_elements(s.devices) as e(device)
+                          where (e.device ->> 'lastPing')::timestamptz < cutoff)
+                       or s.device_count > max_devices)
+                order by s.user_id
+                for update
+            ),
+            ranked as (
+                select l.user_id, e.device, e.position,
+                       (e.device ->> 'lastPing')::timestamptz >= cutoff
+                       and row_number() over (
+                               partition by l.user_id
+                               order by (e.device ->> 'lastPing')::timestamptz desc, e.position
+                           ) <= coalesce(max_devices, 2147483647) as keep
+                from locked as l
+                cross join lateral jsonb_array_elements(l.devices) with ordinality as e(device, position)
+            ),
+            kept as (
+                select r.user_id,
+                       coalesce(jsonb_agg(r.device order by r.position) filter (where r.keep),
+                                '[]'::jsonb) as devices,
+                       count(*) filter (where not r.keep) as removed
+                from ranked as r
+                group by r.user_id
+            )
+            update user_status as s
+            set devices = k.devices, updated_at = at
+            from kept as k
+            where s.user_id = k.user_id and s.user_id = any(shard_users) and k.removed > 0
+            returning s.user_id, s.version, k.removed
+        loop
             removed := removed + pruned.removed;
-            announced := announced || ('u:' || candidate || ':' || pruned.version);
-        end if;
+            announced := array_append(announced, 'u:' || pruned.user_id || ':' || pruned.version);
+        end loop;
     end loop;
     perform announce_changes(announced);
     return removed;

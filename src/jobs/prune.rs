@@ -114,7 +114,7 @@ pub async fn run_scheduled_prune(schedule: &PruneSchedule) -> Result<Option<u64>
         return Ok(None);
     }
     let period = schedule.every.mul_f64(0.9);
-    if !store::claim_job_run(&mut *transaction, PRUNE_JOB, period).await? {
+    if !store::claim_job_run(&mut transaction, PRUNE_JOB, period).await? {
         return Ok(None);
     }
     let at = schedule.clock.now();

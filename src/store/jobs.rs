@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::PgExecutor;
 use sqlx::postgres::types::PgInterval;
+use sqlx::{PgConnection, PgExecutor};
 
 /// Runs the prune job once (see `sql/prune_stale_devices.sql`), over at most
 /// `max_users` users when given; returns how many entries it removed.
@@ -38,27 +38,33 @@ pub async fn try_job_lock(executor: impl PgExecutor<'_>, key: i64) -> Result<boo
 
 /// Claims this period's run of `job`: `true` unless it already ran less than `period` ago.
 ///
-/// The claim is one upsert on the job's row, so of several instances asking
-/// at once exactly one gets it; it commits or rolls back with the job's work.
+/// The claim is an update of the job's row (made first if missing), so of
+/// several instances asking at once exactly one gets it: the others wait on
+/// the row and then find it claimed. It commits or rolls back with the job's
+/// work. (Two plain statements: on Citus, where `job_runs` is a reference
+/// table, an upsert's conflict clause may hold only immutable functions.)
 pub async fn claim_job_run(
-    executor: impl PgExecutor<'_>,
+    connection: &mut PgConnection,
     job: &str,
     period: Duration,
 ) -> Result<bool, sqlx::Error> {
     let period = PgInterval::try_from(period).map_err(sqlx::Error::Encode)?;
-    let claimed = sqlx::query_scalar!(
-        r#"
-        insert into job_runs as r (job, last_run_at)
-        values ($1, now())
-        on conflict (job) do update
-            set last_run_at = excluded.last_run_at, runs = r.runs + 1, updated_at = now()
-            where r.last_run_at <= excluded.last_run_at - $2::interval
-        returning true as "claimed!"
-        "#,
+    sqlx::query!(
+        "insert into job_runs (job, last_run_at, runs) values ($1, '-infinity', 0)
+         on conflict (job) do nothing",
+        job,
+    )
+    .execute(&mut *connection)
+    .await?;
+    let claimed = sqlx::query!(
+        "update job_runs
+         set last_run_at = now(), runs = runs + 1, updated_at = now()
+         where job = $1 and last_run_at <= now() - $2::interval",
         job,
         period,
     )
-    .fetch_optional(executor)
-    .await?;
-    Ok(claimed.is_some())
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    Ok(claimed > 0)
 }
