@@ -148,6 +148,12 @@ impl Timeline {
     }
 
     /// Every status another viewer may rightly be shown at some moment in `[from, to]`.
+    ///
+    /// The server may read a row as it stood at any moment of the window (a
+    /// write still in flight, a change not yet propagated) and judges it at
+    /// the moment it answers, up to `to`: a state that ended within the
+    /// window may be shown aged to `to`, as the server would age the row it
+    /// read.
     pub fn shown(&self, from: Micros, to: Micros, rules: &Rules) -> u8 {
         let mut mask = 0;
         for (index, (since, state)) in self.segments.iter().enumerate() {
@@ -158,7 +164,7 @@ impl Timeline {
             if until <= from || *since > to {
                 continue;
             }
-            mask |= state.shown(from.max(*since), to.min(until), rules);
+            mask |= state.shown(from.max(*since), to, rules);
         }
         mask
     }
@@ -355,6 +361,30 @@ mod tests {
         assert_eq!(
             state.shown(at, at, &rules(60 * S)),
             Status::Online.bit() | Status::Idle.bit()
+        );
+    }
+
+    #[test]
+    fn a_state_that_ended_in_the_window_may_be_shown_aged_to_its_end() {
+        // Active at 0, idle after 300 s, away after 1800 s; signed out at
+        // 1799 s. A poll answered at 1801 s may have read the row before the
+        // sign-out committed, and the server ages that row to its answer.
+        let rules = rules(0);
+        let mut timeline = Timeline::default();
+        timeline.set(0, live(0));
+        timeline.set(
+            1799 * S,
+            State {
+                present: false,
+                ..live(0)
+            },
+        );
+        let away = Status::Away.bit();
+        assert_eq!(timeline.shown(1790 * S, 1801 * S, &rules) & away, away);
+        // Once the window starts after the sign-out, the old row is gone.
+        assert_eq!(
+            timeline.shown(1800 * S, 1900 * S, &rules),
+            Status::Offline.bit()
         );
     }
 
