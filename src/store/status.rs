@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::types::PgInterval;
 use sqlx::types::Json;
-use sqlx::{Connection, PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::domain::{DeviceId, ManualStatus, Ping, SettingChange, UserId};
@@ -184,10 +184,10 @@ impl PingColumns {
 ///
 /// One call of the SQL function, so one round trip and one commit, when every
 /// ping is of a different user, as nearly always; otherwise one call per round
-/// of distinct users, in arrival order. A ping whose new user another
-/// transaction inserted meanwhile is sent again (now an update). Rows are
-/// locked in ascending user id order; every written row is announced on the
-/// change channel.
+/// of distinct users, in arrival order. New users are inserted first, then
+/// the other rows locked and updated, each in ascending user id order, so
+/// calls never deadlock; a ping the call returns no row for is sent again in
+/// the next round. Every written row is announced on the change channel.
 #[tracing::instrument(level = "debug", skip_all, fields(pings = writes.len()))]
 pub async fn apply_pings(
     connection: &mut PgConnection,
@@ -196,7 +196,7 @@ pub async fn apply_pings(
 ) -> Result<Vec<StoredStatus>, sqlx::Error> {
     let mut written: Vec<Option<StoredStatus>> = vec![None; writes.len()];
     let mut pending: Vec<usize> = (0..writes.len()).collect();
-    // Each call writes at least the first pending ping but for a lost insert race,
+    // Each call writes at least the first pending ping but for a lost race,
     // which cannot happen twice to one ping: this bounds the calls.
     for _ in 0..=2 * writes.len() {
         if pending.is_empty() {
@@ -292,57 +292,31 @@ pub async fn apply_ping(
 
 /// Removes one device of `user` at `at` (the sign-out, which history
 /// records); the row as it now stands, `None` if the user has no such device.
-/// The change is announced on the change channel.
+/// The change is announced on the change channel. One call of
+/// `sql/remove_device.sql`: one round trip.
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %user, device.id = %device))]
 pub async fn remove_device(
-    connection: &mut PgConnection,
+    executor: impl PgExecutor<'_>,
     user: UserId,
     device: &DeviceId,
     at: DateTime<Utc>,
 ) -> Result<Option<StoredStatus>, sqlx::Error> {
-    let mut transaction = connection.begin().await?;
     let record = sqlx::query_as!(
         StatusRecord,
         r#"
-        update user_status as s
-        set devices = (
-                select coalesce(jsonb_agg(e.device order by e.position), '[]'::jsonb)
-                from jsonb_array_elements(s.devices) with ordinality as e(device, position)
-                where e.device ->> 'id' <> $2),
-            updated_at = $3
-        where user_id = $1
-          and devices @> jsonb_build_array(jsonb_build_object('id', $2::text))
-        returning user_id, manual_status as "manual_status: ManualStatus", manual_status_until,
-                  invisible, last_seen_before_invisible, last_seen, status_message,
-                  status_message_until, devices as "devices: Json<Vec<StoredDevice>>", version
+        select user_id as "user_id!", manual_status as "manual_status: ManualStatus",
+               manual_status_until, invisible as "invisible!", last_seen_before_invisible,
+               last_seen, status_message, status_message_until,
+               devices as "devices!: Json<Vec<StoredDevice>>", version as "version!"
+        from remove_device($1, $2, $3)
         "#,
         user.as_uuid(),
         device.as_str(),
         at,
     )
-    .fetch_optional(&mut *transaction)
+    .fetch_optional(executor)
     .await?;
-    if let Some(record) = &record {
-        announce_changes(&mut *transaction, &[(record.user_id, record.version)]).await?;
-    }
-    transaction.commit().await?;
     Ok(record.map(StoredStatus::from))
-}
-
-/// Announces written rows on the change channel (delivered at commit): a
-/// statement of its own after the write, see `sql/announce_changes.sql`.
-async fn announce_changes(
-    executor: impl PgExecutor<'_>,
-    rows: &[(Uuid, i64)],
-) -> Result<(), sqlx::Error> {
-    let changes: Vec<String> = rows
-        .iter()
-        .map(|(user, version)| format!("u:{user}:{version}"))
-        .collect();
-    sqlx::query!("select announce_changes($1) as announced", &changes)
-        .fetch_one(executor)
-        .await?;
-    Ok(())
 }
 
 /// How many users are in each effective status at `now`, as anyone but the user

@@ -150,6 +150,9 @@ async fn other_instances_learn_of_a_write_long_before_the_cache_ttl(pool: PgPool
         })
         .await;
     }
+    // A sign-out is announced too: with its only device gone, the user is offline.
+    assert_eq!(writer.delete_device(user, "default").await.status(), 204);
+    shown_eventually(&reader, viewer, user, |view| view["status"] == "offline").await;
 }
 
 /// Sets `user`'s status message on `writer` and waits until `reader` shows it to `viewer`.
