@@ -232,6 +232,9 @@ pub async fn users_live_at(
         return sessions_live_at(connection, at, after, limit, offline_after).await;
     }
     let window = limit.saturating_mul(WALK_PAGES);
+    // The limit is the statement's own, with user_status in its FROM: Citus
+    // refuses a correlated subquery over a FROM it must plan apart (such as a
+    // subquery with a limit), and evaluates this one on each shard.
     let walked = sqlx::query!(
         r#"select u.user_id,
                   exists (
@@ -245,12 +248,10 @@ pub async fn users_live_at(
                                  where e.device ->> 'id' = s.device_id
                                    and (e.device ->> 'lastPing')::timestamptz + $4 > $1))
                   ) as "live!"
-           from (select user_id, devices
-                 from user_status
-                 where $2::uuid is null or user_id > $2
-                 order by user_id
-                 limit $3) as u
-           order by u.user_id"#,
+           from user_status as u
+           where $2::uuid is null or u.user_id > $2
+           order by u.user_id
+           limit $3"#,
         at,
         after.map(|user| user.as_uuid()) as Option<Uuid>,
         window,
