@@ -2,7 +2,7 @@
 //! model), run in one event loop that also keeps the ground truth and the figures.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -126,7 +126,15 @@ pub struct Figures {
     pub timer_lateness: Vec<u32>,
     /// Users present (with the app open) at the end.
     pub present: usize,
+    /// Measured requests slower than [`SLOW_MICROS`], by the Unix second
+    /// they were answered in: (how many, the slowest µs). Shows whether slow
+    /// answers are spread out or come in stalls, and when.
+    pub slow_seconds: BTreeMap<i64, (u64, u32)>,
 }
+
+/// A request slower than this (µs) counts in [`Figures::slow_seconds`]: the
+/// p99 bound of a served step.
+pub const SLOW_MICROS: u32 = 50_000;
 
 impl Figures {
     fn kind(&mut self, kind: Kind) -> &mut KindFigures {
@@ -876,9 +884,14 @@ impl Simulation {
             let figures = self.figures.kind(job.kind);
             figures.answered += 1;
             figures.errors += u64::from(!ok);
-            figures
-                .latencies
-                .push((at - wanted).min(u32::MAX as u64) as u32);
+            let latency = (at - wanted).min(u32::MAX as u64) as u32;
+            figures.latencies.push(latency);
+            if latency > SLOW_MICROS {
+                let second = chrono::Utc::now().timestamp();
+                let slow = self.figures.slow_seconds.entry(second).or_default();
+                slow.0 += 1;
+                slow.1 = slow.1.max(latency);
+            }
         }
         let (u, tab) = (job.user, job.tab);
         let user = &mut self.users[u as usize];

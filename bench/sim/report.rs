@@ -234,7 +234,15 @@ pub struct Step {
     /// How late the simulator ran its timers (ms).
     pub lateness: Spread,
     pub resources: Resources,
+    /// Requests over the slow bound: how many, and the seconds with the most
+    /// of them (Unix second, how many, slowest ms), most first.
+    pub slow: u64,
+    pub slow_in_seconds: usize,
+    pub slowest_seconds: Vec<(i64, u64, f64)>,
 }
+
+/// How many of the seconds with the most slow requests a step prints.
+const SLOWEST_SECONDS: usize = 5;
 
 impl Step {
     /// Summarises what a step measured.
@@ -281,6 +289,13 @@ impl Step {
                     (n + f.answered, nm + f.not_modified, b + f.bytes)
                 })
         };
+        let mut slowest_seconds: Vec<(i64, u64, f64)> = figures
+            .slow_seconds
+            .iter()
+            .map(|(second, (count, max))| (*second, *count, f64::from(*max) / 1000.0))
+            .collect();
+        slowest_seconds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        slowest_seconds.truncate(SLOWEST_SECONDS);
         let share = |(n, nm, _): (u64, u64, u64)| nm as f64 / n.max(1) as f64;
         let all_polls = polls(&[Kind::Poll, Kind::HiddenPoll]);
         Step {
@@ -301,6 +316,9 @@ impl Step {
             wrong_examples: figures.wrong_examples.clone(),
             lateness: Spread::of(&figures.timer_lateness, 1000.0),
             resources,
+            slow: figures.slow_seconds.values().map(|(count, _)| count).sum(),
+            slow_in_seconds: figures.slow_seconds.len(),
+            slowest_seconds,
         }
     }
 
@@ -413,6 +431,26 @@ impl Step {
             println!(
                 "  across instances: p50 {:.2} s, p99 {:.2} s, max {:.2} s over {} changes",
                 a.p50, a.p99, a.max, a.count
+            );
+        }
+        if self.slow > 0 {
+            let seconds: Vec<String> = self
+                .slowest_seconds
+                .iter()
+                .map(|(second, count, max)| {
+                    let at = chrono::DateTime::from_timestamp(*second, 0).map_or_else(
+                        || second.to_string(),
+                        |at| at.format("%H:%M:%S").to_string(),
+                    );
+                    format!("{at} {count} (max {max:.0} ms)")
+                })
+                .collect();
+            println!(
+                "requests over {} ms: {} in {} s; most in (UTC): {}",
+                crate::model::SLOW_MICROS / 1000,
+                self.slow,
+                self.slow_in_seconds,
+                seconds.join(", ")
             );
         }
         println!(
