@@ -1,15 +1,22 @@
 -- Records pings, with the settings they change, in one call, one round trip
 -- and one commit (the group commit of the ping writer). Each user may appear
 -- once per call. Returns, for each ping (`ordinal`, its 1-based position in
--- the arrays), the row as it left it; a ping whose user another transaction
--- inserted meanwhile returns nothing (the caller sends it again, when it is
--- an update). Every written row is announced on the `presence_changes`
--- channel (see announce_changes.sql).
+-- the arrays), the row as it left it. Every written row is announced on the
+-- `presence_changes` channel (see announce_changes.sql).
 --
--- Three statements: the users' existing rows are locked in ascending user id
--- order first, so two batches, or a batch and the prune job, never wait on
--- each other in a cycle; then they are updated, and the new users inserted,
--- set-wise. Each names the users' keys, so on Citus a call for one shard's
+-- New users first, then the existing ones: the users without a row are
+-- inserted in ascending user id order; then the other users' rows are locked
+-- in ascending user id order and updated, set-wise. A call waits on another
+-- only at an insert (for the other's insert of the same new user, or its
+-- update of a row that appeared since this call looked) or at a lock; a call
+-- waiting at an insert holds no lock yet, and inserts and locks each go in
+-- user id order, so two calls, or a call and the prune job, never wait on
+-- each other in a cycle. (Locking the existing rows before inserting let
+-- two calls deadlock: each inserting a new user the other had inserted or was
+-- updating.) A user another call inserted meanwhile is updated instead: the
+-- insert waits for that call and leaves the row to the update.
+--
+-- Each statement names the users' keys, so on Citus a call for one shard's
 -- users (the ping writer makes one per shard there) runs on that shard's
 -- worker. Expressions that build JSON from timestamps (stable functions) sit
 -- in sub-selects: Citus rejects them on the columns of an UPDATE's SET list
@@ -103,14 +110,54 @@ as $function$
 #variable_conflict use_column
 declare
     offline_after interval;
-    updated_users uuid[] := '{}';
+    existing_users uuid[];
+    inserted_users uuid[] := '{}';
     announced text[] := '{}';
 begin
     select h.offline_after into offline_after from history_settings as h;
 
+    select coalesce(array_agg(s.user_id), '{}') into existing_users
+    from user_status as s
+    where s.user_id = any(p_users);
+
+    for ordinal, user_id, manual_status, manual_status_until, invisible, last_seen_before_invisible,
+        last_seen, status_message, status_message_until, devices, version in
+        insert into user_status as s (
+            user_id, manual_status, manual_status_until, invisible, last_seen,
+            status_message, status_message_until, devices, updated_at)
+        select p.user_id,
+               case when p.set_manual then p.manual_status end,
+               case when p.set_manual then p.manual_until end,
+               coalesce(p.invisible, false),
+               p.at,
+               case when p.set_message then p.message end,
+               case when p.set_message then p.message_until end,
+               jsonb_build_array(jsonb_build_object(
+                   'id', p.device_id,
+                   'platform', coalesce(p.platform, 'web'),
+                   'lastPing', p.at,
+                   'lastActive', p.at,
+                   'liveSince', p.at)),
+               p.at
+        from ping_rows(p_users, p_devices, p_platforms, p_actives, p_ats,
+                       p_set_manual, p_manual_statuses, p_manual_untils, p_drop_manual_expiry,
+                       p_invisibles, p_set_message, p_messages, p_message_untils,
+                       p_drop_message_expiry) as p
+        where not p.user_id = any(existing_users)
+        order by p.user_id
+        on conflict do nothing
+        returning array_position(p_users, s.user_id), s.user_id, s.manual_status,
+                  s.manual_status_until, s.invisible, s.last_seen_before_invisible, s.last_seen,
+                  s.status_message, s.status_message_until, s.devices, s.version
+    loop
+        inserted_users := array_append(inserted_users, user_id);
+        announced := array_append(announced, 'u:' || user_id || ':' || version);
+        return next;
+    end loop;
+
     perform 1
     from user_status as s
-    where s.user_id = any(p_users)
+    where s.user_id = any(p_users) and not s.user_id = any(inserted_users)
     order by s.user_id
     for update;
 
@@ -197,44 +244,10 @@ begin
                        p_invisibles, p_set_message, p_messages, p_message_untils,
                        p_drop_message_expiry) as p
         where s.user_id = p.user_id and s.user_id = any(p_users)
+          and not s.user_id = any(inserted_users)
         returning p.ordinal, s.user_id, s.manual_status, s.manual_status_until, s.invisible,
                   s.last_seen_before_invisible, s.last_seen, s.status_message,
                   s.status_message_until, s.devices, s.version
-    loop
-        updated_users := array_append(updated_users, user_id);
-        announced := array_append(announced, 'u:' || user_id || ':' || version);
-        return next;
-    end loop;
-
-    for ordinal, user_id, manual_status, manual_status_until, invisible, last_seen_before_invisible,
-        last_seen, status_message, status_message_until, devices, version in
-        insert into user_status as s (
-            user_id, manual_status, manual_status_until, invisible, last_seen,
-            status_message, status_message_until, devices, updated_at)
-        select p.user_id,
-               case when p.set_manual then p.manual_status end,
-               case when p.set_manual then p.manual_until end,
-               coalesce(p.invisible, false),
-               p.at,
-               case when p.set_message then p.message end,
-               case when p.set_message then p.message_until end,
-               jsonb_build_array(jsonb_build_object(
-                   'id', p.device_id,
-                   'platform', coalesce(p.platform, 'web'),
-                   'lastPing', p.at,
-                   'lastActive', p.at,
-                   'liveSince', p.at)),
-               p.at
-        from ping_rows(p_users, p_devices, p_platforms, p_actives, p_ats,
-                       p_set_manual, p_manual_statuses, p_manual_untils, p_drop_manual_expiry,
-                       p_invisibles, p_set_message, p_messages, p_message_untils,
-                       p_drop_message_expiry) as p
-        where not p.user_id = any(updated_users)
-        order by p.user_id
-        on conflict do nothing
-        returning array_position(p_users, s.user_id), s.user_id, s.manual_status,
-                  s.manual_status_until, s.invisible, s.last_seen_before_invisible, s.last_seen,
-                  s.status_message, s.status_message_until, s.devices, s.version
     loop
         announced := array_append(announced, 'u:' || user_id || ':' || version);
         return next;

@@ -1,10 +1,16 @@
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use chrono::TimeDelta;
 use futures::future::join_all;
 use presence::clock::ManualClock;
+use presence::domain::{DeviceId, Ping, SettingChange, UserId};
+use presence::presence::StoredStatus;
+use presence::store::{PingWrite, apply_pings};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::task::JoinHandle;
 
 use crate::helpers::{new_user, spawn_app, spawn_app_on_clock, start_time};
 
@@ -83,5 +89,170 @@ async fn two_instances_on_one_database_share_every_write(pool: PgPool) {
     clock.advance(TimeDelta::seconds(60));
     for app in [&first, &second] {
         assert_eq!(app.status_of(viewer, user).await["status"], "offline");
+    }
+}
+
+/// A ping of `user` from `device`, taken at the tests' start time.
+fn ping_write(user: UserId, device: &str) -> PingWrite {
+    PingWrite {
+        user,
+        ping: Ping {
+            device_id: DeviceId::parse(device).expect("a device id"),
+            platform: None,
+            active: true,
+            manual_status: SettingChange::Keep,
+            invisible: None,
+            status_message: SettingChange::Keep,
+        },
+        at: start_time(),
+    }
+}
+
+/// One call of `apply_pings` on a connection of its own, started in the
+/// background: the backend's pid, and the call.
+async fn call_in_background(
+    pool: &PgPool,
+    writes: Vec<PingWrite>,
+) -> (i32, JoinHandle<Result<Vec<StoredStatus>, sqlx::Error>>) {
+    let mut connection = pool.acquire().await.expect("a connection");
+    let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut *connection)
+        .await
+        .expect("a pid");
+    let call = tokio::spawn(async move { apply_pings(&mut connection, &writes, 10).await });
+    (pid, call)
+}
+
+/// Waits until the call on backend `pid` waits for a lock, or has returned.
+async fn until_waiting_or_done<T>(pool: &PgPool, pid: i32, call: &JoinHandle<T>) {
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "select coalesce(bool_or(wait_event_type = 'Lock'), false)
+             from pg_stat_activity where pid = $1",
+        )
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .expect("reads the activity");
+        if waiting || call.is_finished() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the call neither waited nor returned"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Two ping batches that each insert a new user the other holds. The first
+/// batch locked the rows it found, then updated the rows its update saw, then
+/// inserted the rest; a user inserted by another batch between its update and
+/// its insert, and being updated by a fourth batch, made it wait on that
+/// fourth batch while the fourth waited on a user the first had inserted:
+/// PostgreSQL aborted one ("deadlock detected") and its pings failed. New
+/// users are now inserted first, so every ping of every batch is written.
+#[sqlx::test]
+async fn batches_inserting_the_same_new_users_never_deadlock(pool: PgPool) {
+    crate::citus::prepare(&pool).await;
+    // A connection for each batch and each transaction held open, and one to watch.
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .expect("a bigger pool");
+    let mut ids = [new_user(), new_user(), new_user()];
+    ids.sort_by_key(|user| user.as_uuid());
+    let [m, k, j] = ids;
+    let (e, x) = (new_user(), new_user());
+    apply_pings(
+        &mut pool.acquire().await.expect("a connection"),
+        &[ping_write(e, "e")],
+        10,
+    )
+    .await
+    .expect("writes e");
+    let lock = async |user: UserId| {
+        let mut transaction = pool.begin().await.expect("a transaction");
+        sqlx::query("select 1 from user_status where user_id = $1 for update")
+            .bind(user.as_uuid())
+            .execute(&mut *transaction)
+            .await
+            .expect("locks a row");
+        transaction
+    };
+
+    // Batch a stops at e's row, having found only e.
+    let holding_e = lock(e).await;
+    let (a_pid, a) = call_in_background(
+        &pool,
+        vec![
+            ping_write(e, "a"),
+            ping_write(x, "a"),
+            ping_write(k, "a"),
+            ping_write(j, "a"),
+        ],
+    )
+    .await;
+    until_waiting_or_done(&pool, a_pid, &a).await;
+    // x appears and is held: batch a goes on to x's row and stops there.
+    let (x_pid, x_first) = call_in_background(&pool, vec![ping_write(x, "x")]).await;
+    until_waiting_or_done(&pool, x_pid, &x_first).await;
+    let holding_x = lock(x).await;
+    holding_e.commit().await.expect("lets batch a go");
+    until_waiting_or_done(&pool, a_pid, &a).await;
+    // j appears; batch b updates it and stops at m, which another transaction is inserting.
+    let (c_pid, c) = call_in_background(&pool, vec![ping_write(j, "c")]).await;
+    until_waiting_or_done(&pool, c_pid, &c).await;
+    let mut inserting_m = pool.begin().await.expect("a transaction");
+    sqlx::query(
+        "insert into user_status (user_id, devices, last_seen, updated_at)
+         values ($1, jsonb_build_array(jsonb_build_object('id', 'm', 'platform', 'web',
+                     'lastPing', $2::timestamptz, 'lastActive', $2::timestamptz,
+                     'liveSince', $2::timestamptz)), $2, $2)",
+    )
+    .bind(m.as_uuid())
+    .bind(start_time())
+    .execute(&mut *inserting_m)
+    .await
+    .expect("inserts m");
+    let (b_pid, b) = call_in_background(
+        &pool,
+        vec![ping_write(j, "b"), ping_write(m, "b"), ping_write(k, "b")],
+    )
+    .await;
+    until_waiting_or_done(&pool, b_pid, &b).await;
+    // Batch a goes on to its inserts (k, then j, which batch b is updating);
+    // then batch b goes on to its inserts (m, then k, which batch a inserted).
+    holding_x.commit().await.expect("lets batch a go on");
+    until_waiting_or_done(&pool, a_pid, &a).await;
+    inserting_m.commit().await.expect("lets batch b go on");
+
+    for (name, call) in [("a", a), ("b", b), ("c", c), ("x", x_first)] {
+        call.await
+            .expect("the call ran")
+            .unwrap_or_else(|error| panic!("batch {name} failed: {error}"));
+    }
+    for (user, expected) in [
+        (e, &["a", "e"][..]),
+        (x, &["a", "x"]),
+        (j, &["a", "b", "c"]),
+        (k, &["a", "b"]),
+        (m, &["b", "m"]),
+    ] {
+        let devices: BTreeSet<String> = sqlx::query_scalar(
+            "select e.device ->> 'id'
+             from user_status as s, jsonb_array_elements(s.devices) as e(device)
+             where s.user_id = $1",
+        )
+        .bind(user.as_uuid())
+        .fetch_all(&pool)
+        .await
+        .expect("reads the devices")
+        .into_iter()
+        .collect();
+        let expected: BTreeSet<String> = expected.iter().map(|id| (*id).to_owned()).collect();
+        assert_eq!(devices, expected, "{user}");
     }
 }
