@@ -9,9 +9,11 @@
 -- in ascending user id order and updated, set-wise. A call waits on another
 -- only at an insert (for the other's insert of the same new user, or its
 -- update of a row that appeared since this call looked) or at a lock; a call
--- waiting at an insert holds no lock yet, and inserts and locks each go in
--- user id order, so two calls, or a call and the prune job, never wait on
--- each other in a cycle. (Locking the existing rows before inserting let
+-- waiting at an insert holds no lock yet and has written nothing of that user
+-- (the history trigger records an insert once it is made: see
+-- history_trigger.sql), and inserts and locks each go in user id order, so
+-- two calls, or a call and the prune job, never wait on each other in a
+-- cycle. (Locking the existing rows before inserting let
 -- two calls deadlock: each inserting a new user the other had inserted or was
 -- updating.) A user another call inserted meanwhile is updated instead: the
 -- insert waits for that call and leaves the row to the update.
@@ -110,11 +112,13 @@ as $function$
 #variable_conflict use_column
 declare
     offline_after interval;
+    history_enabled boolean;
     existing_users uuid[];
     inserted_users uuid[] := '{}';
     announced text[] := '{}';
 begin
-    select h.offline_after into offline_after from history_settings as h;
+    select h.offline_after, h.enabled into offline_after, history_enabled
+    from history_settings as h;
 
     select coalesce(array_agg(s.user_id), '{}') into existing_users
     from user_status as s
@@ -124,7 +128,7 @@ begin
         last_seen, status_message, status_message_until, devices, version in
         insert into user_status as s (
             user_id, manual_status, manual_status_until, invisible, last_seen,
-            status_message, status_message_until, devices, updated_at)
+            status_message, status_message_until, devices, updated_at, active_since)
         select p.user_id,
                case when p.set_manual then p.manual_status end,
                case when p.set_manual then p.manual_until end,
@@ -138,7 +142,9 @@ begin
                    'lastPing', p.at,
                    'lastActive', p.at,
                    'liveSince', p.at)),
-               p.at
+               p.at,
+               -- The span of activity history records opens with the row.
+               case when history_enabled then p.at end
         from ping_rows(p_users, p_devices, p_platforms, p_actives, p_ats,
                        p_set_manual, p_manual_statuses, p_manual_untils, p_drop_manual_expiry,
                        p_invisibles, p_set_message, p_messages, p_message_untils,

@@ -4,7 +4,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use futures::future::join_all;
 use presence::clock::ManualClock;
-use presence::domain::{DeviceId, Ping, SettingChange, UserId};
+use presence::domain::{DeviceId, Ping, SettingChange, StatusMessage, UserId};
 use presence::presence::StoredStatus;
 use presence::store::{PingWrite, apply_pings};
 use serde_json::{Value, json};
@@ -255,4 +255,95 @@ async fn batches_inserting_the_same_new_users_never_deadlock(pool: PgPool) {
         let expected: BTreeSet<String> = expected.iter().map(|id| (*id).to_owned()).collect();
         assert_eq!(devices, expected, "{user}");
     }
+}
+
+/// A ping batch that found a user missing, while another batch was inserting
+/// that user, once recorded the new row's history though it then found the
+/// row there and skipped its insert: PostgreSQL runs an insert's BEFORE
+/// triggers before it finds the conflict. A third batch, adding that device
+/// to the row, waited on the phantom session while the first, going on to
+/// update the row, waited on the third: "deadlock detected", and one batch's
+/// pings failed. History now records an insert once it is made.
+#[sqlx::test]
+async fn a_batch_whose_new_user_another_inserted_records_nothing_twice(pool: PgPool) {
+    crate::citus::prepare(&pool).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .expect("a bigger pool");
+    let mut ids = [new_user(), new_user()];
+    ids.sort_by_key(|user| user.as_uuid());
+    let [u, w] = ids;
+    let begin_inserting = async |user: UserId| {
+        let mut transaction = pool.begin().await.expect("a transaction");
+        apply_pings(&mut transaction, &[ping_write(user, "first")], 10)
+            .await
+            .expect("inserts the user");
+        transaction
+    };
+    let inserting_u = begin_inserting(u).await;
+    let inserting_w = begin_inserting(w).await;
+
+    // Batch b finds neither user: it waits at its insert of u, then of w.
+    let mut from_b = ping_write(u, "second");
+    from_b.ping.status_message = SettingChange::Set {
+        value: StatusMessage::parse("From b").expect("a message"),
+        until: None,
+    };
+    let (b_pid, b) = call_in_background(&pool, vec![from_b, ping_write(w, "b")]).await;
+    until_waiting_or_done(&pool, b_pid, &b).await;
+    inserting_u.commit().await.expect("lets batch b go on to w");
+    // Batch c adds b's device to u's row, which it keeps locked.
+    let mut c_connection = pool.acquire().await.expect("a connection");
+    let c_pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut *c_connection)
+        .await
+        .expect("a pid");
+    let c = tokio::spawn(async move {
+        sqlx::query("begin")
+            .execute(&mut *c_connection)
+            .await
+            .expect("begins");
+        let written = apply_pings(&mut c_connection, &[ping_write(u, "second")], 10).await;
+        (c_connection, written)
+    });
+    until_waiting_or_done(&pool, c_pid, &c).await;
+    // Batch b skips w's insert and goes on to lock u, which batch c holds.
+    inserting_w.commit().await.expect("lets batch b go on to u");
+    until_waiting_or_done(&pool, b_pid, &b).await;
+    let (mut c_connection, c_written) = c.await.expect("batch c ran");
+    c_written.unwrap_or_else(|error| panic!("batch c failed: {error}"));
+    sqlx::query("commit")
+        .execute(&mut *c_connection)
+        .await
+        .expect("commits batch c");
+    b.await
+        .expect("batch b ran")
+        .unwrap_or_else(|error| panic!("batch b failed: {error}"));
+
+    let sessions: Vec<(String, bool)> = sqlx::query_as(
+        "select device_id, ended_at is null from device_sessions
+         where user_id = $1 order by device_id",
+    )
+    .bind(u.as_uuid())
+    .fetch_all(&pool)
+    .await
+    .expect("reads the sessions");
+    assert_eq!(
+        sessions,
+        [("first".to_owned(), true), ("second".to_owned(), true)],
+        "one open session per device"
+    );
+    let settings: Vec<Option<String>> =
+        sqlx::query_scalar("select status_message from settings_changes where user_id = $1")
+            .bind(u.as_uuid())
+            .fetch_all(&pool)
+            .await
+            .expect("reads the settings changes");
+    assert_eq!(
+        settings,
+        [Some("From b".to_owned())],
+        "one change, recorded once"
+    );
 }
