@@ -8,8 +8,8 @@ use presence::domain::{DeviceId, Ping, SettingChange, StatusMessage, UserId};
 use presence::presence::StoredStatus;
 use presence::store::{PingWrite, apply_pings};
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinHandle;
 
 use crate::helpers::{new_user, spawn_app, spawn_app_on_clock, start_time};
@@ -108,6 +108,25 @@ fn ping_write(user: UserId, device: &str) -> PingWrite {
     }
 }
 
+/// A pool with a connection for each batch and each transaction held open,
+/// and one to watch, on the test's database with the `sql/` functions applied.
+async fn pool_for_batches(pool: &PgPool) -> PgPool {
+    crate::citus::prepare(pool).await;
+    PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .expect("a bigger pool")
+}
+
+/// The pid of the backend behind `connection`, as `pg_stat_activity` names it.
+async fn backend_pid(connection: &mut PgConnection) -> i32 {
+    sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(connection)
+        .await
+        .expect("a pid")
+}
+
 /// One call of `apply_pings` on a connection of its own, started in the
 /// background: the backend's pid, and the call.
 async fn call_in_background(
@@ -115,10 +134,7 @@ async fn call_in_background(
     writes: Vec<PingWrite>,
 ) -> (i32, JoinHandle<Result<Vec<StoredStatus>, sqlx::Error>>) {
     let mut connection = pool.acquire().await.expect("a connection");
-    let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
-        .fetch_one(&mut *connection)
-        .await
-        .expect("a pid");
+    let pid = backend_pid(&mut connection).await;
     let call = tokio::spawn(async move { apply_pings(&mut connection, &writes, 10).await });
     (pid, call)
 }
@@ -155,13 +171,7 @@ async fn until_waiting_or_done<T>(pool: &PgPool, pid: i32, call: &JoinHandle<T>)
 /// users are now inserted first, so every ping of every batch is written.
 #[sqlx::test]
 async fn batches_inserting_the_same_new_users_never_deadlock(pool: PgPool) {
-    crate::citus::prepare(&pool).await;
-    // A connection for each batch and each transaction held open, and one to watch.
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with((*pool.connect_options()).clone())
-        .await
-        .expect("a bigger pool");
+    let pool = pool_for_batches(&pool).await;
     let mut ids = [new_user(), new_user(), new_user()];
     ids.sort_by_key(|user| user.as_uuid());
     let [m, k, j] = ids;
@@ -266,12 +276,7 @@ async fn batches_inserting_the_same_new_users_never_deadlock(pool: PgPool) {
 /// pings failed. History now records an insert once it is made.
 #[sqlx::test]
 async fn a_batch_whose_new_user_another_inserted_records_nothing_twice(pool: PgPool) {
-    crate::citus::prepare(&pool).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with((*pool.connect_options()).clone())
-        .await
-        .expect("a bigger pool");
+    let pool = pool_for_batches(&pool).await;
     let mut ids = [new_user(), new_user()];
     ids.sort_by_key(|user| user.as_uuid());
     let [u, w] = ids;
@@ -296,10 +301,7 @@ async fn a_batch_whose_new_user_another_inserted_records_nothing_twice(pool: PgP
     inserting_u.commit().await.expect("lets batch b go on to w");
     // Batch c adds b's device to u's row, which it keeps locked.
     let mut c_connection = pool.acquire().await.expect("a connection");
-    let c_pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
-        .fetch_one(&mut *c_connection)
-        .await
-        .expect("a pid");
+    let c_pid = backend_pid(&mut c_connection).await;
     let c = tokio::spawn(async move {
         sqlx::query("begin")
             .execute(&mut *c_connection)
