@@ -152,10 +152,13 @@ begin
         where not p.user_id = any(existing_users)
         order by p.user_id
         on conflict do nothing
-        returning array_position(p_users, s.user_id), s.user_id, s.manual_status,
+        -- No parameter in RETURNING: Citus runs this INSERT ... SELECT through
+        -- the coordinator and sends the RETURNING list to the workers unbound.
+        returning 0, s.user_id, s.manual_status,
                   s.manual_status_until, s.invisible, s.last_seen_before_invisible, s.last_seen,
                   s.status_message, s.status_message_until, s.devices, s.version
     loop
+        ordinal := array_position(p_users, user_id);
         inserted_users := array_append(inserted_users, user_id);
         announced := array_append(announced, 'u:' || user_id || ':' || version);
         return next;

@@ -14,6 +14,10 @@
 -- session ends at its device's last ping plus `offline_after`, an open span
 -- is user_status.active_since .. last_seen. The cost grows with the records
 -- overlapping the bucket, not with the history.
+--
+-- PL/pgSQL, planned with its values each call: Citus plans no SQL function
+-- whose statement reads a distributed table with parameters.
+drop function if exists history_bucket_stats(timestamptz, timestamptz, interval, timestamptz);
 create or replace function history_bucket_stats(
     bucket_start timestamptz,
     bucket_end timestamptz,
@@ -25,26 +29,32 @@ create or replace function history_bucket_stats(
     connected_seconds double precision,
     sessions bigint
 )
-language sql
+language plpgsql
 stable
+set plan_cache_mode = force_custom_plan
 as $function$
-    with window_ as (
-        select bucket_start as starts, least(bucket_end, greatest(at, bucket_start)) as ends
-    ),
-    overlapping as (
+declare
+    -- The bucket as known at `at`: constants in each statement's plan (on
+    -- Citus a CTE of them would be a result shipped to every shard, and its
+    -- row estimates make the workers JIT-compile a query of a few rows).
+    w_starts timestamptz := bucket_start;
+    w_ends timestamptz := least(bucket_end, greatest(at, bucket_start));
+begin
+    return query
+    with overlapping as (
         select s.user_id, s.started_at,
                coalesce(s.ended_at, (
                    select (e.device ->> 'lastPing')::timestamptz + offline_after
                    from user_status as u, jsonb_array_elements(u.devices) as e(device)
                    where u.user_id = s.user_id and e.device ->> 'id' = s.device_id
                    limit 1), s.started_at) as ended_at
-        from device_sessions as s, window_ as w
-        where tstzrange(s.started_at, s.ended_at, '[)') && tstzrange(w.starts, w.ends, '[)')
+        from device_sessions as s
+        where tstzrange(s.started_at, s.ended_at, '[)') && tstzrange(w_starts, w_ends, '[)')
     ),
     clipped as (
-        select o.user_id, greatest(o.started_at, w.starts) as starts, least(o.ended_at, w.ends) as ends
-        from overlapping as o, window_ as w
-        where least(o.ended_at, w.ends) > greatest(o.started_at, w.starts)
+        select o.user_id, greatest(o.started_at, w_starts) as starts, least(o.ended_at, w_ends) as ends
+        from overlapping as o
+        where least(o.ended_at, w_ends) > greatest(o.started_at, w_starts)
     ),
     -- Merge each user's overlapping sessions (gaps and islands).
     marked as (
@@ -67,16 +77,17 @@ as $function$
     ),
     active as (
         select a.user_id
-        from activity_spans as a, window_ as w
-        where tstzrange(a.started_at, a.ended_at, '[]') && tstzrange(w.starts, w.ends, '[)')
+        from activity_spans as a
+        where tstzrange(a.started_at, a.ended_at, '[]') && tstzrange(w_starts, w_ends, '[)')
         union
         select u.user_id
-        from user_status as u, window_ as w
-        where u.active_since < w.ends and u.last_seen >= w.starts
+        from user_status as u
+        where u.active_since < w_ends and u.last_seen >= w_starts
     )
     select (select count(*) from active),
            (select count(distinct user_id) from merged),
            coalesce((select sum(extract(epoch from ends - starts)) from merged), 0)::double precision,
-           (select count(*) from device_sessions as s, window_ as w
-            where s.started_at >= w.starts and s.started_at < w.ends)
+           (select count(*) from device_sessions as s
+            where s.started_at >= w_starts and s.started_at < w_ends);
+end
 $function$;

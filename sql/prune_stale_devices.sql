@@ -62,7 +62,7 @@ begin
             then 'select $1 where cardinality($1) > 0'
             else 'select array_agg(u order by u) from unnest($1) as u
                   group by get_shard_id_for_distribution_column(''user_status'', u)
-                  order by min(u)'
+                  order by (array_agg(u order by u))[1]'
         end
         using candidates
     loop

@@ -174,12 +174,24 @@ pub fn database_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_) => true,
-        // Cancelled by statement_timeout, or the server is shutting down or starting up.
-        sqlx::Error::Database(database) => matches!(
-            database.code().as_deref(),
-            Some("57014" | "57P01" | "57P02" | "57P03")
-        ),
+        // Cancelled by statement_timeout, or the server is shutting down or
+        // starting up; or (class 08) a node it needed did not answer: on
+        // Citus, the coordinator reports a worker that is down this way.
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            matches!(code.as_ref(), "57014" | "57P01" | "57P02" | "57P03") || code.starts_with("08")
+        }),
         _ => false,
+    }
+}
+
+/// A copy of a database error for each of several callers (`sqlx::Error` is not
+/// `Clone`): the same kind, unavailable or a fault, with `context` and the message.
+pub fn copy_database_error(error: &sqlx::Error, context: &str) -> sqlx::Error {
+    let cause = std::io::Error::other(format!("{context}: {error}"));
+    if database_unavailable(error) {
+        sqlx::Error::Io(cause)
+    } else {
+        sqlx::Error::Configuration(Box::new(cause))
     }
 }
 

@@ -534,15 +534,31 @@ pub fn pool_options(config: &Config) -> PgPoolOptions {
 /// Every statement is planned once per connection (`force_generic_plan`): the
 /// queries are point lookups by primary key, and Postgres otherwise re-plans
 /// those taking an array (`= any($1)`), which cost more than running them.
-pub fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError> {
+/// On a distributed database (Citus) each is planned with its values
+/// (`force_custom_plan`) instead: Citus routes a statement to the shards its
+/// values name, and refuses the generic plan of most of them ("could not
+/// create distributed plan").
+pub fn connect_options(
+    config: &Config,
+    distributed: bool,
+) -> Result<PgConnectOptions, StartupError> {
     let options = PgConnectOptions::from_str(config.database_url.expose_secret())
         .map_err(StartupError::DatabaseUrl)?;
-    Ok(session_options(config, options))
+    Ok(session_options(config, options, distributed))
 }
 
 /// `options` with the session settings every connection gets (see [`connect_options`]).
-fn session_options(config: &Config, options: PgConnectOptions) -> PgConnectOptions {
-    let options = options.options([("plan_cache_mode", "force_generic_plan")]);
+fn session_options(
+    config: &Config,
+    options: PgConnectOptions,
+    distributed: bool,
+) -> PgConnectOptions {
+    let plans = if distributed {
+        "force_custom_plan"
+    } else {
+        "force_generic_plan"
+    };
+    let options = options.options([("plan_cache_mode", plans)]);
     let timeout_ms = config.db_statement_timeout.as_millis();
     if timeout_ms == 0 {
         options
@@ -570,7 +586,7 @@ fn replicas(config: &Config, metrics: &Metrics) -> Result<Option<Arc<Replicas>>,
         .collect();
     Replicas::new(
         &urls,
-        |options| session_options(config, options),
+        |options| session_options(config, options, false),
         &pool_options(config),
         // A replica that does not answer costs a quarter of the deadline, then the primary answers.
         config.db_deadline / 4,
@@ -583,9 +599,23 @@ fn replicas(config: &Config, metrics: &Metrics) -> Result<Option<Arc<Replicas>>,
 }
 
 /// Connects to the configured database, which must exist; fails at once when it is unreachable.
+///
+/// The session settings depend on whether the database is distributed (see
+/// [`connect_options`]): a first connection asks.
 pub async fn connect(config: &Config) -> Result<PgPool, StartupError> {
+    let pool = pool_options(config)
+        .connect_with(connect_options(config, false)?)
+        .await
+        .map_err(StartupError::Database)?;
+    let distributed = async { store::citus::is_distributed(&mut *pool.acquire().await?).await }
+        .await
+        .map_err(StartupError::Database)?;
+    if !distributed {
+        return Ok(pool);
+    }
+    pool.close().await;
     pool_options(config)
-        .connect_with(connect_options(config)?)
+        .connect_with(connect_options(config, true)?)
         .await
         .map_err(StartupError::Database)
 }

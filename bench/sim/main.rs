@@ -84,6 +84,10 @@ struct Args {
     /// A server process to measure CPU and memory of (repeat per instance).
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
+    /// A PostgreSQL server to measure the CPU of, as NAME=POSTMASTER_PID
+    /// (repeat per server: a Citus cluster's coordinator and workers).
+    #[arg(long = "postgres-node", value_parser = node)]
+    postgres_nodes: Vec<(String, u32)>,
     /// The servers' database, to count row writes and commits.
     #[arg(long)]
     database_url: Option<String>,
@@ -152,6 +156,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             started + from,
             started + to,
             args.server_pids.clone(),
+            args.postgres_nodes.clone(),
             args.database_url.clone(),
         ));
         let figures = simulation.run(&mut done_rx, started).await;
@@ -172,6 +177,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         report::summary(&steps, args.max_p99_ms, args.poll_interval);
     }
     Ok(())
+}
+
+/// `NAME=PID` of `--postgres-node`.
+fn node(text: &str) -> Result<(String, u32), String> {
+    let (name, pid) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text}: expected NAME=PID"))?;
+    let pid = pid
+        .parse()
+        .map_err(|_| format!("{pid}: not a process id"))?;
+    Ok((name.to_owned(), pid))
 }
 
 fn address(url: &str) -> Result<SocketAddr, String> {

@@ -19,6 +19,9 @@ pub struct Resources {
     pub server_peak_mb: Option<f64>,
     /// Cores' worth of CPU every `postgres` process used.
     pub postgres_cpu: Option<f64>,
+    /// Cores' worth of CPU of each named PostgreSQL server (a postmaster and
+    /// its children), in the order given: a Citus cluster's nodes.
+    pub node_cpu: Vec<(String, f64)>,
     /// Cores' worth of CPU the simulator itself used.
     pub simulator_cpu: Option<f64>,
     /// The share of the machine's CPU that was busy.
@@ -32,6 +35,7 @@ struct Sample {
     at: Instant,
     server: Option<u64>,
     postgres: u64,
+    nodes: Vec<u64>,
     simulator: Option<u64>,
     machine: Option<(u64, u64)>,
     database: Option<(i64, i64)>,
@@ -41,7 +45,11 @@ struct Sample {
 const TICKS: f64 = 100.0;
 
 impl Sample {
-    async fn take(pids: &[u32], database: Option<&mut PgConnection>) -> Self {
+    async fn take(
+        pids: &[u32],
+        nodes: &[(String, u32)],
+        database: Option<&mut PgConnection>,
+    ) -> Self {
         let server = pids
             .iter()
             .map(|pid| cpu_ticks(&format!("/proc/{pid}/stat")).map(|(_, t)| t))
@@ -51,6 +59,7 @@ impl Sample {
             at: Instant::now(),
             server,
             postgres: postgres_ticks(),
+            nodes: nodes.iter().map(|(_, pid)| server_ticks(*pid)).collect(),
             simulator: cpu_ticks("/proc/self/stat").map(|(_, t)| t),
             machine: machine_ticks(),
             database: match database {
@@ -67,6 +76,7 @@ impl Resources {
         from: Instant,
         to: Instant,
         pids: Vec<u32>,
+        nodes: Vec<(String, u32)>,
         database_url: Option<String>,
     ) -> Resources {
         let mut database = match database_url {
@@ -74,12 +84,12 @@ impl Resources {
             None => None,
         };
         tokio::time::sleep_until(from.into()).await;
-        let before = Sample::take(&pids, database.as_mut()).await;
+        let before = Sample::take(&pids, &nodes, database.as_mut()).await;
         tokio::time::sleep_until(to.into()).await;
-        let after = Sample::take(&pids, database.as_mut()).await;
+        let after = Sample::take(&pids, &nodes, database.as_mut()).await;
         // Postgres counts a transaction's writes when it reports them, about once a second.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let settled = Sample::take(&[], database.as_mut()).await;
+        let settled = Sample::take(&[], &[], database.as_mut()).await;
         let seconds = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
         let cores =
             |a: Option<u64>, b: Option<u64>| Some((b? as f64 - a? as f64) / TICKS / seconds);
@@ -98,6 +108,11 @@ impl Resources {
             server_rss_mb: memory("VmRSS"),
             server_peak_mb: memory("VmHWM"),
             postgres_cpu: cores(Some(before.postgres), Some(after.postgres)),
+            node_cpu: nodes
+                .iter()
+                .zip(before.nodes.iter().zip(&after.nodes))
+                .filter_map(|((name, _), (a, b))| Some((name.clone(), cores(Some(*a), Some(*b))?)))
+                .collect(),
             simulator_cpu: cores(before.simulator, after.simulator),
             machine_busy: before.machine.zip(after.machine).map(|(a, b)| {
                 let total = (b.1 - a.1).max(1) as f64;
@@ -119,6 +134,37 @@ fn cpu_ticks(path: &str) -> Option<(String, u64)> {
     let user: u64 = fields.get(11)?.parse().ok()?;
     let system: u64 = fields.get(12)?.parse().ok()?;
     Some((command, user + system))
+}
+
+/// The ticks of one PostgreSQL server: its postmaster `pid` and every child of it.
+fn server_ticks(pid: u32) -> u64 {
+    let parent = pid.to_string();
+    processes()
+        .filter(|(stat, _)| stat.split_whitespace().nth(1) == Some(parent.as_str()))
+        .filter_map(|(_, path)| cpu_ticks(&path).map(|(_, ticks)| ticks))
+        .chain(cpu_ticks(&format!("/proc/{pid}/stat")).map(|(_, ticks)| ticks))
+        .sum()
+}
+
+/// Every process: the part of its `stat` after the command, and the path of that file.
+fn processes() -> impl Iterator<Item = (String, String)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|entry| {
+            let path = format!("{}/stat", entry.path().display());
+            let stat = std::fs::read_to_string(&path).ok()?;
+            let after_command = stat[stat.rfind(')')? + 1..].to_owned();
+            Some((after_command, path))
+        })
 }
 
 fn postgres_ticks() -> u64 {
@@ -375,6 +421,7 @@ impl Step {
             "serverRssMb": r.server_rss_mb,
             "serverPeakMb": r.server_peak_mb,
             "postgresCpuCores": r.postgres_cpu,
+            "postgresNodeCpuCores": r.node_cpu.iter().map(|(name, cores)| json!({ "node": name, "cores": cores })).collect::<Vec<_>>(),
             "simulatorCpuCores": r.simulator_cpu,
             "machineBusy": r.machine_busy,
             "served": self.served(max_p99_ms),
@@ -421,6 +468,14 @@ impl Step {
             show(r.server_rss_mb, 0),
             show(r.server_peak_mb, 0)
         );
+        if !r.node_cpu.is_empty() {
+            let nodes: Vec<String> = r
+                .node_cpu
+                .iter()
+                .map(|(name, cores)| format!("{name} {cores:.2}"))
+                .collect();
+            println!("PostgreSQL servers (cores): {}", nodes.join(", "));
+        }
         let p = &self.propagation;
         println!(
             "propagation: p50 {:.2} s, p99 {:.2} s, max {:.2} s over {} changes; missed {}",

@@ -119,14 +119,18 @@ async fn write_batches(
                 if distributed {
                     store::citus::apply_pings_by_shard(connection, &writes, max_devices).await
                 } else {
-                    store::apply_pings(connection, &writes, max_devices).await
+                    let rows = store::apply_pings(connection, &writes, max_devices).await?;
+                    Ok(rows.into_iter().map(Ok).collect())
                 }
             })
             .await;
         match written {
             Ok(rows) if rows.len() == batch.len() => {
                 for (queued, row) in batch.into_iter().zip(rows) {
-                    let _ = queued.answer.send(Ok(Arc::new(row)));
+                    let answer = row.map(Arc::new).inspect_err(|error| {
+                        tracing::warn!(%error, "could not write a ping");
+                    });
+                    let _ = queued.answer.send(answer);
                 }
             }
             Ok(_) => {
@@ -146,12 +150,7 @@ async fn write_batches(
 
 /// The batch's error, for each of its pings: of the same kind (unavailable or a fault).
 fn shared(error: &sqlx::Error) -> sqlx::Error {
-    let cause = std::io::Error::other(format!("a batch of pings failed: {error}"));
-    if crate::error::database_unavailable(error) {
-        sqlx::Error::Io(cause)
-    } else {
-        sqlx::Error::Configuration(Box::new(cause))
-    }
+    crate::error::copy_database_error(error, "a batch of pings failed")
 }
 
 fn closed() -> sqlx::Error {

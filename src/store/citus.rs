@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use sqlx::postgres::types::PgInterval;
 use sqlx::{Acquire, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -72,12 +73,17 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("set citus.enable_unsafe_triggers to on")
         .execute(&mut *connection)
         .await?;
-    for function in WORKER_FUNCTIONS {
-        sqlx::query("select create_distributed_function($1::regprocedure)")
-            .bind(function)
-            .execute(&mut *connection)
+    // No history is recorded while the rows are copied to the shards: the
+    // history trigger would fire on each row copied into a shard of
+    // user_status, and record again what the history tables already hold.
+    // (A distribution that fails midway leaves recording off until the
+    // server's next start re-applies the history settings.)
+    let (enabled, offline_after, activity_split): (bool, PgInterval, PgInterval) =
+        sqlx::query_as("select enabled, offline_after, activity_split from history_settings")
+            .fetch_one(&mut *connection)
             .await?;
-    }
+    configure_history(&mut *connection, false, &offline_after, &activity_split).await?;
+    // The reference tables first: the functions use their row types.
     for table in REFERENCE_TABLES {
         if !already_distributed(&mut *connection, table).await? {
             sqlx::query("select create_reference_table($1)")
@@ -85,6 +91,12 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
                 .execute(&mut *connection)
                 .await?;
         }
+    }
+    for function in WORKER_FUNCTIONS {
+        sqlx::query("select create_distributed_function($1::regprocedure)")
+            .bind(function)
+            .execute(&mut *connection)
+            .await?;
     }
     for table in DISTRIBUTED_TABLES {
         if !already_distributed(&mut *connection, table).await? {
@@ -100,21 +112,41 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
                 .await?;
         }
     }
+    configure_history(&mut *connection, enabled, &offline_after, &activity_split).await?;
     tune_functions(&mut *connection).await
+}
+
+/// Calls `configure_history` (sql/history_trigger.sql): records the settings,
+/// and creates or drops the history triggers.
+async fn configure_history(
+    connection: &mut PgConnection,
+    enabled: bool,
+    offline_after: &PgInterval,
+    activity_split: &PgInterval,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("select configure_history($1, $2, $3)")
+        .bind(enabled)
+        .bind(offline_after)
+        .bind(activity_split)
+        .execute(connection)
+        .await
+        .map(drop)
 }
 
 /// What the `sql/` functions need on a distributed database, set again after
 /// each `create or replace` of them (which clears it).
 ///
-/// `apply_pings` and `prune_stale_devices` are planned for each call's own
-/// users: a statement naming one shard's users is then one Citus sends whole
-/// to that shard's worker (the ping writer makes one call per shard, see
-/// [`apply_pings_by_shard`]).
+/// `apply_pings`, `prune_stale_devices` and `remove_device` are planned for
+/// each call's own users, whatever the session's `plan_cache_mode`: a
+/// statement naming one shard's users is then one Citus sends whole to that
+/// shard's worker (the ping writer makes one call per shard, see
+/// [`apply_pings_by_shard`]), where a generic plan of it is one Citus refuses.
 pub async fn tune_functions(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
     for function in [
         "apply_pings(uuid[], text[], text[], boolean[], timestamptz[], integer, boolean[], \
          text[], timestamptz[], boolean[], boolean[], boolean[], text[], timestamptz[], boolean[])",
         "prune_stale_devices(interval, integer, timestamptz, integer)",
+        "remove_device(uuid, text, timestamptz)",
     ] {
         // The signatures are this module's constants.
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -141,12 +173,14 @@ async fn already_distributed(
 /// Writes a batch of pings one shard at a time, shards in ascending order:
 /// each call of `apply_pings` then touches one worker, where it locks and
 /// writes its rows in one statement (a statement locking rows on several
-/// shards is not one Citus runs). The rows come back in the order of `writes`.
+/// shards is not one Citus runs). Each shard's call commits on its own, so a
+/// worker that is down fails only the pings of its shards: the outcome of
+/// each ping comes back in the order of `writes`.
 pub async fn apply_pings_by_shard(
     connection: &mut PgConnection,
     writes: &[PingWrite],
     max_devices: u32,
-) -> Result<Vec<StoredStatus>, sqlx::Error> {
+) -> Result<Vec<Result<StoredStatus, sqlx::Error>>, sqlx::Error> {
     let users: Vec<Uuid> = writes.iter().map(|write| write.user.as_uuid()).collect();
     let shards: Vec<i64> = sqlx::query_scalar(
         "select get_shard_id_for_distribution_column('user_status', u.user_id)
@@ -160,16 +194,30 @@ pub async fn apply_pings_by_shard(
     for (index, shard) in shards.into_iter().enumerate() {
         by_shard.entry(shard).or_default().push(index);
     }
-    let mut written: Vec<Option<StoredStatus>> = vec![None; writes.len()];
+    let mut written: Vec<Option<Result<StoredStatus, sqlx::Error>>> =
+        std::iter::repeat_with(|| None).take(writes.len()).collect();
     for indexes in by_shard.into_values() {
         let group: Vec<PingWrite> = indexes.iter().map(|index| writes[*index].clone()).collect();
-        let rows = super::apply_pings(&mut *connection, &group, max_devices).await?;
-        for (index, row) in indexes.into_iter().zip(rows) {
-            written[index] = Some(row);
+        match super::apply_pings(&mut *connection, &group, max_devices).await {
+            Ok(rows) => {
+                for (index, row) in indexes.into_iter().zip(rows) {
+                    written[index] = Some(Ok(row));
+                }
+            }
+            // The connection itself broke: the shards after this one cannot be tried on it.
+            Err(error @ (sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) => return Err(error),
+            Err(error) => {
+                for index in indexes {
+                    written[index] = Some(Err(crate::error::copy_database_error(
+                        &error,
+                        "the pings of a shard failed",
+                    )));
+                }
+            }
         }
     }
-    written
+    Ok(written
         .into_iter()
-        .map(|row| row.ok_or(sqlx::Error::RowNotFound))
-        .collect()
+        .map(|row| row.unwrap_or(Err(sqlx::Error::RowNotFound)))
+        .collect())
 }

@@ -219,7 +219,7 @@ pub async fn users_live_at(
     let cap = limit.saturating_mul(COLLECT_PAGES);
     let live_sessions = sqlx::query_scalar!(
         r#"select count(*) as "count!"
-           from (select
+           from (select 1
                  from device_sessions as s
                  where tstzrange(s.started_at, s.ended_at, '[)') @> $1::timestamptz
                  limit $2) as live"#,

@@ -15,7 +15,14 @@ use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::helpers::{new_user, spawn_app, start_time};
+use chrono::TimeDelta;
+use presence::clock::ManualClock;
+use presence::domain::UserId;
+
+use crate::helpers::{
+    TestApp, new_user, spawn_app, spawn_app_on_clock, spawn_app_on_single_node, start_time,
+};
+use crate::history::{get_ok, service_token};
 
 /// The Citus coordinator the suite runs on, when asked.
 fn citus_url() -> Option<String> {
@@ -39,6 +46,12 @@ pub async fn distribute_if_asked(pool: &PgPool) {
     let Some(url) = citus_url() else {
         return;
     };
+    // A database on another server (a test's private cluster) stays as it is.
+    let options = PgConnectOptions::from_str(&url).expect("a valid PRESENCE_TEST_CITUS_URL");
+    let server = pool.connect_options();
+    if (server.get_host(), server.get_port()) != (options.get_host(), options.get_port()) {
+        return;
+    }
     let citus_installed: bool =
         sqlx::query_scalar("select exists (select 1 from pg_extension where extname = 'citus')")
             .fetch_one(pool)
@@ -65,7 +78,6 @@ pub async fn distribute_if_asked(pool: &PgPool) {
         !workers.is_empty(),
         "PRESENCE_TEST_CITUS_URL names a coordinator with no worker added"
     );
-    let options = PgConnectOptions::from_str(&url).expect("a valid PRESENCE_TEST_CITUS_URL");
     for (host, port) in &workers {
         let worker = options
             .clone()
@@ -76,12 +88,17 @@ pub async fn distribute_if_asked(pool: &PgPool) {
             .expect("the coordinator's workers are reachable with its credentials");
         // Test databases' names are reused once dropped on the coordinator.
         // The name is the coordinator's own test database's (sqlx's `_sqlx_test_<n>`).
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            r#"drop database if exists "{database}" with (force); create database "{database}""#
-        )))
-        .execute(&mut server)
-        .await
-        .expect("makes the test database on the worker");
+        // Two statements: DROP DATABASE cannot run in the implicit
+        // transaction of a multi-statement string.
+        for statement in [
+            format!(r#"drop database if exists "{database}" with (force)"#),
+            format!(r#"create database "{database}""#),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut server)
+                .await
+                .expect("makes the test database on the worker");
+        }
         let mut worker_database = PgConnection::connect_with(&worker.database(&database))
             .await
             .expect("connects to the worker's test database");
@@ -96,6 +113,20 @@ pub async fn distribute_if_asked(pool: &PgPool) {
         .expect(
             "citus on the coordinator's test database (DATABASE_URL must name the coordinator)",
         );
+    // The workers reach the coordinator where the cluster says it is (Citus
+    // assumes localhost:5432 otherwise: the shared server, not this one).
+    let (coordinator_host, coordinator_port): (String, i32) = sqlx::query_as(
+        "select nodename, nodeport from pg_dist_node where groupid = 0 and noderole = 'primary'",
+    )
+    .fetch_one(&mut coordinator)
+    .await
+    .expect("PRESENCE_TEST_CITUS_URL's coordinator has its own host set");
+    sqlx::query("select citus_set_coordinator_host($1, $2)")
+        .bind(&coordinator_host)
+        .bind(coordinator_port)
+        .execute(pool)
+        .await
+        .expect("sets the coordinator's host");
     for (host, port) in &workers {
         sqlx::query("select citus_add_node($1, $2)")
             .bind(host)
@@ -140,7 +171,15 @@ async fn the_functions_the_plan_names_exist_and_take_their_settings(pool: PgPool
     .fetch_all(&pool)
     .await
     .expect("reads the settings");
-    assert_eq!(tuned, ["apply_pings", "prune_stale_devices"]);
+    assert_eq!(
+        tuned,
+        [
+            "apply_pings",
+            "history_bucket_stats",
+            "prune_stale_devices",
+            "remove_device"
+        ]
+    );
 }
 
 #[sqlx::test]
@@ -303,4 +342,94 @@ async fn the_suite_runs_on_citus_when_asked(pool: PgPool) {
         statuses.iter().all(|status| status["status"] == "online"),
         "{read}"
     );
+}
+
+#[sqlx::test]
+async fn a_single_node_database_with_users_blocks_and_history_keeps_every_row_once_distributed(
+    pool: PgPool,
+) {
+    let Some(_) = citus_url() else {
+        eprintln!("SKIPPED: distributing a database with data needs PRESENCE_TEST_CITUS_URL");
+        return;
+    };
+    // A database that served on one node: users on every shard, a block,
+    // settings, sessions that ended and spans of activity that closed.
+    let before =
+        spawn_app_on_single_node(pool.clone(), ManualClock::starting_at(start_time())).await;
+    assert!(!distributed(&pool).await, "not distributed yet");
+    let users: Vec<_> = (0..24).map(|_| new_user()).collect();
+    for user in &users {
+        before.ping_ok(*user, json!({ "deviceId": "laptop" })).await;
+    }
+    let (alice, bob) = (users[0], users[1]);
+    before
+        .ping_ok(
+            alice,
+            json!({ "deviceId": "phone", "platform": "mobile", "statusMessage": "On call" }),
+        )
+        .await;
+    assert_eq!(
+        before
+            .set_block(alice, &bob.to_string(), true)
+            .await
+            .status(),
+        reqwest::StatusCode::NO_CONTENT
+    );
+    before.advance(TimeDelta::minutes(20));
+    for user in &users[..12] {
+        before.ping_ok(*user, json!({ "deviceId": "laptop" })).await;
+    }
+    let service = service_token("citus-suite");
+    let rows_before = table_rows(&pool).await;
+    let reads_before = observed(&before, &users, &service).await;
+
+    // The workers are added and `presence migrate --citus`'s code distributes
+    // the tables; then a new instance serves the same database on the same clock.
+    distribute_if_asked(&pool).await;
+    assert!(distributed(&pool).await, "distributed");
+    let after = spawn_app_on_clock(pool.clone(), &[], before.clock.clone()).await;
+    assert_eq!(
+        table_rows(&pool).await,
+        rows_before,
+        "every row of every table is kept"
+    );
+    assert_eq!(
+        observed(&after, &users, &service).await,
+        reads_before,
+        "every read answers as before"
+    );
+    // And it takes writes.
+    let seen = after.ping_ok(bob, json!({ "deviceId": "laptop" })).await;
+    assert_eq!(seen["status"], "online", "{seen}");
+}
+
+/// How many rows each table of the schema holds.
+async fn table_rows(pool: &PgPool) -> Vec<(String, i64)> {
+    let mut rows = Vec::new();
+    for table in DISTRIBUTED_TABLES.iter().chain(REFERENCE_TABLES.iter()) {
+        let count: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+                .fetch_one(pool)
+                .await
+                .expect("counts the rows");
+        rows.push(((*table).to_owned(), count));
+    }
+    rows
+}
+
+/// What the users are shown, by each other and by the admin routes.
+async fn observed(app: &TestApp, users: &[UserId], service: &str) -> Vec<serde_json::Value> {
+    let mut seen = vec![
+        app.batch_post(users[0], users).await,
+        app.batch_post(users[1], users).await,
+    ];
+    for user in &users[..4] {
+        for path in [
+            format!("/api/admin/status/{user}"),
+            format!("/api/admin/users/{user}/history"),
+        ] {
+            seen.push(get_ok(app, &path, service).await);
+        }
+    }
+    seen
 }

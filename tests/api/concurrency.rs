@@ -110,8 +110,15 @@ fn ping_write(user: UserId, device: &str) -> PingWrite {
 
 /// A pool with a connection for each batch and each transaction held open,
 /// and one to watch, on the test's database with the `sql/` functions applied.
+///
+/// On one node even when the suite runs on Citus: these choreographies watch
+/// the calls' lock waits in `pg_stat_activity`, which on Citus happen in the
+/// workers' backends. There the writer calls `apply_pings` once per shard, so
+/// each call runs on one worker, in the same order this checks.
 async fn pool_for_batches(pool: &PgPool) -> PgPool {
-    crate::citus::prepare(pool).await;
+    presence::store::install_sql_functions(pool)
+        .await
+        .expect("the sql/ functions apply");
     PgPoolOptions::new()
         .max_connections(10)
         .connect_with((*pool.connect_options()).clone())

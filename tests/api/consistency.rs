@@ -465,9 +465,19 @@ async fn one_batch_may_hold_several_pings_of_one_user_each_answered_in_order(poo
         ping(alice, "a", None),
     ];
     let mut connection = pool.acquire().await.expect("a connection");
-    let rows = presence::store::apply_pings(&mut connection, &writes, 10)
-        .await
-        .expect("writes");
+    // As the ping writer calls it: on Citus, one call per shard.
+    let rows = if crate::citus::distributed(&pool).await {
+        presence::store::citus::apply_pings_by_shard(&mut connection, &writes, 10)
+            .await
+            .expect("writes")
+            .into_iter()
+            .map(|row| row.expect("each ping is written"))
+            .collect()
+    } else {
+        presence::store::apply_pings(&mut connection, &writes, 10)
+            .await
+            .expect("writes")
+    };
     let devices = |index: usize| -> BTreeSet<String> {
         rows[index]
             .devices

@@ -70,7 +70,23 @@ pub async fn spawn_app_configured(
 ) -> TestApp {
     let mut config = test_config(overrides);
     adjust(&mut config);
-    let (address, metrics_address) = serve(&config, pool.clone(), Arc::new(clock.clone())).await;
+    let (address, metrics_address) =
+        serve(&config, pool.clone(), Arc::new(clock.clone()), true).await;
+    TestApp {
+        address,
+        metrics_address,
+        clock,
+        pool,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// Starts the app on a database left on one node even when the suite runs on
+/// Citus: the data that a distribution then takes along.
+pub async fn spawn_app_on_single_node(pool: PgPool, clock: ManualClock) -> TestApp {
+    let config = test_config(&[]);
+    let (address, metrics_address) =
+        serve(&config, pool.clone(), Arc::new(clock.clone()), false).await;
     TestApp {
         address,
         metrics_address,
@@ -83,7 +99,7 @@ pub async fn spawn_app_configured(
 /// Starts the app on the system clock (for clients that run in real time);
 /// returns its base URL.
 pub async fn spawn_app_in_real_time(pool: PgPool, overrides: &[(&str, &str)]) -> String {
-    serve(&test_config(overrides), pool, Arc::new(SystemClock))
+    serve(&test_config(overrides), pool, Arc::new(SystemClock), true)
         .await
         .0
 }
@@ -93,7 +109,7 @@ pub async fn spawn_app_in_real_time_with_metrics(
     pool: PgPool,
     overrides: &[(&str, &str)],
 ) -> (String, String) {
-    serve(&test_config(overrides), pool, Arc::new(SystemClock)).await
+    serve(&test_config(overrides), pool, Arc::new(SystemClock), true).await
 }
 
 /// The test settings: a generous rate limit, no prune schedule, exact activity times.
@@ -121,12 +137,20 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
     Config::from_lookup(|name| vars.get(name).cloned()).expect("valid test config")
 }
 
-/// Runs the app in the background; returns its base URL and its metrics URL.
-async fn serve(config: &Config, pool: PgPool, clock: Arc<dyn Clock>) -> (String, String) {
+/// Runs the app in the background (on a distributed database when the suite
+/// runs on Citus and `distribute`); returns its base URL and its metrics URL.
+async fn serve(
+    config: &Config,
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    distribute: bool,
+) -> (String, String) {
     presence::store::install_sql_functions_with_history(&pool, &config.history_settings())
         .await
         .expect("the sql/ functions and history settings apply");
-    crate::citus::distribute_if_asked(&pool).await;
+    if distribute {
+        crate::citus::distribute_if_asked(&pool).await;
+    }
     let application = Application::build_with_pool(config, pool, clock)
         .await
         .expect("the app builds");
