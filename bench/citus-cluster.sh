@@ -11,6 +11,9 @@
 #   bash bench/citus-cluster.sh start DIR [PORT]    start it (ports PORT, PORT+1, PORT+2;
 #                                                   a free range by default); prints the
 #                                                   coordinator's URL on standard output
+#   bash bench/citus-cluster.sh database DIR NAME   create database NAME on every node, with
+#                                                   the extension and the workers added;
+#                                                   prints its URL on the coordinator
 #   bash bench/citus-cluster.sh stop-node DIR N     stop node N (0: coordinator, 1-2: workers) at once
 #   bash bench/citus-cluster.sh start-node DIR N    start node N again
 #   bash bench/citus-cluster.sh stop DIR            stop every node and remove DIR
@@ -95,6 +98,21 @@ EOF
     echo "postgres://postgres@127.0.0.1:$base/postgres"
 }
 
+database() {
+    local dir=$1 name=$2 base
+    base=$(node_port "$dir" 0)
+    for node in 0 1 2; do
+        psql_node "$dir" "$node" -c "create database \"$name\""
+        psql -X -q -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$(node_port "$dir" "$node")/$name" \
+            -c "create extension citus"
+    done
+    psql -X -q -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$base/$name" \
+        -c "select citus_set_coordinator_host('127.0.0.1', $base)" \
+        -c "select citus_add_node('127.0.0.1', $(node_port "$dir" 1))" \
+        -c "select citus_add_node('127.0.0.1', $(node_port "$dir" 2))" >/dev/null
+    echo "postgres://postgres@127.0.0.1:$base/$name"
+}
+
 stop() {
     local dir=$1
     for node in 0 1 2; do
@@ -106,8 +124,9 @@ stop() {
 case "${1:-}" in
     installed) installed ;;
     start) start "$2" "${3:-}" ;;
+    database) database "$2" "$3" ;;
     stop) stop "$2" ;;
     stop-node) stop_node "$2" "$3" ;;
     start-node) start_node "$2" "$3" ;;
-    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac

@@ -9,6 +9,10 @@
 # Usage (from the repository root): bash bench/simulate.sh
 # Knobs: STEPS ("10000,15000,20000,25000,30000"), TWO_INSTANCES (10000 users),
 #        RAMP (30s), WARMUP (30s), DURATION (60s), CONNECTIONS (64 per instance).
+# CITUS=1: instead, steps of CITUS_USERS ("2500,5000") users on that private
+# PostgreSQL, then the same on a private Citus cluster (a coordinator and two
+# workers, fsync on, CITUS_SHARD_COUNT (8) shards, bench/citus-cluster.sh;
+# the citus extension must be installed), each server's CPU measured apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,6 +69,33 @@ simulate() {
     "$SIM" --ramp "$RAMP" --warmup "$WARMUP" --duration "$DURATION" \
         --connections "$CONNECTIONS" --database-url "$URL" "$@"
 }
+
+# The postmaster's pid of the PostgreSQL server in folder $1.
+postmaster() { head -n 1 "$1/postmaster.pid"; }
+
+if [ "${CITUS:-}" = 1 ]; then
+    CITUS_USERS=${CITUS_USERS:-2500,5000}
+    echo "one instance on PostgreSQL, $CITUS_USERS users" >&2
+    start "$PORT"
+    simulate --url "http://127.0.0.1:$PORT" --users "$CITUS_USERS" --server-pid "${PIDS[0]}" \
+        --postgres-node "postgres=$(postmaster "$PG_DATA")"
+    stop_all
+
+    echo "one instance on Citus (a coordinator and two workers), $CITUS_USERS users" >&2
+    CITUS_DIR=$(mktemp -d)
+    trap 'cleanup; bash bench/citus-cluster.sh stop "$CITUS_DIR"' EXIT
+    CITUS_FSYNC=on CITUS_SHARD_COUNT=${CITUS_SHARD_COUNT:-8} \
+        bash bench/citus-cluster.sh start "$CITUS_DIR" >/dev/null
+    URL=$(bash bench/citus-cluster.sh database "$CITUS_DIR" "$DB")
+    DATABASE_URL="$URL" RUST_LOG=warn "$BIN" migrate --citus
+    start "$PORT"
+    simulate --url "http://127.0.0.1:$PORT" --users "$CITUS_USERS" --server-pid "${PIDS[0]}" \
+        --postgres-node "coordinator=$(postmaster "$CITUS_DIR/node0")" \
+        --postgres-node "worker1=$(postmaster "$CITUS_DIR/node1")" \
+        --postgres-node "worker2=$(postmaster "$CITUS_DIR/node2")"
+    stop_all
+    exit 0
+fi
 
 echo "one instance, steps of $STEPS users" >&2
 start "$PORT"

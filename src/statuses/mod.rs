@@ -72,6 +72,8 @@ pub struct Statuses {
     pings_direct: IntCounter,
     /// Read replicas for other users' rows; only used with the cache on.
     replicas: Option<Arc<Replicas>>,
+    /// Whether the tables are distributed on Citus (reads then ask in two statements).
+    distributed: bool,
     primary_reads: IntCounter,
     replica_reads: IntCounter,
 }
@@ -123,6 +125,7 @@ impl Statuses {
             db,
             caches,
             replicas,
+            distributed: config.distributed,
             primary_reads: metrics.database_reads.with_label_values(&["primary"]),
             replica_reads: metrics.database_reads.with_label_values(&["replica"]),
             writer,
@@ -291,7 +294,7 @@ impl Statuses {
         Ok(found)
     }
 
-    /// Rows and blocks with `viewer` for `users`, in one statement.
+    /// Rows and blocks with `viewer` for `users`, in one statement (two on Citus).
     async fn fetch_from_database(
         &self,
         viewer: UserId,
@@ -301,7 +304,11 @@ impl Statuses {
         Ok(self
             .db
             .run(async |connection| {
-                store::fetch_statuses_for_viewer(connection, viewer, users).await
+                if self.distributed {
+                    store::citus::fetch_statuses_for_viewer(connection, viewer, users).await
+                } else {
+                    store::fetch_statuses_for_viewer(connection, viewer, users).await
+                }
             })
             .await?
             .into_iter()

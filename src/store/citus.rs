@@ -19,7 +19,8 @@ use sqlx::{Acquire, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::PingWrite;
-use crate::presence::StoredStatus;
+use crate::domain::UserId;
+use crate::presence::{Hidden, StoredStatus};
 
 /// The tables distributed by `user_id`, co-located with the first.
 pub const DISTRIBUTED_TABLES: [&str; 5] = [
@@ -113,6 +114,18 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
         }
     }
     configure_history(&mut *connection, enabled, &offline_after, &activity_split).await?;
+    // Every session on the database plans with its values unless it says
+    // otherwise (psql, cron jobs, pools the server did not open): Citus
+    // refuses the generic plans PostgreSQL picks after a statement's fifth
+    // run. The server's own sessions ask for it themselves (startup.rs).
+    sqlx::query(
+        "do $$ begin
+             execute format('alter database %I set plan_cache_mode = force_custom_plan',
+                            current_database());
+         end $$",
+    )
+    .execute(&mut *connection)
+    .await?;
     tune_functions(&mut *connection).await
 }
 
@@ -163,7 +176,7 @@ async fn already_distributed(
     table: &str,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar::<_, bool>(
-        "select exists (select 1 from pg_catalog.pg_dist_partition where logicalrelid = $1::regclass)",
+        "select exists (select 1 from pg_catalog.pg_dist_partition where logicalrelid = to_regclass($1))",
     )
     .bind(table)
     .fetch_one(connection)
@@ -219,5 +232,38 @@ pub async fn apply_pings_by_shard(
     Ok(written
         .into_iter()
         .map(|row| row.unwrap_or(Err(sqlx::Error::RowNotFound)))
+        .collect())
+}
+
+/// The rows of `users`, each with the block (either way) between its user and
+/// `viewer`: as `fetch_statuses_for_viewer`, in two statements. The
+/// viewer's blocks are one shard's (the viewer's key), the rows a statement
+/// over the shards that hold them; one statement joining the two would make
+/// Citus ship the blocks to every shard first, four times the cost.
+pub async fn fetch_statuses_for_viewer(
+    connection: &mut PgConnection,
+    viewer: UserId,
+    users: &[UserId],
+) -> Result<Vec<(StoredStatus, Option<Hidden>)>, sqlx::Error> {
+    let ids: Vec<Uuid> = users.iter().map(UserId::as_uuid).collect();
+    let hidden: Vec<(Uuid, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        "select other_id, other_last_seen from user_blocks
+         where user_id = $1 and other_id = any($2)",
+    )
+    .bind(viewer.as_uuid())
+    .bind(&ids)
+    .fetch_all(&mut *connection)
+    .await?;
+    let hidden: std::collections::HashMap<Uuid, Hidden> = hidden
+        .into_iter()
+        .map(|(other, last_seen)| (other, Hidden { last_seen }))
+        .collect();
+    Ok(super::fetch_statuses(&mut *connection, users)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let hide = hidden.get(&row.user_id.as_uuid()).copied();
+            (row, hide)
+        })
         .collect())
 }

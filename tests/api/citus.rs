@@ -60,11 +60,21 @@ pub async fn distribute_if_asked(pool: &PgPool) {
     if citus_installed && distributed(pool).await {
         return;
     }
+    add_workers(pool, &url).await;
+    citus::distribute(pool)
+        .await
+        .expect("presence migrate --citus distributes the tables");
+}
+
+/// Makes the test database on each of the cluster's workers and adds them
+/// to it, with the citus extension on every node: what an operator does
+/// before `presence migrate --citus`.
+async fn add_workers(pool: &PgPool, url: &str) {
     let database: String = sqlx::query_scalar("select current_database()")
         .fetch_one(pool)
         .await
         .expect("names its database");
-    let mut coordinator = PgConnection::connect(&url)
+    let mut coordinator = PgConnection::connect(url)
         .await
         .expect("PRESENCE_TEST_CITUS_URL is reachable");
     let workers: Vec<(String, i32)> = sqlx::query_as(
@@ -78,6 +88,7 @@ pub async fn distribute_if_asked(pool: &PgPool) {
         !workers.is_empty(),
         "PRESENCE_TEST_CITUS_URL names a coordinator with no worker added"
     );
+    let options = PgConnectOptions::from_str(url).expect("a valid PRESENCE_TEST_CITUS_URL");
     for (host, port) in &workers {
         let worker = options
             .clone()
@@ -127,6 +138,13 @@ pub async fn distribute_if_asked(pool: &PgPool) {
         .execute(pool)
         .await
         .expect("sets the coordinator's host");
+    // One test at a time adds its database's workers: adding a node syncs
+    // the roles, which every database of a worker shares, and two at once
+    // fail ("tuple concurrently updated").
+    sqlx::query("select pg_advisory_lock(7)")
+        .execute(&mut coordinator)
+        .await
+        .expect("takes the node-adding lock");
     for (host, port) in &workers {
         sqlx::query("select citus_add_node($1, $2)")
             .bind(host)
@@ -135,9 +153,10 @@ pub async fn distribute_if_asked(pool: &PgPool) {
             .await
             .expect("adds the worker");
     }
-    citus::distribute(pool)
+    sqlx::query("select pg_advisory_unlock(7)")
+        .execute(&mut coordinator)
         .await
-        .expect("presence migrate --citus distributes the tables");
+        .expect("releases the node-adding lock");
 }
 
 /// Whether the test database's tables are distributed (the writer then writes a shard at a time).
@@ -432,4 +451,32 @@ async fn observed(app: &TestApp, users: &[UserId], service: &str) -> Vec<serde_j
         }
     }
     seen
+}
+
+#[sqlx::test(migrations = false)]
+async fn presence_migrate_citus_migrates_and_distributes_a_new_database(pool: PgPool) {
+    let Some(url) = citus_url() else {
+        eprintln!("SKIPPED: presence migrate --citus needs PRESENCE_TEST_CITUS_URL");
+        return;
+    };
+    // A new database on the coordinator, its workers added: nothing migrated.
+    add_workers(&pool, &url).await;
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&pool)
+        .await
+        .expect("names its database");
+    let migrated = crate::cli::run(
+        crate::cli::presence()
+            .args(["migrate", "--citus"])
+            .env("DATABASE_URL", crate::cli::database_url(&database)),
+    );
+    assert!(
+        migrated.status.success(),
+        "presence migrate --citus: {}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    assert!(distributed(&pool).await, "distributed");
+    let app = spawn_app(pool).await;
+    let seen = app.ping_ok(new_user(), json!({ "deviceId": "tab" })).await;
+    assert_eq!(seen["status"], "online", "{seen}");
 }

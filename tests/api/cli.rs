@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::helpers::{free_port, wait_until_healthy};
 
 /// The binary, run outside the repository so no developer's `.env` leaks in.
-fn presence() -> Command {
+pub(crate) fn presence() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_presence"));
     command
         .current_dir(std::env::temp_dir())
@@ -22,7 +22,7 @@ fn presence() -> Command {
     command
 }
 
-fn run(command: &mut Command) -> Output {
+pub(crate) fn run(command: &mut Command) -> Output {
     command
         .stdin(Stdio::null())
         .output()
