@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::postgres::types::PgInterval;
 use sqlx::{Acquire, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -79,11 +78,12 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
     // user_status, and record again what the history tables already hold.
     // (A distribution that fails midway leaves recording off until the
     // server's next start re-applies the history settings.)
-    let (enabled, offline_after, activity_split): (bool, PgInterval, PgInterval) =
-        sqlx::query_as("select enabled, offline_after, activity_split from history_settings")
-            .fetch_one(&mut *connection)
-            .await?;
-    configure_history(&mut *connection, false, &offline_after, &activity_split).await?;
+    let history = super::fetch_history_settings(&mut *connection).await?;
+    let paused = super::HistorySettings {
+        enabled: false,
+        ..history
+    };
+    super::record_history_settings(&mut *connection, &paused).await?;
     // The reference tables first: the functions use their row types.
     for table in REFERENCE_TABLES {
         if !already_distributed(&mut *connection, table).await? {
@@ -113,7 +113,7 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
                 .await?;
         }
     }
-    configure_history(&mut *connection, enabled, &offline_after, &activity_split).await?;
+    super::record_history_settings(&mut *connection, &history).await?;
     // Every session on the database plans with its values unless it says
     // otherwise (psql, cron jobs, pools the server did not open): Citus
     // refuses the generic plans PostgreSQL picks after a statement's fifth
@@ -127,23 +127,6 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
     .execute(&mut *connection)
     .await?;
     tune_functions(&mut *connection).await
-}
-
-/// Calls `configure_history` (sql/history_trigger.sql): records the settings,
-/// and creates or drops the history triggers.
-async fn configure_history(
-    connection: &mut PgConnection,
-    enabled: bool,
-    offline_after: &PgInterval,
-    activity_split: &PgInterval,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("select configure_history($1, $2, $3)")
-        .bind(enabled)
-        .bind(offline_after)
-        .bind(activity_split)
-        .execute(connection)
-        .await
-        .map(drop)
 }
 
 /// What the `sql/` functions need on a distributed database, set again after

@@ -46,6 +46,25 @@ pub async fn record_history_settings(
     Ok(())
 }
 
+/// The history settings the database records with now.
+pub async fn fetch_history_settings(
+    executor: impl PgExecutor<'_>,
+) -> Result<HistorySettings, sqlx::Error> {
+    let record = sqlx::query!(
+        "select enabled, offline_after, activity_split from history_settings where singleton"
+    )
+    .fetch_one(executor)
+    .await?;
+    let delta = |interval: PgInterval| {
+        TimeDelta::microseconds(interval.microseconds) + TimeDelta::days(interval.days.into())
+    };
+    Ok(HistorySettings {
+        enabled: record.enabled,
+        offline_after: delta(record.offline_after),
+        activity_split: delta(record.activity_split),
+    })
+}
+
 /// When recording of `user`'s history began (or retention last cut it): their first session's start.
 pub async fn history_start(
     executor: impl PgExecutor<'_>,
