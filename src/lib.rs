@@ -1,7 +1,9 @@
 //! presence: a polling-only HTTP service that tells an application who is online.
 //!
 //! A request flows: HTTP extractor ([`routes`], [`auth`]) → domain types
-//! ([`domain`]) → the status rules ([`presence`], pure) ← the store ([`store`], SQL).
+//! ([`domain`]) → the status service ([`statuses`]: read cache, ping writer,
+//! change listener) → the store ([`store`], SQL), with the status rules
+//! ([`presence`], pure) applied to what it returns.
 #![forbid(unsafe_code)]
 
 pub mod auth;
