@@ -138,16 +138,23 @@ fn cpu_ticks(path: &str) -> Option<(String, u64)> {
 
 /// The ticks of one PostgreSQL server: its postmaster `pid` and every child of it.
 fn server_ticks(pid: u32) -> u64 {
-    let parent = pid.to_string();
-    processes()
-        .filter(|(stat, _)| stat.split_whitespace().nth(1) == Some(parent.as_str()))
-        .filter_map(|(_, path)| cpu_ticks(&path).map(|(_, ticks)| ticks))
-        .chain(cpu_ticks(&format!("/proc/{pid}/stat")).map(|(_, ticks)| ticks))
+    let own = format!("/proc/{pid}/stat");
+    process_stat_files()
+        .filter(|path| *path == own || parent_of(path) == Some(pid))
+        .filter_map(|path| cpu_ticks(&path).map(|(_, ticks)| ticks))
         .sum()
 }
 
-/// Every process: the part of its `stat` after the command, and the path of that file.
-fn processes() -> impl Iterator<Item = (String, String)> {
+fn postgres_ticks() -> u64 {
+    process_stat_files()
+        .filter_map(|path| cpu_ticks(&path))
+        .filter(|(command, _)| command == "postgres")
+        .map(|(_, ticks)| ticks)
+        .sum()
+}
+
+/// The `stat` file of every process.
+fn process_stat_files() -> impl Iterator<Item = String> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -159,31 +166,17 @@ fn processes() -> impl Iterator<Item = (String, String)> {
                 .bytes()
                 .all(|b| b.is_ascii_digit())
         })
-        .filter_map(|entry| {
-            let path = format!("{}/stat", entry.path().display());
-            let stat = std::fs::read_to_string(&path).ok()?;
-            let after_command = stat[stat.rfind(')')? + 1..].to_owned();
-            Some((after_command, path))
-        })
+        .map(|entry| format!("{}/stat", entry.path().display()))
 }
 
-fn postgres_ticks() -> u64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|entry| cpu_ticks(&format!("{}/stat", entry.path().display())))
-        .filter(|(command, _)| command == "postgres")
-        .map(|(_, ticks)| ticks)
-        .sum()
+/// The parent's pid of a process, from its `stat` file.
+fn parent_of(path: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// `(busy, total)` ticks of all cores, from `/proc/stat`.

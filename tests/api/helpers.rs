@@ -70,23 +70,19 @@ pub async fn spawn_app_configured(
 ) -> TestApp {
     let mut config = test_config(overrides);
     adjust(&mut config);
-    let (address, metrics_address) =
-        serve(&config, pool.clone(), Arc::new(clock.clone()), true).await;
-    TestApp {
-        address,
-        metrics_address,
-        clock,
-        pool,
-        client: reqwest::Client::new(),
-    }
+    spawn_on(&config, pool, clock, true).await
 }
 
 /// Starts the app on a database left on one node even when the suite runs on
 /// Citus: the data that a distribution then takes along.
 pub async fn spawn_app_on_single_node(pool: PgPool, clock: ManualClock) -> TestApp {
-    let config = test_config(&[]);
+    spawn_on(&test_config(&[]), pool, clock, false).await
+}
+
+/// Starts the app with `config` on `clock` (see [`serve`] for `distribute`).
+async fn spawn_on(config: &Config, pool: PgPool, clock: ManualClock, distribute: bool) -> TestApp {
     let (address, metrics_address) =
-        serve(&config, pool.clone(), Arc::new(clock.clone()), false).await;
+        serve(config, pool.clone(), Arc::new(clock.clone()), distribute).await;
     TestApp {
         address,
         metrics_address,
