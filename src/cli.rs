@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
 use crate::auth::{ADMIN_SCOPE, DEV_JWT_SECRET, issue_scoped_token};
-use crate::config::{Config, ConfigError, to_delta};
+use crate::config::{Config, ConfigError, help_text, to_delta};
 use crate::domain::UserId;
 use crate::jobs::enforce_history_retention;
 use crate::jobs::history::{Bucket, bucket_stats};
@@ -22,6 +22,18 @@ pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Parses the process's arguments; `--help` (of `presence` and of `serve`)
+    /// lists every setting with its default after the options.
+    pub fn parse_args() -> Self {
+        let settings = help_text();
+        let command = Self::command()
+            .after_help(settings.clone())
+            .mut_subcommand("serve", |serve| serve.after_help(settings));
+        Self::from_arg_matches(&command.get_matches()).unwrap_or_else(|error| error.exit())
+    }
 }
 
 /// The subcommands.

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use mimalloc::MiMalloc;
 use presence::cli::{Cli, run};
 use presence::config::LogConfig;
@@ -23,7 +22,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

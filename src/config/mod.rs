@@ -1,4 +1,5 @@
-//! Configuration from the environment (and `.env`): typed, every error naming its variable.
+//! Configuration from the environment (and `.env`): typed, every error naming
+//! its variable, every default from the one list of settings.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -9,8 +10,9 @@ use secrecy::SecretString;
 
 use crate::presence::Thresholds;
 
-/// Where `/metrics` is served unless `PRESENCE_METRICS_ADDR` says otherwise: loopback only.
-pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+mod settings;
+
+pub use settings::{SETTINGS, Setting, help_text, markdown_table};
 
 /// The longest duration any setting accepts, so that instant arithmetic cannot overflow.
 const LONGEST_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -120,7 +122,7 @@ impl LogConfig {
     /// Reads the log settings through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(&lookup);
-        let format = match vars.text("PRESENCE_LOG_FORMAT", "text").trim() {
+        let format = match vars.text("PRESENCE_LOG_FORMAT").trim() {
             format if format.eq_ignore_ascii_case("text") => LogFormat::Text,
             format if format.eq_ignore_ascii_case("json") => LogFormat::Json,
             other => {
@@ -132,7 +134,7 @@ impl LogConfig {
         };
         Ok(Self {
             format,
-            filter: vars.text("RUST_LOG", "info"),
+            filter: vars.text("RUST_LOG"),
         })
     }
 }
@@ -156,9 +158,9 @@ impl Config {
     /// Reads the settings through `lookup`, which returns a variable's value if set.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(&lookup);
-        let idle_after = vars.duration("PRESENCE_IDLE_AFTER", "5m")?;
-        let away_after = vars.duration("PRESENCE_AWAY_AFTER", "30m")?;
-        let offline_after = vars.duration("PRESENCE_OFFLINE_AFTER", "60s")?;
+        let idle_after = vars.duration("PRESENCE_IDLE_AFTER")?;
+        let away_after = vars.duration("PRESENCE_AWAY_AFTER")?;
+        let offline_after = vars.duration("PRESENCE_OFFLINE_AFTER")?;
         for (variable, value) in [
             ("PRESENCE_IDLE_AFTER", idle_after),
             ("PRESENCE_OFFLINE_AFTER", offline_after),
@@ -173,37 +175,37 @@ impl Config {
                 "must not be shorter than PRESENCE_IDLE_AFTER",
             ));
         }
-        let last_seen_precision = vars.duration("PRESENCE_LAST_SEEN_PRECISION", "1m")?;
+        let last_seen_precision = vars.duration("PRESENCE_LAST_SEEN_PRECISION")?;
         if last_seen_precision > idle_after {
             return Err(ConfigError::new(
                 "PRESENCE_LAST_SEEN_PRECISION",
                 "must not be longer than PRESENCE_IDLE_AFTER: others might never see a user online",
             ));
         }
-        let prune_after = vars.duration("PRESENCE_PRUNE_AFTER", "5m")?;
+        let prune_after = vars.duration("PRESENCE_PRUNE_AFTER")?;
         if prune_after < offline_after {
             return Err(ConfigError::new(
                 "PRESENCE_PRUNE_AFTER",
                 "must not be shorter than PRESENCE_OFFLINE_AFTER: a live device would be pruned",
             ));
         }
-        let db_deadline = vars.duration("PRESENCE_DB_DEADLINE", "1500ms")?;
+        let db_deadline = vars.duration("PRESENCE_DB_DEADLINE")?;
         if db_deadline.is_zero() {
             return Err(ConfigError::new(
                 "PRESENCE_DB_DEADLINE",
                 "must be longer than 0",
             ));
         }
-        let request_timeout = vars.duration("PRESENCE_REQUEST_TIMEOUT", "10s")?;
+        let request_timeout = vars.duration("PRESENCE_REQUEST_TIMEOUT")?;
         if request_timeout < Duration::from_millis(100) {
             return Err(ConfigError::new(
                 "PRESENCE_REQUEST_TIMEOUT",
                 "must be at least 100ms",
             ));
         }
-        let put_per_second = vars.rate("PRESENCE_PUT_PER_SECOND", "2")?;
-        let settings_per_second = vars.rate("PRESENCE_SETTINGS_PER_SECOND", "0.2")?;
-        let max_devices = vars.count("PRESENCE_MAX_DEVICES", "10")?;
+        let put_per_second = vars.rate("PRESENCE_PUT_PER_SECOND")?;
+        let settings_per_second = vars.rate("PRESENCE_SETTINGS_PER_SECOND")?;
+        let max_devices = vars.count("PRESENCE_MAX_DEVICES")?;
         if max_devices.get() > 1000 {
             return Err(ConfigError::new(
                 "PRESENCE_MAX_DEVICES",
@@ -211,16 +213,13 @@ impl Config {
             ));
         }
         Ok(Self {
-            database_url: SecretString::from(vars.text(
-                "DATABASE_URL",
-                "postgres://postgres@localhost:5432/presence",
-            )),
-            db_max_connections: vars.count("PRESENCE_DB_MAX_CONNECTIONS", "16")?,
-            db_acquire_timeout: vars.duration("PRESENCE_DB_ACQUIRE_TIMEOUT", "1s")?,
-            db_statement_timeout: vars.duration("PRESENCE_DB_STATEMENT_TIMEOUT", "1s")?,
-            db_startup_timeout: vars.duration("PRESENCE_DB_STARTUP_TIMEOUT", "30s")?,
-            addr: vars.text("PRESENCE_ADDR", "127.0.0.1:8080"),
-            cors_origins: cors_origins(&vars.text("PRESENCE_CORS_ORIGINS", ""))?,
+            database_url: SecretString::from(vars.text("DATABASE_URL")),
+            db_max_connections: vars.count("PRESENCE_DB_MAX_CONNECTIONS")?,
+            db_acquire_timeout: vars.duration("PRESENCE_DB_ACQUIRE_TIMEOUT")?,
+            db_statement_timeout: vars.duration("PRESENCE_DB_STATEMENT_TIMEOUT")?,
+            db_startup_timeout: vars.duration("PRESENCE_DB_STARTUP_TIMEOUT")?,
+            addr: vars.text("PRESENCE_ADDR"),
+            cors_origins: cors_origins(&vars.text("PRESENCE_CORS_ORIGINS"))?,
             dev_mode: false,
             jwt_secret: lookup("PRESENCE_JWT_SECRET")
                 .filter(|secret| !secret.is_empty())
@@ -230,16 +229,16 @@ impl Config {
                 .map(SecretString::from),
             jwt_issuer: lookup("PRESENCE_JWT_ISSUER").filter(|issuer| !issuer.is_empty()),
             jwt_audience: lookup("PRESENCE_JWT_AUDIENCE").filter(|audience| !audience.is_empty()),
-            jwt_leeway: vars.duration("PRESENCE_JWT_LEEWAY", "5s")?,
+            jwt_leeway: vars.duration("PRESENCE_JWT_LEEWAY")?,
             jwt_public_keys: vars
-                .text("PRESENCE_JWT_PUBLIC_KEYS", "")
+                .text("PRESENCE_JWT_PUBLIC_KEYS")
                 .split(',')
                 .map(str::trim)
                 .filter(|path| !path.is_empty())
                 .map(PathBuf::from)
                 .collect(),
-            jwks_url: jwks_url(&vars.text("PRESENCE_JWKS_URL", ""))?,
-            jwt_user_claim: match vars.text("PRESENCE_JWT_USER_CLAIM", "sub").trim() {
+            jwks_url: jwks_url(&vars.text("PRESENCE_JWKS_URL"))?,
+            jwt_user_claim: match vars.text("PRESENCE_JWT_USER_CLAIM").trim() {
                 "" => {
                     return Err(ConfigError::new(
                         "PRESENCE_JWT_USER_CLAIM",
@@ -255,25 +254,25 @@ impl Config {
                 last_seen_precision: to_delta(last_seen_precision),
             },
             prune_after,
-            prune_every: vars.duration("PRESENCE_PRUNE_EVERY", "60s")?,
-            history_retention: vars.duration("PRESENCE_HISTORY_RETENTION", "90d")?,
-            put_burst: vars.count("PRESENCE_PUT_BURST", "20")?,
-            settings_burst: vars.count("PRESENCE_SETTINGS_BURST", "10")?,
+            prune_every: vars.duration("PRESENCE_PRUNE_EVERY")?,
+            history_retention: vars.duration("PRESENCE_HISTORY_RETENTION")?,
+            put_burst: vars.count("PRESENCE_PUT_BURST")?,
+            settings_burst: vars.count("PRESENCE_SETTINGS_BURST")?,
             settings_per_second,
             put_per_second,
             max_devices,
-            cache_ttl: vars.duration("PRESENCE_CACHE_TTL", "1s")?,
-            cache_capacity: vars.count("PRESENCE_CACHE_CAPACITY", "100000")?,
+            cache_ttl: vars.duration("PRESENCE_CACHE_TTL")?,
+            cache_capacity: vars.count("PRESENCE_CACHE_CAPACITY")?,
             // Unset: the default; set but empty: no metrics listener.
             metrics_addr: match lookup("PRESENCE_METRICS_ADDR") {
-                None => Some(DEFAULT_METRICS_ADDR.to_owned()),
+                None => Some(settings::default_of("PRESENCE_METRICS_ADDR").to_owned()),
                 Some(addr) if addr.trim().is_empty() => None,
                 Some(addr) => Some(addr.trim().to_owned()),
             },
-            metrics_users_every: vars.duration("PRESENCE_METRICS_USERS_EVERY", "15s")?,
+            metrics_users_every: vars.duration("PRESENCE_METRICS_USERS_EVERY")?,
             db_deadline,
             request_timeout,
-            shutdown_drain: vars.duration("PRESENCE_SHUTDOWN_DRAIN", "5s")?,
+            shutdown_drain: vars.duration("PRESENCE_SHUTDOWN_DRAIN")?,
             replica_urls: lookup("PRESENCE_DATABASE_REPLICA_URLS")
                 .unwrap_or_default()
                 .split(',')
@@ -281,8 +280,8 @@ impl Config {
                 .filter(|url| !url.is_empty())
                 .map(|url| SecretString::from(url.to_owned()))
                 .collect(),
-            replica_max_lag: vars.duration("PRESENCE_REPLICA_MAX_LAG", "1s")?,
-            max_connections: vars.count("PRESENCE_MAX_CONNECTIONS", "10000")?,
+            replica_max_lag: vars.duration("PRESENCE_REPLICA_MAX_LAG")?,
+            max_connections: vars.count("PRESENCE_MAX_CONNECTIONS")?,
             log: LogConfig::from_lookup(&lookup)?,
         })
     }
@@ -337,14 +336,15 @@ impl ConfigError {
 struct Vars<'a, F>(&'a F);
 
 impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
-    fn text(&self, name: &str, default: &str) -> String {
+    /// The value of `name`, or its default from [`SETTINGS`] when unset or empty.
+    fn text(&self, name: &str) -> String {
         (self.0)(name)
             .filter(|value| !value.trim().is_empty())
-            .unwrap_or_else(|| default.to_owned())
+            .unwrap_or_else(|| settings::default_of(name).to_owned())
     }
 
-    fn duration(&self, name: &'static str, default: &str) -> Result<Duration, ConfigError> {
-        let text = self.text(name, default);
+    fn duration(&self, name: &'static str) -> Result<Duration, ConfigError> {
+        let text = self.text(name);
         let value = humantime::parse_duration(text.trim()).map_err(|_| {
             ConfigError::new(
                 name,
@@ -357,8 +357,8 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
         Ok(value)
     }
 
-    fn rate(&self, name: &'static str, default: &str) -> Result<f64, ConfigError> {
-        let text = self.text(name, default);
+    fn rate(&self, name: &'static str) -> Result<f64, ConfigError> {
+        let text = self.text(name);
         text.trim()
             .parse::<f64>()
             .ok()
@@ -371,8 +371,8 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
             })
     }
 
-    fn count(&self, name: &'static str, default: &str) -> Result<NonZeroU32, ConfigError> {
-        let text = self.text(name, default);
+    fn count(&self, name: &'static str) -> Result<NonZeroU32, ConfigError> {
+        let text = self.text(name);
         text.trim().parse::<NonZeroU32>().map_err(|_| {
             ConfigError::new(
                 name,
@@ -465,7 +465,7 @@ mod tests {
         assert!(config.jwt_secret.is_none());
         assert!(config.cors_origins.is_empty() && !config.dev_mode);
         assert_eq!(config.ping_interval_seconds(), 30);
-        assert_eq!(config.metrics_addr.as_deref(), Some(DEFAULT_METRICS_ADDR));
+        assert_eq!(config.metrics_addr.as_deref(), Some("127.0.0.1:9464"));
         assert_eq!(config.metrics_users_every, Duration::from_secs(15));
         assert_eq!(config.db_deadline, Duration::from_millis(1500));
         assert_eq!(config.request_timeout, Duration::from_secs(10));
@@ -473,6 +473,22 @@ mod tests {
         assert_eq!(config.shutdown_drain, Duration::from_secs(5));
         assert!(config.replica_urls.is_empty());
         assert_eq!(config.replica_max_lag, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn every_variable_read_is_a_listed_setting_and_every_listed_one_is_read() {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Config::from_lookup(|name| {
+            read.borrow_mut().insert(name.to_owned());
+            None
+        })
+        .expect("defaults are valid");
+        let listed: std::collections::BTreeSet<String> = SETTINGS
+            .iter()
+            .map(|setting| setting.name.to_owned())
+            .collect();
+        assert_eq!(read.into_inner(), listed);
+        assert_eq!(listed.len(), SETTINGS.len(), "a setting is listed twice");
     }
 
     #[test]
