@@ -1,9 +1,10 @@
 //! presence: a polling-only HTTP service that tells an application who is online.
 //!
-//! A request flows: HTTP extractor ([`routes`], [`auth`]) → domain types
-//! ([`domain`]) → the status service ([`statuses`]: read cache, ping writer,
-//! change listener) → the store ([`store`], SQL), with the status rules
-//! ([`presence`], pure) applied to what it returns.
+//! A request flows one way down: HTTP extractor ([`routes`], [`auth`]) →
+//! domain types ([`domain`]) → a service ([`statuses`]: read cache, ping
+//! writer, change listener; [`history`]) → the store ([`store`], every SQL
+//! statement), with the status rules ([`presence`], pure) applied to what it
+//! returns. [`jobs`] is scheduled work only; [`startup`] wires it all.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod database;
 pub mod domain;
 pub mod error;
 pub mod head_guard;
+pub mod history;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;

@@ -3,7 +3,7 @@
 //! into and written from, so the document cannot drift from the JSON.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa::{Modify, OpenApi};
 
 use crate::domain::{ManualStatus, PingBody, Platform};
 use crate::error::{ErrorBody, ErrorDetail};
@@ -12,56 +12,6 @@ use crate::routes::{
     self, BlocksBody, BucketBody, DeviceBody, HealthBody, HistoryBody, OnlineBody, QueryBody,
     SegmentBody, SessionBody, StatsBody, StatusBody, StatusesBody,
 };
-
-/// An error answer, as the response enums below name it.
-type ErrorResponse = ErrorBody<'static>;
-
-/// The errors every `/api` endpoint can answer with.
-#[derive(IntoResponses)]
-pub enum CommonErrors {
-    /// Invalid input (INVALID_BODY, INVALID_USER_ID, ...)
-    #[response(status = 400)]
-    BadRequest(ErrorResponse),
-    /// Missing or unacceptable token (UNAUTHORIZED)
-    #[response(status = 401)]
-    Unauthorized(ErrorResponse),
-    /// No such route or resource (NOT_FOUND)
-    #[response(status = 404)]
-    NotFound(ErrorResponse),
-    /// Internal error (INTERNAL)
-    #[response(status = 500)]
-    Internal(ErrorResponse),
-    /// The database is unavailable (DATABASE_UNAVAILABLE)
-    #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait")))]
-    Unavailable(ErrorResponse),
-}
-
-/// The errors of endpoints that take a JSON body.
-#[derive(IntoResponses)]
-pub enum BodyErrors {
-    /// Body too large (PAYLOAD_TOO_LARGE)
-    #[response(status = 413)]
-    TooLarge(ErrorResponse),
-    /// Body is not JSON (UNSUPPORTED_MEDIA_TYPE)
-    #[response(status = 415)]
-    NotJson(ErrorResponse),
-}
-
-/// The error of the admin endpoints.
-#[derive(IntoResponses)]
-pub enum AdminErrors {
-    /// A valid token without the presence:admin scope (FORBIDDEN)
-    #[response(status = 403)]
-    Forbidden(ErrorResponse),
-}
-
-/// The error of rate-limited endpoints.
-#[derive(IntoResponses)]
-pub enum LimitErrors {
-    /// Over the rate limit (RATE_LIMITED)
-    #[response(status = 429, headers(("Retry-After" = u64, description = "Whole seconds to wait")))]
-    RateLimited(ErrorResponse),
-}
 
 struct BearerAuth;
 
@@ -94,10 +44,10 @@ impl Modify for BearerAuth {
         routes::blocks::delete_block,
         routes::blocks::get_blocks,
         routes::history::own_history,
-        routes::history::user_status,
+        routes::admin::user_status,
         routes::history::user_history,
-        routes::history::online_at,
-        routes::history::stats,
+        routes::admin::online_at,
+        routes::admin::stats,
         routes::health::health,
         routes::health::ready,
     ),

@@ -1,10 +1,11 @@
-//! What every handler shares: the status path, the clock, the thresholds, the limits, the metrics.
+//! What every handler shares: the services, the clock, the thresholds, the limits, the metrics.
 
 use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::domain::UserId;
 use crate::error::ApiError;
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::presence::Thresholds;
 use crate::rate_limit::UserRateLimiter;
@@ -14,6 +15,8 @@ use crate::statuses::Statuses;
 pub struct AppState {
     /// Reads and writes of statuses, through the read cache and the ping writer.
     pub statuses: Statuses,
+    /// Reads of presence history.
+    pub history: History,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
     /// The status thresholds.
@@ -26,8 +29,6 @@ pub struct AppState {
     pub settings_limiter: UserRateLimiter,
     /// This server's metrics.
     pub metrics: Arc<Metrics>,
-    /// How far back history is kept; `None` when none is recorded.
-    pub history_retention: Option<chrono::TimeDelta>,
     /// Set at SIGTERM: `/readyz` fails from then on, while requests are still served.
     pub draining: std::sync::atomic::AtomicBool,
 }

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-pub use jwks::{Jwks, JwksError, UNKNOWN_KID_REFETCH_EVERY};
-pub use keys::PublicKey;
 pub use extract::{Service, Viewer};
 pub use issue::{issue_scoped_token, issue_token, issue_token_with};
+pub use jwks::{Jwks, JwksError, UNKNOWN_KID_REFETCH_EVERY};
+pub use keys::PublicKey;
 pub use verify::{Caller, TokenVerifier};
-
 
 /// The scope that makes a token a service token, for `/api/admin/...`.
 pub const ADMIN_SCOPE: &str = "presence:admin";
@@ -88,4 +87,3 @@ impl VerificationKeys {
         self.secrets.is_empty() && self.public_keys.is_empty() && self.jwks.is_none()
     }
 }
-

@@ -4,15 +4,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header;
 use actix_web::HttpRequest;
+use actix_web::http::header;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use jsonwebtoken::{AlgorithmFamily, TokenData};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
-use super::{ClaimRules, Jwks, PublicKey, TokenSettings, VerificationKeys, ADMIN_SCOPE};
+use super::{ADMIN_SCOPE, ClaimRules, Jwks, PublicKey, TokenSettings, VerificationKeys};
 use crate::domain::UserId;
 use crate::error::ApiError;
 
@@ -392,7 +392,10 @@ impl Caller {
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
     use super::*;
+    use crate::auth::issue_token;
 
     fn secret(text: &str) -> SecretString {
         SecretString::from(text.to_owned())

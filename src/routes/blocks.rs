@@ -1,13 +1,16 @@
+//! Blocks: `PUT`/`DELETE /api/blocks/{userId}` and the paged `GET /api/blocks`.
+
 use actix_web::{HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::paging::PageQuery;
+use super::responses::{CommonErrors, LimitErrors};
 use crate::auth::Viewer;
 use crate::domain::UserId;
 use crate::error::ApiError;
-use crate::openapi::{CommonErrors, LimitErrors};
 use crate::state::AppState;
-use crate::store::{self, BlockError};
+use crate::statuses::BlockError;
 
 /// The other user in a block route, who may not be the caller.
 fn other_user(path: &str, viewer: UserId) -> Result<UserId, ApiError> {
@@ -72,7 +75,7 @@ pub async fn delete_block(
 }
 
 /// The most ids one page of `GET /api/blocks` holds, and the default page size.
-pub const MAX_BLOCKS_PAGE: u32 = 1000;
+pub const MAX_BLOCKS_PAGE: i64 = 1000;
 
 /// A page of the users the caller blocks, in ascending id order.
 #[derive(Serialize, ToSchema)]
@@ -82,17 +85,9 @@ pub struct BlocksBody {
     /// The blocked users of this page, in ascending id order.
     #[schema(value_type = Vec<uuid::Uuid>)]
     user_ids: Vec<UserId>,
-    /// The `after` for the next page; `null` on the last one.
+    /// The `after` for the next page: the last id of a full page, else `null`.
     #[schema(value_type = Option<uuid::Uuid>)]
     next: Option<UserId>,
-}
-
-/// The query string of `GET /api/blocks`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlocksQuery {
-    limit: Option<u32>,
-    after: Option<String>,
 }
 
 /// `GET /api/blocks?limit=&after=`: the users the caller blocks, a page at a time, in ascending id order.
@@ -110,34 +105,16 @@ pub struct BlocksQuery {
 #[tracing::instrument(level = "debug", skip_all, fields(user.id = %viewer))]
 pub async fn get_blocks(
     Viewer(viewer): Viewer,
-    query: web::Query<BlocksQuery>,
+    query: web::Query<PageQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(MAX_BLOCKS_PAGE);
-    if !(1..=MAX_BLOCKS_PAGE).contains(&limit) {
-        return Err(ApiError::InvalidBody(format!(
-            "limit must be between 1 and {MAX_BLOCKS_PAGE}"
-        )));
-    }
-    let after = query
-        .after
-        .as_deref()
-        .map(UserId::parse)
-        .transpose()
-        .map_err(ApiError::InvalidUserId)?;
-    // One more than the page: whether there is a next page.
-    let mut user_ids = state
+    let page = query.page(MAX_BLOCKS_PAGE, MAX_BLOCKS_PAGE)?;
+    let user_ids = state
         .statuses
-        .database()
-        .run(async |connection| {
-            store::list_blocks(connection, viewer, after, i64::from(limit) + 1).await
-        })
+        .list_blocks(viewer, page.after, page.limit)
         .await?;
-    let next = if user_ids.len() > limit as usize {
-        user_ids.truncate(limit as usize);
-        user_ids.last().copied()
-    } else {
-        None
-    };
-    Ok(HttpResponse::Ok().json(BlocksBody { user_ids, next }))
+    Ok(HttpResponse::Ok().json(BlocksBody {
+        next: page.next(&user_ids),
+        user_ids,
+    }))
 }

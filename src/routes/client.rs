@@ -1,3 +1,5 @@
+//! The browser client script (`/client/presence.js`) and, in development mode, the demo page and its tokens.
+
 use std::time::Duration;
 
 use actix_web::http::header::{CacheControl, CacheDirective};

@@ -1,3 +1,5 @@
+//! Conditional polling: the `ETag` of a status body and `If-None-Match`.
+
 use std::hash::{DefaultHasher, Hasher};
 
 use actix_web::http::header::{self, CacheControl, CacheDirective, ETag, EntityTag, HeaderValue};

@@ -1,9 +1,11 @@
+//! `DELETE /api/status/devices/{deviceId}`: signing out one device.
+
 use actix_web::{HttpResponse, web};
 
+use super::responses::CommonErrors;
 use crate::auth::Viewer;
 use crate::domain::DeviceId;
 use crate::error::ApiError;
-use crate::openapi::CommonErrors;
 use crate::state::AppState;
 
 /// `DELETE /api/status/devices/{deviceId}`: signs one of the caller's devices out at once.

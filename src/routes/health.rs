@@ -1,3 +1,5 @@
+//! `/healthz` (the process serves) and `/readyz` (the database answers and is migrated).
+
 use std::sync::atomic::Ordering;
 
 use actix_web::{HttpResponse, web};
@@ -7,7 +9,6 @@ use utoipa::ToSchema;
 use crate::error::ApiError;
 use crate::error::ErrorBody;
 use crate::state::AppState;
-use crate::store;
 
 /// A short JSON status (`/healthz`, `/readyz`).
 #[derive(Serialize, ToSchema)]
@@ -39,14 +40,9 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     if state.draining.load(Ordering::Relaxed) {
         return Err(ApiError::ShuttingDown);
     }
-    let pending = state
-        .statuses
-        .database()
-        .run(async |connection| store::pending_migrations(connection).await)
-        .await
-        .map_err(|error| {
-            ApiError::NotReady(format!("the database does not answer: {}", summary(&error)))
-        })?;
+    let pending = state.statuses.pending_migrations().await.map_err(|error| {
+        ApiError::NotReady(format!("the database does not answer: {}", summary(&error)))
+    })?;
     if pending > 0 {
         return Err(ApiError::NotReady(format!(
             "{pending} migration(s) not applied yet: run `presence migrate`"

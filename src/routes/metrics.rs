@@ -17,11 +17,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
 /// `GET /metrics`: the Prometheus text format; reads no table (user counts are kept in the background).
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let metrics = &state.metrics;
-    let pool = state.statuses.pool();
-    let (open, idle) = (
-        i64::from(pool.size()),
-        i64::try_from(pool.num_idle()).unwrap_or(i64::MAX),
-    );
+    let (open, idle) = state.statuses.pool_connections();
+    let (open, idle) = (i64::from(open), i64::try_from(idle).unwrap_or(i64::MAX));
     for (connections, count) in [("open", open), ("idle", idle), ("in_use", open - idle)] {
         metrics
             .pool_connections

@@ -1,5 +1,6 @@
-//! Thin HTTP handlers: extract, parse, call the store and the rules, shape the response.
+//! Thin HTTP handlers: extract, parse, call a service, shape the response.
 
+pub(crate) mod admin;
 mod api_doc;
 pub(crate) mod blocks;
 mod client;
@@ -8,7 +9,9 @@ pub(crate) mod devices;
 pub(crate) mod health;
 pub(crate) mod history;
 pub mod metrics;
+mod paging;
 mod rejected;
+mod responses;
 pub(crate) mod status;
 mod status_body;
 
@@ -16,9 +19,11 @@ use actix_web::{HttpResponse, ResponseError, Route, guard, web};
 
 use crate::error::ApiError;
 
+pub use admin::{BucketBody, OnlineBody, StatsBody};
 pub use blocks::BlocksBody;
 pub use health::HealthBody;
-pub use history::{BucketBody, HistoryBody, OnlineBody, SegmentBody, SessionBody, StatsBody};
+pub use history::{HistoryBody, SegmentBody, SessionBody};
+pub use responses::{AdminErrors, BodyErrors, CommonErrors, LimitErrors};
 pub use status::QueryBody;
 pub use status_body::{DeviceBody, StatusBody, StatusesBody};
 
@@ -105,7 +110,7 @@ pub fn configure(config: &mut web::ServiceConfig, dev_mode: bool) {
         )
         .service(
             web::resource("/api/admin/status/{userId}")
-                .route(get_or_head().to(history::user_status))
+                .route(get_or_head().to(admin::user_status))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -115,12 +120,12 @@ pub fn configure(config: &mut web::ServiceConfig, dev_mode: bool) {
         )
         .service(
             web::resource("/api/admin/stats")
-                .route(get_or_head().to(history::stats))
+                .route(get_or_head().to(admin::stats))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
             web::resource("/api/admin/online")
-                .route(get_or_head().to(history::online_at))
+                .route(get_or_head().to(admin::online_at))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

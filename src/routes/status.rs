@@ -1,14 +1,16 @@
+//! Statuses: the ping (`PUT /api/status`) and the reads, single, batch and query.
+
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::conditional::conditional_json;
+use super::responses::{BodyErrors, CommonErrors, LimitErrors};
 use super::status_body::{StatusBody, StatusesBody};
 use crate::auth::Viewer;
 use crate::domain::{PingBody, UserId};
 use crate::error::ApiError;
-use crate::openapi::{BodyErrors, CommonErrors, LimitErrors};
 use crate::presence::{EffectiveStatus, calculate_effective_status};
 use crate::state::AppState;
 

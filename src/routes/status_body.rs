@@ -1,3 +1,5 @@
+//! The JSON bodies of status answers: a viewer's view of a user, and the self view.
+
 use serde::Serialize;
 use utoipa::ToSchema;
 

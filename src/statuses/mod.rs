@@ -34,7 +34,8 @@ use crate::database::Database;
 use crate::domain::{DeviceId, Ping, UserId};
 use crate::metrics::Metrics;
 use crate::presence::{Hidden, StoredStatus};
-use crate::store::{self, BlockError, PingWrite};
+pub use crate::store::BlockError;
+use crate::store::{self, PingWrite};
 use writer::PingWriter;
 
 /// A user's stored row as last read or written, `None` for a user who never pinged.
@@ -137,14 +138,33 @@ impl Statuses {
         (statuses, tasks)
     }
 
-    /// The database, for what needs no cache.
+    /// The database handle (with the request path's deadline), for the other services.
     pub fn database(&self) -> &Database {
         &self.db
     }
 
-    /// The request pool (for its size in the metrics).
-    pub fn pool(&self) -> &PgPool {
-        self.db.pool()
+    /// The request pool's connections: open and idle (for the metrics).
+    pub fn pool_connections(&self) -> (u32, usize) {
+        (self.db.pool().size(), self.db.pool().num_idle())
+    }
+
+    /// How many migrations the database still lacks (for `/readyz`).
+    pub async fn pending_migrations(&self) -> Result<usize, sqlx::Error> {
+        self.db
+            .run(async |connection| store::pending_migrations(connection).await)
+            .await
+    }
+
+    /// Up to `limit` of the users `blocker` blocks, in id order after `after`.
+    pub async fn list_blocks(
+        &self,
+        blocker: UserId,
+        after: Option<UserId>,
+        limit: i64,
+    ) -> Result<Vec<UserId>, sqlx::Error> {
+        self.db
+            .run(async |connection| store::list_blocks(connection, blocker, after, limit).await)
+            .await
     }
 
     /// One user's row and the block between them and `viewer`, if any.

@@ -14,7 +14,7 @@ pub use blocks::{
 pub use history::{
     BucketStats, HistoryDeleted, HistorySettings, active_since, compute_bucket_stats,
     delete_history_before, fetch_history, fetch_history_settings, fetch_rollups, history_start,
-    oldest_history, record_history_settings, store_rollup, users_live_at,
+    oldest_history, read_history_snapshot, record_history_settings, store_rollup, users_live_at,
 };
 pub use jobs::{claim_job_run, prune_stale_devices, try_job_lock};
 pub use pg_cron::{PG_CRON_JOB, PgCronError, install_pg_cron_job, uninstall_pg_cron_job};
