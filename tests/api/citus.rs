@@ -465,10 +465,10 @@ async fn presence_migrate_citus_migrates_and_distributes_a_new_database(pool: Pg
         .fetch_one(&pool)
         .await
         .expect("names its database");
-    let migrated = crate::cli::run(
-        crate::cli::presence()
+    let migrated = crate::process::run(
+        crate::process::presence()
             .args(["migrate", "--citus"])
-            .env("DATABASE_URL", crate::cli::database_url(&database)),
+            .env("DATABASE_URL", crate::process::database_url(&database)),
     );
     assert!(
         migrated.status.success(),

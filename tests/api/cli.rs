@@ -1,6 +1,6 @@
 //! The `presence` binary as users run it.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use presence::auth::{DEV_JWT_SECRET, TokenVerifier};
@@ -9,32 +9,7 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::helpers::{free_port, wait_until_healthy};
-
-/// The binary, run outside the repository so no developer's `.env` leaks in.
-pub(crate) fn presence() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_presence"));
-    command
-        .current_dir(std::env::temp_dir())
-        .env_remove("PRESENCE_JWT_SECRET")
-        // Servers of parallel tests must not race for the default metrics port.
-        .env("PRESENCE_METRICS_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn");
-    command
-}
-
-pub(crate) fn run(command: &mut Command) -> Output {
-    command
-        .stdin(Stdio::null())
-        .output()
-        .expect("the binary runs")
-}
-
-/// The URL of the test server's `postgres` database, with another database name.
-pub(crate) fn database_url(name: &str) -> String {
-    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
-    let (base, _) = server.rsplit_once('/').expect("a URL with a database name");
-    format!("{base}/{name}")
-}
+use crate::process::{database_url, presence, run};
 
 /// Drops database `name` of the test server, connections and all.
 pub(crate) async fn drop_database(name: &str) {

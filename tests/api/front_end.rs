@@ -174,8 +174,8 @@ async fn without_configured_origins_no_cors_headers_are_sent(pool: PgPool) {
 
 /// Runs `node --test <folder>` from the repository root; the output is shown on failure.
 fn node_test(folder: &str) -> std::process::Output {
-    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
-    let (base, _) = server.rsplit_once('/').expect("a URL with a database name");
+    let server = crate::process::database_url("");
+    let base = server.trim_end_matches('/');
     std::process::Command::new("node")
         .args(["--test", folder])
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -909,9 +909,9 @@ async fn presence_report_prints_the_stats_as_a_table_or_csv(pool: PgPool) {
     .execute(&pool)
     .await
     .expect("a span");
-    let url = crate::prune::database_url_of(&pool);
+    let url = crate::process::database_url_of(&pool);
     let report = |format: &str| {
-        let output = crate::prune::presence()
+        let output = crate::process::presence()
             .args([
                 "report",
                 "--from",

@@ -16,8 +16,9 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::cli::{database_url, drop_database};
+use crate::cli::drop_database;
 use crate::helpers::{TEST_SECRET, free_port};
+use crate::process::{database_url, presence_server, simulator};
 
 /// Simulator connections to the load balancer: at most this many requests are in flight.
 const SIM_CONNECTIONS: usize = 8;
@@ -40,19 +41,12 @@ impl Drop for Process {
 
 /// Starts an instance on `port` and waits until it is ready.
 async fn instance(database: &str, port: u16) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_presence"))
-        .arg("serve")
-        .current_dir(std::env::temp_dir())
-        .env("DATABASE_URL", database)
-        .env("PRESENCE_ADDR", format!("127.0.0.1:{port}"))
-        .env("PRESENCE_JWT_SECRET", TEST_SECRET)
+    let child = presence_server(database, port)
         .env("PRESENCE_METRICS_ADDR", "")
         .env("PRESENCE_PRUNE_EVERY", "0")
         .env("PRESENCE_SHUTDOWN_DRAIN", "1s")
         .env("PRESENCE_PUT_BURST", "100000")
         .env("PRESENCE_PUT_PER_SECOND", "100000")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -118,12 +112,11 @@ fn haproxy_program() -> Option<String> {
 
 /// The simulator through the load balancer for `duration` of measurement.
 fn simulate(url: &str, seed: &str, duration: &str) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_presence-sim"))
+    let output = simulator()
         .args(["--url", url, "--users", "200", "--contacts", "6"])
         .args(["--ramp", "1s", "--warmup", "1s", "--duration", duration])
         .args(["--connections", &SIM_CONNECTIONS.to_string(), "--json"])
         .args(["--churn", "60", "--seed", seed])
-        .env("PRESENCE_JWT_SECRET", TEST_SECRET)
         .output()
         .expect("the simulator runs");
     assert!(

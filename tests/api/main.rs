@@ -21,6 +21,7 @@ mod pg_cron;
 mod ping;
 mod polling;
 mod privacy;
+mod process;
 mod prune;
 mod rate_limit;
 mod replicas;

@@ -182,15 +182,12 @@ async fn a_database_outage_gives_quick_503s_and_heals_by_itself() {
 #[test]
 fn start_up_retries_an_unreachable_database_then_gives_up_clearly() {
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_presence"))
-        .args(["serve", "--dev"])
-        .current_dir(std::env::temp_dir())
-        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/presence")
-        .env("PRESENCE_DB_STARTUP_TIMEOUT", "1500ms")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let output = crate::process::run(
+        crate::process::presence()
+            .args(["serve", "--dev"])
+            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/presence")
+            .env("PRESENCE_DB_STARTUP_TIMEOUT", "1500ms"),
+    );
     assert!(!output.status.success());
     assert!(started.elapsed() >= Duration::from_secs(1), "it waited");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -209,16 +206,9 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     let bin = newest_server().expect("a PostgreSQL server is installed");
     let cluster = Cluster::start(bin, "");
     let port = crate::helpers::free_port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_presence"))
-        .args(["serve"])
-        .current_dir(std::env::temp_dir())
-        .env("DATABASE_URL", cluster.url("presence"))
-        .env("PRESENCE_ADDR", format!("127.0.0.1:{port}"))
-        .env("PRESENCE_JWT_SECRET", TEST_SECRET)
-        .env("PRESENCE_METRICS_ADDR", "127.0.0.1:0")
+    let mut server = crate::process::presence_server(&cluster.url("presence"), port)
         .env("PRESENCE_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,7 +1,7 @@
 //! pg_cron scheduling, on a private throwaway cluster started with pg_cron preloaded.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
@@ -13,14 +13,11 @@ use uuid::Uuid;
 use crate::cluster::{Cluster, newest_server};
 
 fn presence(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_presence"))
-        .args(args)
-        .current_dir(std::env::temp_dir())
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the binary runs")
+    crate::process::run(
+        crate::process::presence()
+            .args(args)
+            .env("DATABASE_URL", url),
+    )
 }
 
 fn succeeded(output: &Output) -> String {

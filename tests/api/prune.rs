@@ -1,6 +1,5 @@
 //! The prune job: the SQL function, the built-in schedule, the CLI and pg_cron.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::{new_user, spawn_app, spawn_app_on_clock, spawn_app_with, start_time};
+use crate::process::{database_url_of, presence};
 
 fn device_ids(me: &Value) -> Vec<String> {
     me["devices"]
@@ -202,22 +202,6 @@ async fn the_built_in_schedule_runs_once_per_period_across_instances(pool: PgPoo
         (runs as f64) <= periods + 2.0,
         "{runs} runs in {periods:.1} periods: two instances would double it"
     );
-}
-
-pub(crate) fn presence() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_presence"));
-    command
-        .current_dir(std::env::temp_dir())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    command
-}
-
-pub(crate) fn database_url_of(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let (base, _) = server.rsplit_once('/').expect("a database name");
-    format!("{base}/{}", options.get_database().expect("a database"))
 }
 
 #[sqlx::test]

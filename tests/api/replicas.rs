@@ -1,7 +1,6 @@
 //! Read replicas: a private primary and a real streaming standby made with
 //! `pg_basebackup -R`, with servers in this process reading from it.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -128,14 +127,11 @@ async fn replicas_serve_other_users_rows_only_while_exact_and_never_cause_an_err
     };
     let primary = Cluster::start(bin, "");
     let primary_url = primary.url("presence");
-    let migrate = Command::new(env!("CARGO_BIN_EXE_presence"))
-        .arg("migrate")
-        .current_dir(std::env::temp_dir())
-        .env("DATABASE_URL", &primary_url)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the binary runs");
+    let migrate = crate::process::run(
+        crate::process::presence()
+            .arg("migrate")
+            .env("DATABASE_URL", &primary_url),
+    );
     assert!(
         migrate.status.success(),
         "{}",

@@ -2,21 +2,19 @@
 //! server: simulated front ends doing everything the model has them do, with
 //! every observation checked against the ground truth the simulator keeps.
 
-use std::process::Command;
-
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::{TEST_SECRET, spawn_app_in_real_time};
+use crate::helpers::spawn_app_in_real_time;
+use crate::process::simulator;
 
 /// Runs the simulator against `url` (thresholds as in `settings`) and returns its one JSON step.
 fn simulate(url: &str, settings: &[(&str, &str)], churn: &str) -> Value {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_presence-sim"));
+    let mut command = simulator();
     command
         .args(["--url", url, "--users", "40", "--contacts", "6"])
         .args(["--ramp", "1s", "--warmup", "1s", "--duration", "6s"])
-        .args(["--connections", "8", "--json", "--churn", churn])
-        .env("PRESENCE_JWT_SECRET", TEST_SECRET);
+        .args(["--connections", "8", "--json", "--churn", churn]);
     for (name, value) in settings {
         command.env(name, value);
     }

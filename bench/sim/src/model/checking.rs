@@ -1,0 +1,224 @@
+//! Checking answers against the truth the simulator keeps, and counting them.
+
+use super::*;
+
+impl Simulation {
+    /// After a block (`mask` offline) or an unblock (`mask` 0: each as they are
+    /// now), each of the two who watches the other should come to see it.
+    pub(super) fn expect_pair(&mut self, a: u32, b: u32, now: Micros, mask: u8) {
+        let rules = self.setup.rules;
+        for (watcher, user) in [(a, b), (b, a)] {
+            let w = &self.users[watcher as usize];
+            if !w.present() || !w.contacts.contains(&user) {
+                continue;
+            }
+            let target = &self.users[user as usize];
+            let shown = target.truth.current().shown(now, now, &rules);
+            if shown == Status::Offline.bit() {
+                continue;
+            }
+            let expectation = Expectation {
+                user,
+                mask: if mask == 0 { shown } else { mask },
+                since: now,
+                change: target.change,
+                across: target.instance != w.instance,
+            };
+            self.users[watcher as usize].pending.push(expectation);
+        }
+    }
+
+    /// Applies a change to what the simulator knows of `u`; when others would
+    /// see a different status, every watcher should come to see it.
+    pub(super) fn update_truth(&mut self, u: u32, now: Micros, change: impl FnOnce(&mut State)) {
+        let rules = self.setup.rules;
+        let user = &mut self.users[u as usize];
+        let before = user.truth.current();
+        let mut after = before;
+        change(&mut after);
+        user.truth.set(now, after);
+        user.truth
+            .forget_before(now.saturating_sub(rules.lag + SECOND));
+        if before.exact(now, &rules) == after.exact(now, &rules) {
+            return;
+        }
+        user.change += 1;
+        let expectation = Expectation {
+            user: u,
+            mask: after.shown(now, now, &rules),
+            since: now,
+            change: user.change,
+            across: false,
+        };
+        let instance = user.instance;
+        for i in 0..self.watchers[u as usize].len() {
+            let w = self.watchers[u as usize][i];
+            let watcher = &mut self.users[w as usize];
+            if watcher.present() && !self.blocks.blocked_now(u, w) {
+                watcher.pending.push(Expectation {
+                    across: watcher.instance != instance,
+                    ..expectation
+                });
+            }
+        }
+    }
+
+    pub(super) fn answered(&mut self, done: Done) {
+        let job = &done.job;
+        let wanted = job.wanted_at.duration_since(self.started).as_micros() as Micros;
+        let at = done.finished_at.duration_since(self.started).as_micros() as Micros;
+        let measured = self.measuring(wanted);
+        let code = done.answer.as_ref().map(|a| a.code);
+        let ok = matches!(code, Some(200..=299 | 304));
+        if measured {
+            let figures = self.figures.kind(job.kind);
+            figures.answered += 1;
+            figures.errors += u64::from(!ok);
+            let latency = (at - wanted).min(u32::MAX as u64) as u32;
+            figures.latencies.push(latency);
+            if latency > SLOW_MICROS {
+                let second = chrono::Utc::now().timestamp();
+                let slow = self.figures.slow_seconds.entry(second).or_default();
+                slow.0 += 1;
+                slow.1 = slow.1.max(latency);
+            }
+        }
+        let (u, tab) = (job.user, job.tab);
+        let user = &mut self.users[u as usize];
+        let t = &user.tabs[tab as usize];
+        if !t.open || t.opened != job.generation {
+            return;
+        }
+        if let Some(date) = done.answer.as_ref().and_then(|a| a.server_date_ms) {
+            user.clock_offset_ms = date - chrono::Utc::now().timestamp_millis();
+        }
+        match job.kind {
+            Kind::Heartbeat | Kind::Activity | Kind::Setting => {
+                if let Some(seconds) = done.answer.as_ref().and_then(|a| a.ping_interval_seconds) {
+                    user.ping_interval = seconds.max(1) * SECOND;
+                }
+                self.schedule_heartbeat(u, tab);
+            }
+            Kind::Poll | Kind::HiddenPoll => self.poll_answered(done, at, measured),
+            Kind::SignOut | Kind::Block => {}
+        }
+    }
+
+    pub(super) fn poll_answered(&mut self, done: Done, at: Micros, measured: bool) {
+        let (u, tab, kind) = (done.job.user, done.job.tab, done.job.kind);
+        let model = self.setup.model;
+        let rules = self.setup.rules;
+        let Some(answer) = done.answer else {
+            return self.poll_failed(u, tab, None);
+        };
+        if measured {
+            let figures = self.figures.kind(kind);
+            figures.bytes += answer.bytes as u64;
+            figures.not_modified += u64::from(answer.code == 304);
+        }
+        match answer.code {
+            304 => {}
+            200 => {
+                let statuses = answer.statuses.unwrap_or_default();
+                let t = &mut self.users[u as usize].tabs[tab as usize];
+                t.etag = answer.etag;
+                t.next_change_ms = statuses
+                    .iter()
+                    .filter_map(|s| s.next_change_at.map(|n| n.timestamp_millis()))
+                    .min();
+                t.known = statuses
+                    .iter()
+                    .filter_map(|s| Some((*self.index.get(&s.user_id)?, Status::parse(&s.status)?)))
+                    .collect();
+            }
+            code => return self.poll_failed(u, tab, answer.retry_after.filter(|_| code == 429)),
+        }
+        self.users[u as usize].tabs[tab as usize].failures = 0;
+        // Every status the poll showed is an observation against the truth.
+        let known = std::mem::take(&mut self.users[u as usize].tabs[tab as usize].known);
+        if measured {
+            let from = at.saturating_sub(rules.lag);
+            for (contact, status) in &known {
+                let truth = self.users[*contact as usize].truth.shown(from, at, &rules);
+                let allowed = self.blocks.restrict(u, *contact, from, at, truth);
+                self.figures.observations += 1;
+                if status.bit() & allowed == 0 {
+                    self.figures.wrong += 1;
+                    if self.figures.wrong_examples.len() < 5 {
+                        self.figures.wrong_examples.push(format!(
+                            "at {:.3}s user {} showed {:?} to {}, allowed mask {:#07b}, truth {:?}",
+                            at as f64 / 1e6,
+                            self.users[*contact as usize].id,
+                            status,
+                            self.users[u as usize].id,
+                            allowed,
+                            self.users[*contact as usize].truth.current(),
+                        ));
+                    }
+                }
+            }
+        }
+        if tab == 0 {
+            let mut pending = std::mem::take(&mut self.users[u as usize].pending);
+            let users = &self.users;
+            let settled = settle(
+                &mut pending,
+                at,
+                rules.lag,
+                |user| known.iter().find(|(c, _)| *c == user).map(|(_, s)| *s),
+                |user| users[user as usize].change,
+            );
+            self.users[u as usize].pending = pending;
+            if measured {
+                for (delay, across) in settled.seen {
+                    if across {
+                        self.figures.propagation_across.push(delay);
+                    } else {
+                        self.figures.propagation_same.push(delay);
+                    }
+                }
+                self.figures.propagation_missed += u64::from(settled.missed);
+            }
+        }
+        let user = &mut self.users[u as usize];
+        let t = &mut user.tabs[tab as usize];
+        t.known = known;
+        // The shipped client's nextPollIn: the interval, or soon after the next
+        // scheduled change (on the server's clock), but not within 250 ms.
+        let mut wait = model.poll_interval;
+        if let Some(next) = t.next_change_ms {
+            let server_now = chrono::Utc::now().timestamp_millis() + user.clock_offset_ms;
+            let due = (next - server_now + 50).max(250) as Micros * 1000;
+            wait = wait.min(due);
+        }
+        if t.hidden {
+            wait = wait.max(model.hidden_timer);
+        }
+        t.poll_timer += 1;
+        let timer = t.poll_timer;
+        let now = self.now();
+        self.at(now + wait, u, Event::Poll { tab, timer });
+    }
+
+    /// The shipped client's backoff: `Retry-After`, or about 1 s, 2 s, 4 s... up to a minute.
+    pub(super) fn poll_failed(&mut self, u: u32, tab: u8, retry_after: Option<u64>) {
+        let jitter = 0.5 + self.rng.f64();
+        let hidden_timer = self.setup.model.hidden_timer;
+        let t = &mut self.users[u as usize].tabs[tab as usize];
+        t.failures += 1;
+        let mut wait = match retry_after {
+            Some(seconds) if seconds > 0 => seconds * SECOND,
+            _ => {
+                let base = (SECOND << (t.failures - 1).min(16)).min(60 * SECOND);
+                (base as f64 * jitter) as Micros
+            }
+        };
+        if t.hidden {
+            wait = wait.max(hidden_timer);
+        }
+        t.poll_timer += 1;
+        let timer = t.poll_timer;
+        let now = self.now();
+        self.at(now + wait, u, Event::Poll { tab, timer });
+    }
+}

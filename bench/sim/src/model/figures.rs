@@ -1,0 +1,52 @@
+//! What one step measured, per kind of request and for the changes watchers saw.
+
+use std::collections::BTreeMap;
+
+use crate::client::Kind;
+use crate::truth::Micros;
+
+/// Per-kind request figures.
+#[derive(Debug, Default)]
+pub struct KindFigures {
+    pub sent: u64,
+    pub answered: u64,
+    pub errors: u64,
+    /// Polls answered `304`, and bytes of poll answers.
+    pub not_modified: u64,
+    pub bytes: u64,
+    /// Latencies in microseconds, from the client's timer to the whole answer.
+    pub latencies: Vec<u32>,
+}
+
+/// What one step measured.
+#[derive(Debug, Default)]
+pub struct Figures {
+    pub kinds: Vec<(Kind, KindFigures)>,
+    /// Change-to-poll delays, within one instance and across instances (µs).
+    pub propagation_same: Vec<Micros>,
+    pub propagation_across: Vec<Micros>,
+    pub propagation_missed: u64,
+    pub observations: u64,
+    pub wrong: u64,
+    /// A few wrong observations, described, to debug with.
+    pub wrong_examples: Vec<String>,
+    /// How late the simulator ran its timers (µs): it must keep up for the figures to hold.
+    pub timer_lateness: Vec<u32>,
+    /// Users present (with the app open) at the end.
+    pub present: usize,
+    /// Measured requests slower than [`SLOW_MICROS`], by the Unix second
+    /// they were answered in: (how many, the slowest µs). Shows whether slow
+    /// answers are spread out or come in stalls, and when.
+    pub slow_seconds: BTreeMap<i64, (u64, u32)>,
+}
+
+/// A request slower than this (µs) counts in [`Figures::slow_seconds`]: the
+/// p99 bound of a served step.
+pub const SLOW_MICROS: u32 = 50_000;
+
+impl Figures {
+    pub(super) fn kind(&mut self, kind: Kind) -> &mut KindFigures {
+        let index = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        &mut self.kinds[index].1
+    }
+}

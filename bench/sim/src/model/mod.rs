@@ -1,0 +1,372 @@
+//! The simulated front ends: each user's tabs, timers and choices (the interaction
+//! model), run in one event loop that also keeps the ground truth and the figures.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::Method;
+use hyper::header::HeaderValue;
+use presence::domain::UserId;
+use secrecy::SecretString;
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedReceiver;
+use uuid::Uuid;
+
+use crate::client::{Done, Job, Kind};
+use crate::truth::{Blocks, Expectation, Micros, Rules, State, Status, Timeline, settle};
+
+mod behaviour;
+mod checking;
+mod figures;
+mod requests;
+
+pub use figures::{Figures, KindFigures, SLOW_MICROS};
+
+const SECOND: Micros = 1_000_000;
+
+/// How simulated people use the app. Means of exponential waits; the rare
+/// events (sessions, tabs, settings, blocks) are sped up by `churn`.
+#[derive(Clone, Copy, Debug)]
+pub struct Model {
+    /// The shipped client's poll interval (`pollIntervalMs`).
+    pub poll_interval: Micros,
+    /// How often a background tab's timers may run (Chrome: once a minute).
+    pub hidden_timer: Micros,
+    /// The shipped client's activity throttle: at most one activity ping per this.
+    pub activity_every: Micros,
+    /// A burst of interaction (input events all along), then a pause.
+    pub burst_mean: Micros,
+    pub pause_mean: Micros,
+    /// How long a user keeps the app open, and stays away once they close it.
+    pub session_mean: Micros,
+    pub absence_mean: Micros,
+    /// The share of departures without a sign-out (a laptop lid, a lost network).
+    pub crash_share: f64,
+    /// How long a background tab stays open, and stays closed.
+    pub tab_mean: Micros,
+    /// Do-not-disturb: how often it is set, and for how long.
+    pub dnd_every: Micros,
+    pub dnd_mean: Micros,
+    /// A status message is set or cleared this often.
+    pub message_every: Micros,
+    /// Invisibility: how often it is switched on, and for how long.
+    pub invisible_every: Micros,
+    pub invisible_mean: Micros,
+    /// Blocking a contact: how often, and for how long.
+    pub block_every: Micros,
+    pub block_mean: Micros,
+    /// Speeds up the rare events (1 = the rates above).
+    pub churn: f64,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        let minutes = |m: u64| m * 60 * SECOND;
+        Self {
+            poll_interval: 3 * SECOND,
+            hidden_timer: 60 * SECOND,
+            activity_every: 10 * SECOND,
+            burst_mean: minutes(1),
+            pause_mean: minutes(9),
+            session_mean: minutes(120),
+            absence_mean: minutes(10),
+            crash_share: 0.1,
+            tab_mean: minutes(30),
+            dnd_every: minutes(240),
+            dnd_mean: minutes(30),
+            message_every: minutes(120),
+            invisible_every: minutes(480),
+            invisible_mean: minutes(10),
+            block_every: minutes(1440),
+            block_mean: minutes(30),
+            churn: 1.0,
+        }
+    }
+}
+
+/// One step of the simulation: who takes part and for how long.
+pub struct Setup {
+    pub users: usize,
+    pub contacts: usize,
+    /// Users open the app at random moments over this long.
+    pub ramp: Duration,
+    /// Then this long passes before anything is measured.
+    pub warmup: Duration,
+    /// Then this long is measured.
+    pub duration: Duration,
+    pub rules: Rules,
+    pub model: Model,
+    pub seed: u64,
+    pub secret: SecretString,
+    /// How many instances the users are spread over (user `i` uses instance `i % n`).
+    pub instances: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    Open,
+    Leave { session: u32 },
+    Heartbeat { tab: u8, timer: u32 },
+    Poll { tab: u8, timer: u32 },
+    BurstStart { session: u32 },
+    ActivityTick { session: u32, burst: u32 },
+    BurstEnd { session: u32 },
+    Dnd { session: u32 },
+    Message { session: u32 },
+    Invisible { session: u32 },
+    Block { session: u32 },
+    Unblock { whom: u32 },
+    TabClose { tab: u8, opened: u32 },
+    TabOpen { session: u32, tab: u8 },
+}
+
+struct Timer {
+    at: Micros,
+    user: u32,
+    event: Event,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    /// The earliest timer first (`BinaryHeap` pops the greatest).
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+#[derive(Default)]
+struct Tab {
+    open: bool,
+    hidden: bool,
+    /// Counts openings: the device id, and which answers still belong to this tab.
+    opened: u32,
+    heartbeat_timer: u32,
+    poll_timer: u32,
+    etag: Option<HeaderValue>,
+    /// What the last full answer showed, with the earliest `nextChangeAt` (Unix ms).
+    known: Vec<(u32, Status)>,
+    next_change_ms: Option<i64>,
+    failures: u32,
+}
+
+struct User {
+    id: Uuid,
+    authorization: HeaderValue,
+    instance: usize,
+    contacts: Vec<u32>,
+    query: Bytes,
+    session: u32,
+    tabs: [Tab; 3],
+    bursting: bool,
+    burst: u32,
+    last_activity_ping: Option<Micros>,
+    message: bool,
+    blocking: Vec<u32>,
+    truth: Timeline,
+    /// Counts changes of status others can see.
+    change: u32,
+    /// Changes of contacts this user's visible tab should come to see.
+    pending: Vec<Expectation>,
+    clock_offset_ms: i64,
+    ping_interval: Micros,
+}
+
+impl User {
+    fn present(&self) -> bool {
+        self.tabs[0].open
+    }
+}
+
+/// One running step.
+pub struct Simulation {
+    setup: Setup,
+    users: Vec<User>,
+    index: HashMap<Uuid, u32>,
+    watchers: Vec<Vec<u32>>,
+    blocks: Blocks,
+    timers: BinaryHeap<Timer>,
+    rng: fastrand::Rng,
+    started: Instant,
+    window: (Micros, Micros),
+    pools: Vec<flume::Sender<Job>>,
+    figures: Figures,
+}
+
+impl Simulation {
+    /// Creates the users (ids, tokens, contact lists) of one step.
+    pub fn new(setup: Setup, pools: Vec<flume::Sender<Job>>) -> Self {
+        let mut rng = fastrand::Rng::with_seed(setup.seed);
+        let count = setup.users;
+        // Fresh users every run: what earlier runs left in the database is not theirs.
+        let ids: Vec<Uuid> = (0..count).map(|_| Uuid::new_v4()).collect();
+        let mut watchers = vec![Vec::new(); count];
+        let mut users = Vec::with_capacity(count);
+        for (me, id) in ids.iter().enumerate() {
+            let wanted = setup.contacts.min(count.saturating_sub(1));
+            let mut contacts: Vec<u32> = Vec::with_capacity(wanted);
+            while contacts.len() < wanted {
+                let other = rng.u32(..count as u32);
+                if other as usize != me && !contacts.contains(&other) {
+                    contacts.push(other);
+                }
+            }
+            for contact in &contacts {
+                watchers[*contact as usize].push(me as u32);
+            }
+            let query =
+                json!({ "userIds": contacts.iter().map(|c| ids[*c as usize]).collect::<Vec<_>>() });
+            let token = presence::auth::issue_token(
+                &setup.secret,
+                UserId::from(*id),
+                Duration::from_secs(24 * 3600),
+            )
+            .expect("a token signs");
+            users.push(User {
+                id: *id,
+                authorization: HeaderValue::from_str(&format!("Bearer {token}"))
+                    .expect("a token is a valid header"),
+                instance: me % setup.instances.max(1),
+                contacts,
+                query: Bytes::from(query.to_string()),
+                session: 0,
+                tabs: Default::default(),
+                bursting: false,
+                burst: 0,
+                last_activity_ping: None,
+                message: false,
+                blocking: Vec::new(),
+                truth: Timeline::default(),
+                change: 0,
+                pending: Vec::new(),
+                clock_offset_ms: 0,
+                ping_interval: 30 * SECOND,
+            });
+        }
+        let index = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, i as u32))
+            .collect();
+        let warm = (setup.ramp + setup.warmup).as_micros() as Micros;
+        let window = (warm, warm + setup.duration.as_micros() as Micros);
+        let figures = Figures {
+            kinds: Kind::ALL
+                .iter()
+                .map(|k| (*k, KindFigures::default()))
+                .collect(),
+            ..Figures::default()
+        };
+        Self {
+            setup,
+            users,
+            index,
+            watchers,
+            blocks: Blocks::default(),
+            timers: BinaryHeap::new(),
+            rng,
+            started: Instant::now(),
+            window,
+            pools,
+            figures,
+        }
+    }
+
+    /// When the measured window starts and ends, on the clock of `started`.
+    pub fn window(&self) -> (Duration, Duration) {
+        (
+            Duration::from_micros(self.window.0),
+            Duration::from_micros(self.window.1),
+        )
+    }
+
+    /// Runs the step to its end and returns what it measured.
+    pub async fn run(mut self, done: &mut UnboundedReceiver<Done>, started: Instant) -> Figures {
+        self.started = started;
+        let ramp = self.setup.ramp.as_micros() as Micros;
+        for user in 0..self.users.len() as u32 {
+            let at = self.rng.u64(..ramp.max(1));
+            self.at(at, user, Event::Open);
+        }
+        let end = self.window.1;
+        loop {
+            let now = self.now();
+            if now >= end {
+                break;
+            }
+            while self.timers.peek().is_some_and(|timer| timer.at <= now) {
+                let Some(timer) = self.timers.pop() else {
+                    break;
+                };
+                if self.measuring(timer.at) {
+                    let late = now.saturating_sub(timer.at);
+                    self.figures
+                        .timer_lateness
+                        .push(late.min(u32::MAX as u64) as u32);
+                }
+                self.fire(timer.user, timer.event);
+            }
+            while let Ok(answer) = done.try_recv() {
+                self.answered(answer);
+            }
+            let next = self.timers.peek().map_or(end, |timer| timer.at).min(end);
+            let deadline = self.started + Duration::from_micros(next);
+            tokio::select! {
+                biased;
+                Some(answer) = done.recv() => self.answered(answer),
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
+        // Answers to what was sent in the window may still come, for a little while.
+        let grace = Instant::now() + Duration::from_secs(5);
+        while self.outstanding() > 0 {
+            match tokio::time::timeout_at(grace.into(), done.recv()).await {
+                Ok(Some(answer)) => self.answered(answer),
+                _ => break,
+            }
+        }
+        self.figures.present = self.users.iter().filter(|u| u.present()).count();
+        self.figures
+    }
+
+    fn outstanding(&self) -> u64 {
+        self.figures
+            .kinds
+            .iter()
+            .map(|(_, k)| k.sent - k.answered)
+            .sum()
+    }
+
+    fn now(&self) -> Micros {
+        self.started.elapsed().as_micros() as Micros
+    }
+
+    fn measuring(&self, at: Micros) -> bool {
+        at >= self.window.0 && at < self.window.1
+    }
+
+    fn at(&mut self, at: Micros, user: u32, event: Event) {
+        self.timers.push(Timer { at, user, event });
+    }
+
+    fn after(&mut self, mean: Micros, rare: bool) -> Micros {
+        let mean = if rare {
+            mean as f64 / self.setup.model.churn
+        } else {
+            mean as f64
+        };
+        let wait = -mean * (1.0 - self.rng.f64()).ln();
+        self.now() + wait as Micros
+    }
+}
