@@ -20,8 +20,7 @@
 # Knobs: CITUS_SHARD_COUNT (Citus's default, 32), CITUS_FSYNC (off; on for benchmarks).
 set -euo pipefail
 
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+source "$(dirname "$0")/lib.sh"
 
 installed() {
     [ -n "$PG_BIN" ] && [ -f "$("$PG_BIN/pg_config" --pkglibdir)/citus.so" ]

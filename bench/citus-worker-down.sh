@@ -8,22 +8,19 @@
 # Exits 1 when a check fails.
 # Usage (from the repository root): bash bench/citus-worker-down.sh
 # Knobs: USERS (1000), DOWN (20 s).
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
 USERS=${USERS:-1000}
 DOWN=${DOWN:-20}
 PORT=${PORT:-18290}
 DB=presence_worker_down
-BIN=./target/release/presence
-SIM=./target/release/presence-sim
-export PRESENCE_JWT_SECRET=bench-secret-not-for-production
+export PRESENCE_JWT_SECRET=$SECRET
 
 bash bench/citus-cluster.sh installed || {
     echo "the citus extension is not installed: see the README's \"Running the tests on Citus\"" >&2
     exit 1
 }
-cargo build --release --quiet
+build
 CITUS_DIR=$(mktemp -d)
 SERVER=
 SIMULATOR=
@@ -39,10 +36,7 @@ DATABASE_URL="$URL" RUST_LOG=warn "$BIN" migrate --citus
 DATABASE_URL="$URL" PRESENCE_ADDR="127.0.0.1:$PORT" PRESENCE_METRICS_ADDR= RUST_LOG=error \
     "$BIN" serve &
 SERVER=$!
-for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+wait_until_ready "http://127.0.0.1:$PORT/readyz"
 
 # The simulator's measured minute spans the whole outage.
 "$SIM" --url "http://127.0.0.1:$PORT" --users "$USERS" --ramp 20s --warmup 5s \

@@ -19,8 +19,7 @@
 #        REUSE=1 (use the history a previous REUSE=1 run kept, and keep it:
 #        seeding takes about 15 minutes at the defaults).
 # Ping throughput with history on against off is in bench/run.sh.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
 USERS=${USERS:-100000}
 DAYS=${DAYS:-30}
@@ -31,11 +30,9 @@ SERVER=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
 DB=presence_history_bench
 URL="$SERVER/$DB"
 BASE="http://127.0.0.1:$PORT"
-BIN=./target/release/presence
-SECRET=bench-secret-not-for-production
 
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-cargo build --release --quiet
+need wrk wrk
+build
 
 WORK=$(mktemp -d)
 SERVER_PID=
@@ -44,7 +41,6 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-say() { printf '%s\n' "$*" >&2; }
 
 # The history ends at the last midnight UTC; the server's clock is now.
 END=$(date -u +%Y-%m-%dT00:00:00Z)
@@ -121,11 +117,7 @@ start_server() {
     env DATABASE_URL="$URL" PRESENCE_ADDR="127.0.0.1:$PORT" PRESENCE_JWT_SECRET=$SECRET \
         PRESENCE_PRUNE_EVERY=0 PRESENCE_METRICS_ADDR= RUST_LOG=warn "$BIN" serve &
     SERVER_PID=$!
-    for _ in $(seq 1 100); do
-        curl -fs "$BASE/healthz" >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    say "the server did not start"; exit 1
+    wait_until_ready "$BASE/healthz"
 }
 TOKEN=$(PRESENCE_JWT_SECRET=$SECRET "$BIN" token --scope presence:admin bench --ttl 2h)
 start_server

@@ -3,8 +3,7 @@
 # device. Prints the time of one run (5 runs, each rolled back) and, as its
 # ceiling, the time of the full scan a prune without the index would need.
 # Usage (from the repository root): bash bench/prune.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
 USERS=${USERS:-1000000}
 STALE=${STALE:-1000}
@@ -13,9 +12,9 @@ server=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
 db=presence_bench_prune
 url="$server/$db"
 
-cargo build --release --quiet
+build
 psql -q "$server/postgres" -c "drop database if exists $db with (force)"
-DATABASE_URL="$url" RUST_LOG=warn ./target/release/presence migrate
+DATABASE_URL="$url" RUST_LOG=warn "$BIN" migrate
 
 echo "seeding $USERS users, $STALE of them with a stale device..."
 psql -q "$url" <<SQL

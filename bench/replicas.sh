@@ -8,8 +8,7 @@
 # misses of a deployment larger than its instances' caches are.
 # Usage (from the repository root): bash bench/replicas.sh
 # Knobs: USERS (100000), DURATION (10s), CONNECTIONS (64).
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
 USERS=${USERS:-100000}
 DURATION=${DURATION:-10s}
@@ -22,18 +21,14 @@ DB=presence_replicas
 PRIMARY="postgres://postgres@127.0.0.1:$PG_PORT/$DB"
 STANDBY="postgres://postgres@127.0.0.1:$STANDBY_PORT/$DB"
 BASE="http://127.0.0.1:$PORT"
-BIN=./target/release/presence
-SECRET=bench-secret-not-for-production
 
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-cargo build --release --quiet
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+need wrk wrk
+build
 WORK=$(mktemp -d)
 PRIMARY_DATA="$WORK/primary"
 STANDBY_DATA="$WORK/standby"
 mkdir -m 700 "$PRIMARY_DATA" "$STANDBY_DATA"
 # initdb refuses to run as root.
-as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$WORK"
 SERVER_PID=
 cleanup() {
@@ -44,7 +39,6 @@ cleanup() {
 }
 trap cleanup EXIT
 export BENCH_DATA="$WORK/data.lua" BENCH_LUA="$PWD/bench/lua"
-say() { printf '%s\n' "$*" >&2; }
 
 say "a primary and its standby..."
 as_postgres "$PG_BIN/initdb" -D "$PRIMARY_DATA" -A trust -U postgres >/dev/null
@@ -73,11 +67,7 @@ start_server() {
         PRESENCE_METRICS_ADDR="127.0.0.1:$METRICS_PORT" PRESENCE_PRUNE_EVERY=0 \
         PRESENCE_CACHE_CAPACITY=1000 RUST_LOG=warn "$@" "$BIN" serve &
     SERVER_PID=$!
-    for _ in $(seq 1 100); do
-        curl -fs "$BASE/readyz" >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    say "the server did not start"; exit 1
+    wait_until_ready "$BASE/readyz"
 }
 stop_server() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=; }
 reads() {

@@ -6,8 +6,7 @@
 # Knobs: USERS (100000), TOKENS (1000), DURATION (10s), CONNECTIONS (64),
 #        HOT (1000: the users the cached reads poll).
 # Real clients (ETags, heartbeats, tabs, an open loop) are bench/simulate.sh.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
 USERS=${USERS:-100000}
 TOKENS=${TOKENS:-1000}
@@ -19,12 +18,10 @@ SERVER=${BENCH_DATABASE_SERVER:-postgres://postgres@127.0.0.1:5432}
 DB=presence_bench
 URL="$SERVER/$DB"
 BASE="http://127.0.0.1:$PORT"
-BIN=./target/release/presence
-SECRET=bench-secret-not-for-production
 
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-command -v pgbench >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-contrib; }
-cargo build --release --quiet
+need wrk wrk
+need pgbench postgresql-contrib
+build
 
 WORK=$(mktemp -d)
 SERVER_PID=
@@ -36,7 +33,6 @@ cleanup() {
 trap cleanup EXIT
 export BENCH_DATA="$WORK/data.lua" BENCH_LUA="$PWD/bench/lua"
 
-say() { printf '%s\n' "$*" >&2; }
 
 # ---- seeding --------------------------------------------------------------
 say "seeding $USERS users..."
@@ -75,11 +71,7 @@ start_server() {
         PRESENCE_SETTINGS_BURST=100000000 PRESENCE_SETTINGS_PER_SECOND=100000000 \
         PRESENCE_METRICS_ADDR= RUST_LOG=warn "$@" "$BIN" serve &
     SERVER_PID=$!
-    for _ in $(seq 1 100); do
-        curl -fs "$BASE/healthz" >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    say "the server did not start"; exit 1
+    wait_until_ready "$BASE/healthz"
 }
 stop_server() {
     kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
@@ -157,7 +149,7 @@ env DATABASE_URL="$URL" PRESENCE_ADDR="127.0.0.1:$PORT_B" PRESENCE_JWT_SECRET=$S
     PRESENCE_PRUNE_EVERY=0 PRESENCE_SETTINGS_BURST=100000000 PRESENCE_SETTINGS_PER_SECOND=100000000 \
     PRESENCE_METRICS_ADDR= PRESENCE_CACHE_TTL=60s RUST_LOG=warn "$BIN" serve &
 SERVER_B=$!
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT_B/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+wait_until_ready "http://127.0.0.1:$PORT_B/healthz"
 writer_id=$(sed -n 2p "$WORK/ids")
 read -r vis50 vis99 vismax < <(python3 bench/visibility.py "127.0.0.1:$PORT" "127.0.0.1:$PORT_B" \
     "$(sed -n 2p "$WORK/tokens")" "$writer_id" "$(sed -n 1p "$WORK/tokens")")

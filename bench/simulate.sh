@@ -13,8 +13,7 @@
 # PostgreSQL, then the same on a private Citus cluster (a coordinator and two
 # workers, fsync on, CITUS_SHARD_COUNT (8) shards, bench/citus-cluster.sh;
 # the citus extension must be installed), each server's CPU measured apart.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
 STEPS=${STEPS:-10000,15000,20000,25000,30000}
 TWO_INSTANCES=${TWO_INSTANCES:-10000}
@@ -26,27 +25,17 @@ PORT=${PORT:-18280}
 PG_PORT=${PG_PORT:-55432}
 DB=presence_simulation
 URL="postgres://postgres@127.0.0.1:$PG_PORT/$DB"
-BIN=./target/release/presence
-SIM=./target/release/presence-sim
-export PRESENCE_JWT_SECRET=bench-secret-not-for-production
+export PRESENCE_JWT_SECRET=$SECRET
 
-cargo build --release --quiet
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+build
 PG_DATA=$(mktemp -d)
-# initdb refuses to run as root.
-as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres:postgres "$PG_DATA"
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
-    rm -rf "$PG_DATA"
+    stop_private_postgres "$PG_DATA"
 }
 trap cleanup EXIT
-as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -A trust -U postgres >/dev/null
-printf "port = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n" "$PG_PORT" "$PG_DATA" \
-    >> "$PG_DATA/postgresql.conf"
-as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w start >/dev/null
+private_postgres "$PG_DATA" "$PG_PORT"
 psql -q "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c "create database $DB"
 DATABASE_URL="$URL" RUST_LOG=warn "$BIN" migrate
 
@@ -55,11 +44,7 @@ start() {
     env DATABASE_URL="$URL" PRESENCE_ADDR="127.0.0.1:$1" PRESENCE_METRICS_ADDR= RUST_LOG=warn \
         "$BIN" serve &
     PIDS+=($!)
-    for _ in $(seq 1 100); do
-        curl -fs "http://127.0.0.1:$1/readyz" >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    echo "the server did not start" >&2; exit 1
+    wait_until_ready "http://127.0.0.1:$1/readyz"
 }
 stop_all() {
     for pid in "${PIDS[@]}"; do kill -TERM "$pid"; wait "$pid" || true; done

@@ -138,13 +138,10 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
 /// shard's worker (the ping writer makes one call per shard, see
 /// [`apply_pings_by_shard`]), where a generic plan of it is one Citus refuses.
 pub async fn tune_functions(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-    for function in [
-        "apply_pings(uuid[], text[], text[], boolean[], timestamptz[], integer, boolean[], \
-         text[], timestamptz[], boolean[], boolean[], boolean[], text[], timestamptz[], boolean[])",
-        "prune_stale_devices(interval, integer, timestamptz, integer)",
-        "remove_device(uuid, text, timestamptz)",
-    ] {
-        // The signatures are this module's constants.
+    // By name: each is the only function of its name, so no signature is
+    // written out here (the ping's columns are defined once, in SQL and in `PingColumns`).
+    for function in ["apply_pings", "prune_stale_devices", "remove_device"] {
+        // The names are this module's constants.
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "alter function {function} set plan_cache_mode = force_custom_plan"
         )))
