@@ -17,7 +17,7 @@ DB=presence_worker_down
 export PRESENCE_JWT_SECRET=$SECRET
 
 bash bench/citus-cluster.sh installed || {
-    echo "the citus extension is not installed: see the README's \"Running the tests on Citus\"" >&2
+    echo "the citus extension is not installed: see docs/scaling.md, \"Running the tests on Citus\"" >&2
     exit 1
 }
 build

@@ -10,7 +10,7 @@
 //!
 //! These statements use Citus's functions, which a plain PostgreSQL does
 //! not have: they are checked where Citus runs (`PRESENCE_TEST_CITUS_URL`,
-//! see the README), not at compile time.
+//! see docs/scaling.md), not at compile time.
 
 use std::collections::BTreeMap;
 

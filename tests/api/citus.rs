@@ -303,7 +303,7 @@ async fn the_suite_runs_on_citus_when_asked(pool: PgPool) {
     let Some(_) = citus_url() else {
         eprintln!(
             "\n!!! SKIPPED the Citus run: PRESENCE_TEST_CITUS_URL is not set. \
-             Every other test ran on plain PostgreSQL; see the README's \
+             Every other test ran on plain PostgreSQL; see docs/scaling.md, \
              \"Running the tests on Citus\". !!!\n"
         );
         return;
