@@ -235,7 +235,7 @@ export interface components {
         BlocksResponse: {
             /**
              * Format: uuid
-             * @description The `after` for the next page; `null` on the last one.
+             * @description The `after` for the next page: the last id of a full page, else `null`.
              */
             next?: string | null;
             /** @description The blocked users of this page, in ascending id order. */

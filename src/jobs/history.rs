@@ -47,9 +47,7 @@ pub async fn refresh_rollups(
             // A day of a large history takes seconds: past the request
             // path's statement timeout, fine for the background.
             let mut transaction = sqlx::Connection::begin(&mut *connection).await?;
-            sqlx::query("set local statement_timeout = '10min'")
-                .execute(&mut *transaction)
-                .await?;
+            store::allow_long_statements(&mut transaction, 10).await?;
             bucket_stats(&mut transaction, bucket, &[*start], now, offline_after).await?;
             transaction.commit().await?;
         }

@@ -16,7 +16,7 @@ use super::cache::RowCache;
 use super::freshness::Freshness;
 use super::pairs::PairCache;
 use crate::domain::UserId;
-use crate::store::CHANGE_CHANNEL;
+use crate::store::{self, CHANGE_CHANNEL};
 
 /// The `application_name` of the listening connection, to find it in `pg_stat_activity`.
 pub const LISTENER_APPLICATION_NAME: &str = "presence-listener";
@@ -83,10 +83,8 @@ pub async fn probe(pool: &PgPool, freshness: Arc<Freshness>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let sent = sqlx::query("select pg_notify($1, $2)")
-            .bind(CHANGE_CHANNEL)
-            .bind(freshness.probe())
-            .execute(pool);
+        let probe = freshness.probe();
+        let sent = store::announce(pool, &probe);
         // A probe that fails or is late only means entries fall back to the TTL.
         if let Ok(Err(error)) = tokio::time::timeout(every, sent).await {
             tracing::debug!(%error, "a freshness probe failed");

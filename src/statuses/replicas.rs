@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::database::Database;
+use crate::store;
 
 /// One replica: its pool and whether reads may go to it now.
 pub struct Replica {
@@ -112,7 +113,7 @@ impl Replicas {
         loop {
             tick.tick().await;
             let check = tokio::time::timeout(every * 4, async {
-                if let Ok(lsn) = wal_position(&primary, "select pg_current_wal_lsn()").await {
+                if let Ok(lsn) = store::current_wal_position(&primary).await {
                     samples.push(Instant::now(), lsn, self.max_lag);
                 }
                 for replica in &self.replicas {
@@ -138,14 +139,13 @@ impl Replicas {
     /// `Ok` when `replica` may serve reads now; why not otherwise.
     async fn keeps_up(&self, replica: &Replica, samples: &Samples) -> Result<(), String> {
         let pool = replica.db.pool();
-        let recovering: bool = sqlx::query_scalar("select pg_is_in_recovery()")
-            .fetch_one(pool)
+        let recovering = store::is_in_recovery(pool)
             .await
             .map_err(|error| format!("it does not answer: {error}"))?;
         if !recovering {
             return Err("it is not in recovery (promoted?): not a replica".to_owned());
         }
-        let replayed = wal_position(pool, "select pg_last_wal_replay_lsn()")
+        let replayed = store::replayed_wal_position(pool)
             .await
             .map_err(|error| format!("it does not answer: {error}"))?;
         match samples.behind_since(replayed) {
@@ -167,15 +167,6 @@ impl Replicas {
             _ => {}
         }
     }
-}
-
-/// A WAL position as a byte offset (`pg_lsn` minus `0/0`).
-async fn wal_position(pool: &PgPool, position: &str) -> Result<i64, sqlx::Error> {
-    let query = format!("select (({position}) - '0/0'::pg_lsn)::bigint");
-    sqlx::query_scalar::<_, Option<i64>>(sqlx::AssertSqlSafe(query))
-        .fetch_one(pool)
-        .await
-        .map(Option::unwrap_or_default)
 }
 
 /// The primary's recent WAL positions, oldest first.

@@ -5,6 +5,7 @@ pub mod citus;
 mod history;
 mod jobs;
 mod pg_cron;
+mod replication;
 mod schema;
 mod status;
 
@@ -18,6 +19,7 @@ pub use history::{
 };
 pub use jobs::{claim_job_run, prune_stale_devices, try_job_lock};
 pub use pg_cron::{PG_CRON_JOB, PgCronError, install_pg_cron_job, uninstall_pg_cron_job};
+pub use replication::{current_wal_position, is_in_recovery, replayed_wal_position};
 pub use schema::{
     MIGRATOR, install_sql_functions, install_sql_functions_with_history, pending_migrations,
 };
@@ -28,3 +30,31 @@ pub use status::{
 
 /// The channel every write announces its rows (and block pairs) on, delivered at commit.
 pub const CHANGE_CHANNEL: &str = "presence_changes";
+
+/// Sends `payload` on the change channel (the listener's freshness probes).
+pub async fn announce(
+    executor: impl sqlx::PgExecutor<'_>,
+    payload: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(CHANGE_CHANNEL)
+        .bind(payload)
+        .execute(executor)
+        .await
+        .map(|_| ())
+}
+
+/// Lets the statements of the current transaction run up to `minutes`
+/// (background work past the request path's statement timeout).
+pub async fn allow_long_statements(
+    connection: &mut sqlx::PgConnection,
+    minutes: u32,
+) -> Result<(), sqlx::Error> {
+    // A number this module formats: no input reaches the statement.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "set local statement_timeout = '{minutes}min'"
+    )))
+    .execute(connection)
+    .await
+    .map(|_| ())
+}

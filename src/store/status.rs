@@ -24,7 +24,8 @@ struct StatusRecord {
 }
 
 /// The [`StatusRecord`] inside a wider record of the same columns (`query!`
-/// and `query_as!` cannot flatten one struct into another).
+/// and `query_as!` cannot flatten one struct into another): the one mapping
+/// of the status columns for every statement that returns more than them.
 macro_rules! status_record {
     ($record:expr) => {
         StatusRecord {
@@ -365,22 +366,6 @@ pub async fn count_users_by_status(
         .collect())
 }
 
-/// A `user_status` row with what blocks say about showing it to one viewer.
-struct StatusForViewerRecord {
-    user_id: Uuid,
-    manual_status: Option<ManualStatus>,
-    manual_status_until: Option<DateTime<Utc>>,
-    invisible: bool,
-    last_seen_before_invisible: Option<DateTime<Utc>>,
-    last_seen: Option<DateTime<Utc>>,
-    status_message: Option<String>,
-    status_message_until: Option<DateTime<Utc>>,
-    devices: Json<Vec<StoredDevice>>,
-    version: i64,
-    hidden: bool,
-    hidden_last_seen: Option<DateTime<Utc>>,
-}
-
 /// The rows of `users`, each with the block (either way) between its user and
 /// `viewer`, if any: what a read needs when nothing is cached, in one round trip.
 #[tracing::instrument(level = "debug", skip_all, fields(users = users.len()))]
@@ -390,8 +375,7 @@ pub async fn fetch_statuses_for_viewer(
     users: &[UserId],
 ) -> Result<Vec<(StoredStatus, Option<Hidden>)>, sqlx::Error> {
     let ids: Vec<Uuid> = users.iter().map(UserId::as_uuid).collect();
-    let records = sqlx::query_as!(
-        StatusForViewerRecord,
+    let records = sqlx::query!(
         r#"
         with hidden as materialized (
             -- The viewer's own rows about exactly these users: one index scan

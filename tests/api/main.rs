@@ -7,6 +7,7 @@ mod cluster;
 mod concurrency;
 mod consistency;
 mod devices;
+mod docs;
 mod errors;
 mod front_end;
 mod fuzz;
