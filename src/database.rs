@@ -37,6 +37,14 @@ impl Database {
         self.deadline
     }
 
+    /// The same pool with another deadline (the shared reads', which outlive a request's).
+    pub fn with_deadline(&self, deadline: Duration) -> Self {
+        Self {
+            deadline,
+            ..self.clone()
+        }
+    }
+
     /// The pool, for what runs outside the request path (its size, for the metrics).
     pub fn pool(&self) -> &PgPool {
         &self.pool

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub pool_connections: IntGaugeVec,
     /// Status reads that missed the cache, by the server that answered: `primary` or `replica`.
     pub database_reads: IntCounterVec,
+    /// Users' rows asked for by those reads, by the server asked: what a pause of the database may not multiply.
+    pub database_rows_read: IntCounterVec,
+    /// Lookups of whether a viewer is in any block (one per viewer while fresh, however many polls).
+    pub block_lookups: IntCounter,
     /// Read replicas in rotation now (keeping up within `PRESENCE_REPLICA_MAX_LAG`).
     pub replicas_in_rotation: IntGauge,
 }
@@ -100,6 +104,19 @@ impl Metrics {
                 &["server"],
             )
             .expect("a valid metric definition"),
+            database_rows_read: IntCounterVec::new(
+                Opts::new(
+                    "database_rows_read_total",
+                    "Users' rows asked for by status reads that missed the cache, by the server asked",
+                ),
+                &["server"],
+            )
+            .expect("a valid metric definition"),
+            block_lookups: IntCounter::new(
+                "block_lookups_total",
+                "Lookups of whether a viewer is in any block",
+            )
+            .expect("a valid metric definition"),
             replicas_in_rotation: IntGauge::new(
                 "replicas_in_rotation",
                 "Read replicas in rotation now",
@@ -107,7 +124,7 @@ impl Metrics {
             .expect("a valid metric definition"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_duration.clone()),
             Box::new(metrics.pings.clone()),
@@ -118,6 +135,8 @@ impl Metrics {
             Box::new(metrics.users.clone()),
             Box::new(metrics.pool_connections.clone()),
             Box::new(metrics.database_reads.clone()),
+            Box::new(metrics.database_rows_read.clone()),
+            Box::new(metrics.block_lookups.clone()),
             Box::new(metrics.replicas_in_rotation.clone()),
         ];
         for collector in collectors {

@@ -54,6 +54,18 @@ impl Freshness {
         now.saturating_sub(known_until) < self.ttl
     }
 
+    /// Whether `later` is less than the TTL after `earlier`: a read started at
+    /// `earlier` may answer a request that started at `later`.
+    pub fn within_ttl(&self, earlier: u64, later: u64) -> bool {
+        later.saturating_sub(earlier) < self.ttl
+    }
+
+    /// Whether the listener has applied every write committed up to less than
+    /// a TTL ago: entries are then served whenever they were read.
+    pub fn keeps_up(&self) -> bool {
+        self.fresh_at(0, self.now())
+    }
+
     /// Every write committed before `at` has been applied.
     pub fn caught_up_to(&self, at: u64) {
         self.caught_up.fetch_max(at, Ordering::AcqRel);

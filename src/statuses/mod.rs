@@ -13,6 +13,7 @@ mod freshness;
 mod listener;
 mod pairs;
 mod replicas;
+mod shared_reads;
 mod writer;
 
 use std::collections::HashMap;
@@ -30,12 +31,14 @@ pub use listener::LISTENER_APPLICATION_NAME;
 pub use pairs::PairCache;
 pub use replicas::{Replica, Replicas};
 
-use crate::database::Database;
+use crate::database::{Database, past_deadline};
 use crate::domain::{DeviceId, Ping, UserId};
+use crate::error::database_unavailable;
 use crate::metrics::Metrics;
 use crate::presence::{Hidden, StoredStatus};
 pub use crate::store::BlockError;
 use crate::store::{self, PingWrite};
+use shared_reads::SharedReads;
 use writer::PingWriter;
 
 /// A user's stored row as last read or written, `None` for a user who never pinged.
@@ -56,8 +59,13 @@ pub struct StatusesConfig {
     pub distributed: bool,
 }
 
+/// How much longer than a request's deadline a shared read may take: it
+/// outlives the requests that gave up on it, so a pause costs one read per row.
+const SHARED_READ_DEADLINES: u32 = 4;
+
 /// The read caches, when on.
 struct Caches {
+    freshness: Arc<Freshness>,
     rows: Arc<RowCache>,
     pairs: Arc<PairCache>,
 }
@@ -65,6 +73,12 @@ struct Caches {
 /// Reads and writes of user statuses, through the read cache and the ping writer.
 pub struct Statuses {
     db: Database,
+    /// The deadline of shared reads, longer than a request's.
+    shared_db: Database,
+    shared: Arc<SharedReads>,
+    /// Whether viewers are in any block, read once per viewer however many of their polls wait.
+    shared_lookups: Arc<SharedReads<bool>>,
+    reader: RowReader,
     caches: Option<Caches>,
     writer: PingWriter,
     cache_hits: IntCounter,
@@ -76,7 +90,19 @@ pub struct Statuses {
     /// Whether the tables are distributed on Citus (reads then ask in two statements).
     distributed: bool,
     primary_reads: IntCounter,
+    primary_rows_read: IntCounter,
+    block_lookups: IntCounter,
+}
+
+/// Reads other users' rows (viewer-independent), from a replica when one is
+/// in rotation: what the shared reads run, on a task of their own.
+#[derive(Clone)]
+struct RowReader {
+    replicas: Option<Arc<Replicas>>,
+    primary_reads: IntCounter,
     replica_reads: IntCounter,
+    primary_rows_read: IntCounter,
+    replica_rows_read: IntCounter,
 }
 
 impl Statuses {
@@ -99,6 +125,7 @@ impl Statuses {
             PingWriter::start(db.clone(), config.max_devices, config.distributed);
         let freshness = Arc::new(Freshness::new(config.cache_ttl));
         let caches = (!config.cache_ttl.is_zero()).then(|| Caches {
+            freshness: freshness.clone(),
             rows: Arc::new(RowCache::new(
                 freshness.clone(),
                 config.cache_ttl,
@@ -122,13 +149,25 @@ impl Statuses {
         if let Some(replicas) = &replicas {
             tasks.push(tokio::spawn(replicas.clone().watch(db.pool().clone())));
         }
+        let reader = RowReader {
+            replicas: replicas.clone(),
+            primary_reads: metrics.database_reads.with_label_values(&["primary"]),
+            replica_reads: metrics.database_reads.with_label_values(&["replica"]),
+            primary_rows_read: metrics.database_rows_read.with_label_values(&["primary"]),
+            replica_rows_read: metrics.database_rows_read.with_label_values(&["replica"]),
+        };
         let statuses = Self {
+            shared_db: db.with_deadline(config.db_deadline * SHARED_READ_DEADLINES),
             db,
+            shared: Arc::new(SharedReads::default()),
+            shared_lookups: Arc::new(SharedReads::default()),
             caches,
             replicas,
             distributed: config.distributed,
-            primary_reads: metrics.database_reads.with_label_values(&["primary"]),
-            replica_reads: metrics.database_reads.with_label_values(&["replica"]),
+            primary_reads: reader.primary_reads.clone(),
+            primary_rows_read: reader.primary_rows_read.clone(),
+            block_lookups: metrics.block_lookups.clone(),
+            reader,
             writer,
             cache_hits: metrics.cache_lookups.with_label_values(&["hit"]),
             cache_misses: metrics.cache_lookups.with_label_values(&["miss"]),
@@ -202,19 +241,17 @@ impl Statuses {
         let fetched_anyway = self.replicas.is_none()
             && users.len() == 1
             && matches!(caches.rows.get(users[0]), Lookup::Miss);
-        if !fetched_anyway && caches.pairs.in_a_block(viewer).is_none() {
+        let mut in_a_block = caches.pairs.in_a_block(viewer);
+        if !fetched_anyway && in_a_block.is_none() {
             // One cheap look, then no per-pair entries at all for a viewer in no
             // block: single reads by many viewers (scripts, backends) hit the cache too.
-            let in_a_block = self
-                .db
-                .run(async |connection| store::in_any_block(connection, viewer).await)
-                .await?;
-            caches
-                .pairs
-                .offer_in_a_block(viewer, in_a_block, pair_mark, read_at);
+            in_a_block = Some(
+                self.look_up_blocks(caches, viewer, read_at, pair_mark)
+                    .await?,
+            );
         }
         // Looked up once per request: most viewers are in no block at all.
-        let viewer_in_no_block = caches.pairs.in_a_block(viewer) == Some(false);
+        let viewer_in_no_block = in_a_block == Some(false);
         let mut answers: Vec<Option<(Row, Option<Hidden>)>> = users
             .iter()
             .map(|user| match caches.rows.get(*user) {
@@ -236,8 +273,15 @@ impl Statuses {
         self.cache_hits.inc_by((users.len() - misses.len()) as u64);
         self.cache_misses.inc_by(misses.len() as u64);
         if !misses.is_empty() {
-            let mut found = if viewer_in_no_block && !misses.contains(&viewer) {
-                self.fetch_others(caches, viewer, &misses).await?
+            // Other users' rows for a viewer in no block are the same for
+            // every viewer: shared with the other requests that need them.
+            let shared = viewer_in_no_block && !misses.contains(&viewer);
+            let mut found = if shared {
+                self.read_shared(caches, &misses, read_at)
+                    .await?
+                    .into_iter()
+                    .map(|(user, row)| (user, (row, None)))
+                    .collect()
             } else {
                 self.fetch_from_database(viewer, &misses).await?
             };
@@ -247,16 +291,21 @@ impl Statuses {
                 }
                 *answer = Some(match found.remove(user) {
                     Some((row, hidden)) => {
-                        caches.rows.offer(row.clone(), read_at);
-                        if !viewer_in_no_block {
-                            caches
-                                .pairs
-                                .offer(viewer, *user, hidden, pair_mark, read_at);
+                        // Shared reads fill the cache themselves, as of when they started.
+                        if !shared {
+                            caches.rows.offer(row.clone(), read_at);
+                            if !viewer_in_no_block {
+                                caches
+                                    .pairs
+                                    .offer(viewer, *user, hidden, pair_mark, read_at);
+                            }
                         }
                         (Some(row), hidden)
                     }
                     None => {
-                        caches.rows.offer_absent(*user, row_mark);
+                        if !shared {
+                            caches.rows.offer_absent(*user, row_mark);
+                        }
                         (None, None)
                     }
                 });
@@ -268,48 +317,152 @@ impl Statuses {
             .collect())
     }
 
-    /// Rows of `users` (not the viewer, who is in no block), from a replica in
-    /// rotation if there is one; from the primary for any row the replica has
-    /// older than a version this instance knows was written, and for all of
-    /// them if the replica fails.
-    async fn fetch_others(
+    /// Whether `viewer` is in any block (for a request started at
+    /// `read_at`, with the pair cache's mark `pair_mark`), through the lookup
+    /// in flight for the viewer if there is one: a pause of the database costs
+    /// one lookup per viewer, however many of their requests wait.
+    async fn look_up_blocks(
         &self,
         caches: &Caches,
         viewer: UserId,
-        users: &[UserId],
-    ) -> Result<HashMap<UserId, (Arc<StoredStatus>, Option<Hidden>)>, sqlx::Error> {
-        let Some(replica) = self.replicas.as_ref().and_then(|replicas| replicas.pick()) else {
-            return self.fetch_from_database(viewer, users).await;
-        };
-        let rows = match replica
-            .database()
-            .run(async |connection| store::fetch_statuses(connection, users).await)
+        read_at: u64,
+        pair_mark: u64,
+    ) -> Result<bool, sqlx::Error> {
+        // A flight starts now, whenever the request started: its read sees at least as much.
+        let boarding = self.shared_lookups.board(&[viewer], caches.freshness.now());
+        if let Some((flight, viewers)) = boarding.started {
+            let pair_mark = caches.pairs.mark();
+            let (db, shared, pairs, lookups) = (
+                self.shared_db.clone(),
+                self.shared_lookups.clone(),
+                caches.pairs.clone(),
+                self.block_lookups.clone(),
+            );
+            tokio::spawn(async move {
+                let looked = db
+                    .run(async |connection| {
+                        // Counted once a connection is held: a read PostgreSQL is asked for.
+                        lookups.inc();
+                        store::in_any_block(connection, viewer).await
+                    })
+                    .await;
+                let (found, unavailable) = match looked {
+                    Ok(in_a_block) => {
+                        pairs.offer_in_a_block(viewer, in_a_block, pair_mark, flight.started);
+                        (Ok(HashMap::from([(viewer, in_a_block)])), false)
+                    }
+                    Err(error) => (Err(error.to_string()), database_unavailable(&error)),
+                };
+                shared.land(&flight, &viewers, found, unavailable);
+            });
+        }
+        let flight = &boarding.flights[0];
+        let deadline = tokio::time::Instant::now() + self.db.deadline();
+        let landed = tokio::time::timeout_at(deadline, flight.landed())
             .await
+            .map_err(|_| past_deadline())?;
+        let found = landed.as_ref().map_err(|message| flight.error(message))?;
+        if let Some(in_a_block) = found
+            .get(&viewer)
+            .filter(|_| caches.freshness.within_ttl(flight.started, read_at))
         {
-            Ok(rows) => rows,
-            Err(error) => {
-                replica.failed(&error);
-                return self.fetch_from_database(viewer, users).await;
-            }
-        };
-        self.replica_reads.inc();
-        let mut found: HashMap<_, _> = rows
-            .into_iter()
-            .map(|row| (row.user_id, (Arc::new(row), None)))
-            .collect();
-        let behind: Vec<UserId> = users
-            .iter()
-            .filter(|user| {
-                let replayed = found.get(user).map(|(row, _)| row.version);
-                caches
-                    .rows
-                    .known_version(**user)
-                    .is_some_and(|known| replayed.is_none_or(|replayed| replayed < known))
+            return Ok(*in_a_block);
+        }
+        // Looked up a TTL or more before this request: what the cache holds
+        // once the listener keeps up again, else a look of its own.
+        wait_for_listener(&caches.freshness, deadline).await;
+        if let Some(in_a_block) = caches.pairs.in_a_block(viewer) {
+            return Ok(in_a_block);
+        }
+        let in_a_block = self
+            .db
+            .run(async |connection| {
+                self.block_lookups.inc();
+                store::in_any_block(connection, viewer).await
             })
-            .copied()
-            .collect();
-        if !behind.is_empty() {
-            found.extend(self.fetch_from_database(viewer, &behind).await?);
+            .await?;
+        caches
+            .pairs
+            .offer_in_a_block(viewer, in_a_block, pair_mark, read_at);
+        Ok(in_a_block)
+    }
+
+    /// Other users' rows for a request that started at `read_at`: each from the read in flight for it if
+    /// there is one, else from a read this request starts for the rest (see
+    /// `shared_reads.rs`), within the request's deadline.
+    async fn read_shared(
+        &self,
+        caches: &Caches,
+        users: &[UserId],
+        read_at: u64,
+    ) -> Result<HashMap<UserId, Arc<StoredStatus>>, sqlx::Error> {
+        let boarding = self.shared.board(users, caches.freshness.now());
+        if let Some((flight, flight_users)) = boarding.started {
+            let row_mark = caches.rows.mark();
+            let (reader, db, shared, rows) = (
+                self.reader.clone(),
+                self.shared_db.clone(),
+                self.shared.clone(),
+                caches.rows.clone(),
+            );
+            tokio::spawn(async move {
+                let (found, unavailable) = match reader.read(&db, &rows, &flight_users).await {
+                    Ok(found) => {
+                        for user in &flight_users {
+                            match found.get(user) {
+                                Some(row) => rows.offer(row.clone(), flight.started),
+                                None => rows.offer_absent(*user, row_mark),
+                            }
+                        }
+                        (Ok(found), false)
+                    }
+                    Err(error) => (Err(error.to_string()), database_unavailable(&error)),
+                };
+                shared.land(&flight, &flight_users, found, unavailable);
+            });
+        }
+        let deadline = tokio::time::Instant::now() + self.db.deadline();
+        let mut found = HashMap::with_capacity(users.len());
+        let mut stale = Vec::new();
+        for (user, flight) in users.iter().zip(&boarding.flights) {
+            let landed = tokio::time::timeout_at(deadline, flight.landed())
+                .await
+                .map_err(|_| past_deadline())?;
+            let rows = landed.as_ref().map_err(|message| flight.error(message))?;
+            if caches.freshness.within_ttl(flight.started, read_at) {
+                if let Some(row) = rows.get(user) {
+                    found.insert(*user, row.clone());
+                }
+                continue;
+            }
+            // A read started a TTL or more before this request: only what the
+            // cache now holds as fresh will do.
+            match caches.rows.get(*user) {
+                Lookup::Row(row) => {
+                    found.insert(*user, row);
+                }
+                Lookup::Absent => {}
+                Lookup::Miss => stale.push(*user),
+            }
+        }
+        if !stale.is_empty() {
+            // The read landed after the listener fell behind: once it has
+            // caught up again (within the deadline), the rows it offered are
+            // fresh, and nothing more need be read.
+            wait_for_listener(&caches.freshness, deadline).await;
+            stale.retain(|user| match caches.rows.get(*user) {
+                Lookup::Row(row) => {
+                    found.insert(*user, row);
+                    false
+                }
+                Lookup::Absent => false,
+                Lookup::Miss => true,
+            });
+        }
+        if !stale.is_empty() {
+            // Read again, shared as well: the first request to need a row starts it.
+            let now = caches.freshness.now();
+            found.extend(Box::pin(self.read_shared(caches, &stale, now)).await?);
         }
         Ok(found)
     }
@@ -320,10 +473,11 @@ impl Statuses {
         viewer: UserId,
         users: &[UserId],
     ) -> Result<HashMap<UserId, (Arc<StoredStatus>, Option<Hidden>)>, sqlx::Error> {
-        self.primary_reads.inc();
         Ok(self
             .db
             .run(async |connection| {
+                self.primary_reads.inc();
+                self.primary_rows_read.inc_by(users.len() as u64);
                 if self.distributed {
                     store::citus::fetch_statuses_for_viewer(connection, viewer, users).await
                 } else {
@@ -409,5 +563,79 @@ impl Statuses {
     /// How many rows the read cache holds now (after its pending evictions).
     pub fn cached_rows(&self) -> u64 {
         self.caches.as_ref().map_or(0, |caches| caches.rows.len())
+    }
+}
+
+/// Waits, until `deadline` at most, for the change listener to keep up again
+/// (after a pause of the database): entries read before are then fresh
+/// unless a write announced since made them stale.
+async fn wait_for_listener(freshness: &Freshness, deadline: tokio::time::Instant) {
+    while !freshness.keeps_up() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+impl RowReader {
+    /// Rows of `users` (users without one are left out), within `db`'s
+    /// deadline: from a replica in rotation if there is one, and from the
+    /// primary for any row the replica has older than a version `rows` knows
+    /// was written, and for all of them if the replica fails.
+    async fn read(
+        &self,
+        db: &Database,
+        rows: &RowCache,
+        users: &[UserId],
+    ) -> Result<HashMap<UserId, Arc<StoredStatus>>, sqlx::Error> {
+        let Some(replica) = self.replicas.as_ref().and_then(|replicas| replicas.pick()) else {
+            return self.read_primary(db, users).await;
+        };
+        let replayed = match replica
+            .database()
+            .run(async |connection| store::fetch_statuses(connection, users).await)
+            .await
+        {
+            Ok(replayed) => replayed,
+            Err(error) => {
+                replica.failed(&error);
+                return self.read_primary(db, users).await;
+            }
+        };
+        self.replica_reads.inc();
+        self.replica_rows_read.inc_by(users.len() as u64);
+        let mut found: HashMap<_, _> = replayed
+            .into_iter()
+            .map(|row| (row.user_id, Arc::new(row)))
+            .collect();
+        let behind: Vec<UserId> = users
+            .iter()
+            .filter(|user| {
+                let replayed = found.get(user).map(|row| row.version);
+                rows.known_version(**user)
+                    .is_some_and(|known| replayed.is_none_or(|replayed| replayed < known))
+            })
+            .copied()
+            .collect();
+        if !behind.is_empty() {
+            found.extend(self.read_primary(db, &behind).await?);
+        }
+        Ok(found)
+    }
+
+    /// Rows of `users` from the primary, in one statement.
+    async fn read_primary(
+        &self,
+        db: &Database,
+        users: &[UserId],
+    ) -> Result<HashMap<UserId, Arc<StoredStatus>>, sqlx::Error> {
+        Ok(db
+            .run(async |connection| {
+                self.primary_reads.inc();
+                self.primary_rows_read.inc_by(users.len() as u64);
+                store::fetch_statuses(connection, users).await
+            })
+            .await?
+            .into_iter()
+            .map(|row| (row.user_id, Arc::new(row)))
+            .collect())
     }
 }

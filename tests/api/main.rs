@@ -27,4 +27,5 @@ mod prune;
 mod rate_limit;
 mod replicas;
 mod simulator;
+mod stampede;
 mod status_rules;

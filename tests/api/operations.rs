@@ -262,10 +262,13 @@ type Expectation<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
 pub fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     page.lines()
         .filter_map(|line| line.strip_prefix(name))
-        .filter_map(|rest| rest.strip_prefix('{'))
-        .filter_map(|rest| rest.split_once("} "))
+        .filter_map(|rest| match rest.strip_prefix('{') {
+            Some(labelled) => labelled.split_once("} "),
+            // A series without labels: `name value`.
+            None => rest.strip_prefix(' ').map(|value| ("", value)),
+        })
         .find(|(found, _)| {
-            let found: Vec<&str> = found.split(',').collect();
+            let found: Vec<&str> = found.split(',').filter(|label| !label.is_empty()).collect();
             labels
                 .iter()
                 .all(|(key, value)| found.contains(&format!("{key}=\"{value}\"").as_str()))
