@@ -372,6 +372,30 @@ impl Step {
         self.lateness.p99 < 100.0
     }
 
+    /// Status writes answered per second: pings (heartbeats, activity,
+    /// settings) and sign-outs, each a durable write of a status row.
+    fn status_writes_per_second(&self) -> f64 {
+        self.kinds
+            .iter()
+            .filter(|kind| {
+                ["heartbeat", "activity ping", "setting", "sign-out"].contains(&kind.name)
+            })
+            .map(|kind| kind.rate)
+            .sum()
+    }
+
+    /// The server's CPU per request (µs), and PostgreSQL's per status write (µs).
+    pub fn costs(&self) -> (Option<f64>, Option<f64>) {
+        let r = &self.resources;
+        let per = |cores: Option<f64>, rate: f64| {
+            cores.filter(|_| rate > 0.0).map(|cores| cores * 1e6 / rate)
+        };
+        (
+            per(r.server_cpu, self.all.rate),
+            per(r.postgres_cpu, self.status_writes_per_second()),
+        )
+    }
+
     fn writes_per_user_minute(&self) -> Option<f64> {
         Some(self.resources.row_writes? as f64 / self.users.max(1) as f64 / (self.seconds / 60.0))
     }
@@ -411,6 +435,8 @@ impl Step {
             "rowWritesPerUserMinute": self.writes_per_user_minute(),
             "commitsPerSecond": r.commits.map(|c| c as f64 / self.seconds),
             "serverCpuCores": r.server_cpu,
+            "serverCpuMicrosPerRequest": self.costs().0,
+            "postgresCpuMicrosPerStatusWrite": self.costs().1,
             "serverRssMb": r.server_rss_mb,
             "serverPeakMb": r.server_peak_mb,
             "postgresCpuCores": r.postgres_cpu,
@@ -460,6 +486,13 @@ impl Step {
             show(r.machine_busy.map(|b| b * 100.0), 0),
             show(r.server_rss_mb, 0),
             show(r.server_peak_mb, 0)
+        );
+        let (per_request, per_write) = self.costs();
+        println!(
+            "cost: server {} µs of CPU per request; PostgreSQL {} µs of CPU per status write ({:.0} status writes/s)",
+            show(per_request, 1),
+            show(per_write, 1),
+            self.status_writes_per_second()
         );
         if !r.node_cpu.is_empty() {
             let nodes: Vec<String> = r
@@ -530,25 +563,32 @@ impl Step {
 /// Prints one row per step, the capacity (the most users served) and the goals.
 pub fn summary(steps: &[Step], max_p99_ms: f64, poll_interval: Duration) {
     println!(
-        "\n| users | instances | req/s | p50 ms | p99 ms | errors | 304s (visible tab) | bytes/poll | row writes/user/min | server CPU | server RSS MB | propagation p50 / p99 s | wrong | served |"
+        "\n| users | instances | req/s | p50 ms | p99 ms | errors | over 50 ms | 304s (visible tab) | row writes/user/min | CPU: server / PostgreSQL / simulator | server µs per request | PostgreSQL µs per status write | server RSS MB | propagation p50 / p99 s | wrong | served |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let show = |value: Option<f64>, digits: usize| {
+        value.map_or_else(|| "n/a".to_owned(), |value| format!("{value:.digits$}"))
+    };
     for s in steps {
         let r = &s.resources;
+        let (per_request, per_write) = s.costs();
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.1}% | {:.0} | {} | {} | {} | {:.2} / {:.2} | {} of {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {:.1}% | {} | {} / {} / {} | {} | {} | {} | {:.2} / {:.2} | {} of {} | {} |",
             s.users,
             s.instances,
             s.all.rate,
             s.all.latency.p50,
             s.all.latency.p99,
             s.all.errors,
+            s.slow,
             s.not_modified_visible * 100.0,
-            s.bytes_per_poll,
-            s.writes_per_user_minute()
-                .map_or("n/a".into(), |w| format!("{w:.2}")),
-            r.server_cpu.map_or("n/a".into(), |c| format!("{c:.2}")),
-            r.server_rss_mb.map_or("n/a".into(), |m| format!("{m:.0}")),
+            show(s.writes_per_user_minute(), 2),
+            show(r.server_cpu, 2),
+            show(r.postgres_cpu, 2),
+            show(r.simulator_cpu, 2),
+            show(per_request, 1),
+            show(per_write, 1),
+            show(r.server_rss_mb, 0),
             s.propagation.p50,
             s.propagation.p99,
             s.wrong,
