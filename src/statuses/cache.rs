@@ -6,6 +6,8 @@
 //! row at least that new can fill. Users with no row are remembered apart, in
 //! a small cache of their own, so a flood of unknown ids cannot push real rows
 //! out. A row is served while [`Freshness`] says its read is recent enough.
+//! Rows are held in a [`ShardedMap`] (a lookup is one read lock), users
+//! without a row in a small LRU cache with a TTL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +16,10 @@ use std::time::Duration;
 // Seeded per process, and several times faster than SipHash on 16-byte keys:
 // hashing showed up as a tenth of a batch read's CPU.
 use foldhash::fast::RandomState;
-use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use super::freshness::Freshness;
+use super::sharded::ShardedMap;
 use crate::domain::UserId;
 use crate::presence::StoredStatus;
 
@@ -47,7 +49,7 @@ pub enum Lookup {
 /// Users' rows, newest first-come-last-served, with a small cache of users without one.
 pub struct RowCache {
     freshness: Arc<Freshness>,
-    rows: Cache<UserId, Slot, RandomState>,
+    rows: ShardedMap<UserId, Slot>,
     absent: Cache<UserId, (), RandomState>,
     /// Bumped by every write seen (local or announced): a read that saw "no
     /// row" may only say so if no write came in between.
@@ -60,9 +62,7 @@ impl RowCache {
     pub fn new(freshness: Arc<Freshness>, ttl: Duration, capacity: u64) -> Self {
         Self {
             freshness,
-            rows: Cache::builder()
-                .max_capacity(capacity)
-                .build_with_hasher(RandomState::default()),
+            rows: ShardedMap::new(capacity),
             absent: Cache::builder()
                 .max_capacity(ABSENT_CAPACITY.min(capacity))
                 .time_to_live(ttl)
@@ -110,9 +110,9 @@ impl RowCache {
     /// [`RowCache::now`]), unless a newer version is already known.
     pub fn offer(&self, row: Arc<StoredStatus>, read_at: u64) {
         let user = row.user_id;
-        self.absent.invalidate(&user);
-        self.rows.entry(user).and_compute_with(|held| {
-            let keep = match held.as_ref().map(moka::Entry::value) {
+        self.forget_absent(user);
+        self.rows.update(user, |held| {
+            let keep = match held {
                 None => Some(read_at),
                 Some(Slot::Row(held, held_at)) if row.version == held.version => {
                     // The same row, read again: it is known fresh from the later read.
@@ -121,11 +121,15 @@ impl RowCache {
                 Some(Slot::Row(held, _)) => (row.version > held.version).then_some(read_at),
                 Some(Slot::Floor(floor)) => (row.version >= *floor).then_some(read_at),
             };
-            match keep {
-                Some(read_at) => Op::Put(Slot::Row(row, read_at)),
-                None => Op::Nop,
-            }
+            keep.map(|read_at| Slot::Row(row, read_at))
         });
+    }
+
+    /// Forgets that `user` had no row (looked up first: most never lacked one).
+    fn forget_absent(&self, user: UserId) {
+        if self.absent.contains_key(&user) {
+            self.absent.invalidate(&user);
+        }
     }
 
     /// Remembers that `user` has no row, as read after `mark`, unless a write came since.
@@ -140,27 +144,24 @@ impl RowCache {
     /// Another writer wrote version `version` of `user`'s row.
     pub fn announced(&self, user: UserId, version: i64) {
         self.writes.fetch_add(1, Ordering::AcqRel);
-        self.absent.invalidate(&user);
-        self.rows.entry(user).and_compute_with(|held| {
-            match held.as_ref().map(moka::Entry::value) {
-                Some(Slot::Row(held, _)) if held.version >= version => Op::Nop,
-                Some(Slot::Floor(floor)) if *floor >= version => Op::Nop,
-                _ => Op::Put(Slot::Floor(version)),
-            }
+        self.forget_absent(user);
+        self.rows.update(user, |held| match held {
+            Some(Slot::Row(held, _)) if held.version >= version => None,
+            Some(Slot::Floor(floor)) if *floor >= version => None,
+            _ => Some(Slot::Floor(version)),
         });
     }
 
     /// Forgets everything (the notifications may have missed writes).
     pub fn clear(&self) {
         self.writes.fetch_add(1, Ordering::AcqRel);
-        self.rows.invalidate_all();
+        self.rows.clear();
         self.absent.invalidate_all();
     }
 
-    /// How many rows are held now (after pending evictions).
+    /// How many rows are held now.
     pub fn len(&self) -> u64 {
-        self.rows.run_pending_tasks();
-        self.rows.entry_count()
+        self.rows.len() as u64
     }
 
     /// Whether no row is held.

@@ -14,6 +14,7 @@ mod listener;
 mod pairs;
 mod replicas;
 mod shared_reads;
+mod sharded;
 mod writer;
 
 use std::collections::HashMap;
