@@ -13,8 +13,8 @@ mod freshness;
 mod listener;
 mod pairs;
 mod replicas;
-mod shared_reads;
 mod sharded;
+mod shared_reads;
 mod writer;
 
 use std::collections::HashMap;

@@ -72,7 +72,10 @@ impl<K: Hash + Eq + Copy, V: Clone> ShardedMap<K, V> {
     /// held (if any), atomically with respect to other writers of the key;
     /// `None` leaves it as it is.
     pub fn update(&self, key: K, decide: impl FnOnce(Option<&V>) -> Option<V>) {
-        let mut shard = self.shard(&key).write().unwrap_or_else(PoisonError::into_inner);
+        let mut shard = self
+            .shard(&key)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let Some(value) = decide(shard.get(&key)) else {
             return;
         };
