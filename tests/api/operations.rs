@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::cluster::{Cluster, newest_server};
-use crate::helpers::{TEST_SECRET, error_code, new_user, spawn_app, token_for};
+use crate::helpers::{error_code, new_user, spawn_app, token_for};
 
 #[sqlx::test]
 async fn readyz_says_ready_when_the_database_answers_and_is_migrated(pool: PgPool) {
@@ -51,21 +51,12 @@ async fn readyz_says_ready_when_the_database_answers_and_is_migrated(pool: PgPoo
 }
 
 fn config_for(url: &str) -> Config {
-    let vars = [
+    crate::helpers::test_config(&[
         ("DATABASE_URL", url),
-        ("PRESENCE_ADDR", "127.0.0.1:0"),
-        ("PRESENCE_JWT_SECRET", TEST_SECRET),
-        ("PRESENCE_PRUNE_EVERY", "0"),
         ("PRESENCE_CACHE_TTL", "0"),
         ("PRESENCE_DB_STATEMENT_TIMEOUT", "500ms"),
         ("PRESENCE_METRICS_ADDR", ""),
-    ];
-    Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| (*v).to_owned())
-    })
-    .expect("config")
+    ])
 }
 
 /// A server on a private throwaway cluster (cache off), for tests that stop or

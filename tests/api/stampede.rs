@@ -8,40 +8,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use presence::clock::SystemClock;
-use presence::config::Config;
 use presence::domain::UserId;
 use presence::startup::{Application, prepare_database};
 use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, newest_server};
-use crate::helpers::{TEST_SECRET, new_user, token_for};
+use crate::helpers::{new_user, test_config, token_for};
 use crate::operations::sample;
 
 /// Users watched; watchers polling all of them, each from several tabs at once.
 const USERS: usize = 40;
 const WATCHERS: usize = 4;
 const TABS: usize = 5;
-
-fn config_for(url: &str) -> Config {
-    let vars = [
-        ("DATABASE_URL", url),
-        ("PRESENCE_ADDR", "127.0.0.1:0"),
-        ("PRESENCE_METRICS_ADDR", "127.0.0.1:0"),
-        ("PRESENCE_JWT_SECRET", TEST_SECRET),
-        ("PRESENCE_PRUNE_EVERY", "0"),
-        ("PRESENCE_LAST_SEEN_PRECISION", "0"),
-        ("PRESENCE_PUT_BURST", "100000"),
-        ("PRESENCE_PUT_PER_SECOND", "100000"),
-        ("PRESENCE_SETTINGS_BURST", "100000"),
-        ("PRESENCE_SETTINGS_PER_SECOND", "100000"),
-    ];
-    Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| (*value).to_owned())
-    })
-    .expect("config")
-}
 
 /// The rows, and the viewers' block lookups, the server has asked PostgreSQL for so far.
 async fn reads(client: &reqwest::Client, metrics: &str) -> (f64, f64) {
@@ -72,7 +50,7 @@ async fn reads(client: &reqwest::Client, metrics: &str) -> (f64, f64) {
 async fn a_frozen_database_costs_one_read_per_row_not_one_per_poll() {
     let bin = newest_server().expect("a PostgreSQL server is installed");
     let cluster = Cluster::start(bin, "");
-    let config = config_for(&cluster.url("presence"));
+    let config = test_config(&[("DATABASE_URL", &cluster.url("presence"))]);
     let pool = prepare_database(&config)
         .await
         .expect("creates and migrates");
