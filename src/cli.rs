@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
-use crate::auth::{ADMIN_SCOPE, DEV_JWT_SECRET, issue_scoped_token};
+use crate::auth::{ADMIN_SCOPE, DEV_JWT_SECRET, issue_room_token, issue_scoped_token};
 use crate::config::{Config, ConfigError, help_text, to_delta};
 use crate::domain::UserId;
 use crate::history::{Bucket, bucket_stats};
@@ -91,6 +91,9 @@ pub enum Command {
         /// Space-separated scopes; `presence:admin` makes a service token for /api/admin/.
         #[arg(long)]
         scope: Option<String>,
+        /// Comma-separated rooms the token grants: ids, prefixes ending in `*` (`team:7:*`), or `*`.
+        #[arg(long, value_delimiter = ',')]
+        rooms: Option<Vec<String>>,
         /// How long the token stays valid.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -188,8 +191,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let older_than = to_delta(older_than.unwrap_or(config.prune_after));
             let max_devices = config.max_devices.get();
             if install_pg_cron {
-                let job =
-                    store::install_pg_cron_job(&pool, &schedule, older_than, max_devices).await?;
+                let job = store::install_pg_cron_job(
+                    &pool,
+                    &schedule,
+                    older_than,
+                    max_devices,
+                    to_delta(config.room_timeout),
+                )
+                .await?;
                 println!("pg_cron job {PG_CRON_JOB} (id {job}) runs on \"{schedule}\"");
             } else if uninstall_pg_cron {
                 let removed = store::uninstall_pg_cron_job(&pool).await?;
@@ -211,6 +220,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 )
                 .await?;
                 println!("removed {removed} stale device entries");
+                let ended = Utc::now() - to_delta(config.room_timeout);
+                let memberships = store::prune_room_members(&pool, ended).await?;
+                println!("removed {memberships} ended room memberships");
                 if !config.history_retention.is_zero() {
                     let cutoff = Utc::now() - to_delta(config.history_retention);
                     let deleted = enforce_history_retention(&pool, cutoff).await?;
@@ -247,6 +259,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token {
             subject,
             scope,
+            rooms,
             ttl,
             dev,
         } => {
@@ -266,10 +279,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let settings = config
                 .token_settings()
                 .ok_or(StartupError::MissingJwtSecret)?;
-            println!(
-                "{}",
-                issue_scoped_token(&settings, &subject, scope.as_deref(), ttl)?
-            );
+            let token = match rooms {
+                Some(rooms) => {
+                    issue_room_token(&settings, &subject, &rooms, scope.as_deref(), ttl)?
+                }
+                None => issue_scoped_token(&settings, &subject, scope.as_deref(), ttl)?,
+            };
+            println!("{token}");
         }
     }
     Ok(())

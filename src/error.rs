@@ -36,6 +36,15 @@ pub enum ApiError {
     /// The caller already blocks as many users as allowed.
     #[error("{0}")]
     TooManyBlocks(String),
+    /// A room id breaks the room id rules.
+    #[error("{0}")]
+    InvalidRoomId(String),
+    /// A room state is not a JSON object of at most 1 KiB (or `null`).
+    #[error("{0}")]
+    InvalidState(String),
+    /// The device is already in as many rooms as allowed.
+    #[error("{0}")]
+    TooManyRooms(String),
     /// The bearer token is missing or not acceptable.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -104,6 +113,9 @@ impl ApiError {
             Self::InvalidTimestamp(_) => "INVALID_TIMESTAMP",
             Self::TooManyIds(_) => "TOO_MANY_IDS",
             Self::TooManyBlocks(_) => "TOO_MANY_BLOCKS",
+            Self::InvalidRoomId(_) => "INVALID_ROOM_ID",
+            Self::InvalidState(_) => "INVALID_STATE",
+            Self::TooManyRooms(_) => "TOO_MANY_ROOMS",
             Self::Unauthorized(_) => "UNAUTHORIZED",
             Self::Forbidden => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
@@ -232,7 +244,10 @@ impl ResponseError for ApiError {
             | Self::InvalidStatusMessage(_)
             | Self::InvalidTimestamp(_)
             | Self::TooManyIds(_)
-            | Self::TooManyBlocks(_) => StatusCode::BAD_REQUEST,
+            | Self::TooManyBlocks(_)
+            | Self::InvalidRoomId(_)
+            | Self::InvalidState(_)
+            | Self::TooManyRooms(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

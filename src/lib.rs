@@ -1,8 +1,9 @@
-//! presence: a polling-only HTTP service that tells an application who is online.
+//! presence: a polling-only HTTP service that tells an application who is
+//! online and who is together in a room.
 //!
 //! A request flows one way down: HTTP extractor ([`routes`], [`auth`]) →
 //! domain types ([`domain`]) → a service ([`statuses`]: read cache, ping
-//! writer, change listener; [`history`]) → the store ([`store`], every SQL
+//! writer, change listener; [`rooms`]; [`history`]) → the store ([`store`], every SQL
 //! statement), with the status rules ([`presence`], pure) applied to what it
 //! returns. [`jobs`] is scheduled work only; [`startup`] wires it all.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod presence;
 pub mod rate_limit;
+pub mod rooms;
 pub mod routes;
 pub mod startup;
 pub mod state;

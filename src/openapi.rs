@@ -5,12 +5,13 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::domain::{ManualStatus, PingBody, Platform};
+use crate::domain::{ManualStatus, PingBody, Platform, RoomPingBody};
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::presence::Status;
 use crate::routes::{
-    self, BlocksBody, BucketBody, DeviceBody, HealthBody, HistoryBody, OnlineBody, QueryBody,
-    SegmentBody, SessionBody, StatsBody, StatusBody, StatusesBody,
+    self, BlocksBody, BucketBody, CallerRoomBody, CallerRoomsBody, DeviceBody, HealthBody,
+    HistoryBody, OnlineBody, QueryBody, RoomBody, RoomMemberBody, RoomPresenceBody, SegmentBody,
+    SessionBody, StatsBody, StatusBody, StatusesBody,
 };
 
 struct BearerAuth;
@@ -33,7 +34,7 @@ impl Modify for BearerAuth {
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "presence", description = "Who is online: a polling-only presence service."),
+    info(title = "presence", description = "Who is online, and who is together in a room: a polling-only presence service."),
     paths(
         routes::status::put_status,
         routes::status::get_status,
@@ -44,6 +45,10 @@ impl Modify for BearerAuth {
         routes::blocks::delete_block,
         routes::blocks::get_blocks,
         routes::history::own_history,
+        routes::rooms::put_presence,
+        routes::rooms::delete_presence,
+        routes::rooms::get_room,
+        routes::rooms::get_rooms,
         routes::admin::user_status,
         routes::history::user_history,
         routes::admin::online_at,
@@ -54,7 +59,8 @@ impl Modify for BearerAuth {
     components(schemas(
         StatusBody, StatusesBody, DeviceBody, PingBody, QueryBody, BlocksBody, HealthBody,
         ErrorBody, ErrorDetail, Status, Platform, ManualStatus, HistoryBody, SegmentBody,
-        SessionBody, OnlineBody, StatsBody, BucketBody
+        SessionBody, OnlineBody, StatsBody, BucketBody, RoomPingBody, RoomPresenceBody, RoomBody,
+        RoomMemberBody, CallerRoomsBody, CallerRoomBody
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

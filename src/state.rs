@@ -9,6 +9,7 @@ use crate::history::History;
 use crate::metrics::Metrics;
 use crate::presence::Thresholds;
 use crate::rate_limit::UserRateLimiter;
+use crate::rooms::Rooms;
 use crate::statuses::Statuses;
 
 /// What every handler shares.
@@ -17,6 +18,8 @@ pub struct AppState {
     pub statuses: Statuses,
     /// Reads of presence history.
     pub history: History,
+    /// Room memberships: joins, renewals, leaves and reads.
+    pub rooms: Rooms,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
     /// The status thresholds.

@@ -7,7 +7,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
 
 use super::verify::{Caller, TokenVerifier, Unverified, bearer_token};
-use crate::domain::UserId;
+use crate::domain::{RoomGrants, UserId};
 use crate::error::ApiError;
 
 /// A request's caller, known at once or after a JWKS re-fetch.
@@ -83,5 +83,49 @@ impl FromRequest for Viewer {
     fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let pending = PendingCaller::of(request);
         Box::pin(async move { pending.caller().await?.user().map(Viewer) })
+    }
+}
+
+/// The caller of a room route: a user with the rooms their token grants,
+/// and whether the token is a service token (which reads every room and sees
+/// the truth, whatever its subject).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomCaller {
+    /// The user the token speaks for, when its subject is a user id.
+    pub user: Option<UserId>,
+    /// The rooms the token grants.
+    pub grants: std::sync::Arc<RoomGrants>,
+    /// Whether the token carries the `presence:admin` scope.
+    pub service: bool,
+}
+
+impl RoomCaller {
+    /// The user, for the routes only users call (joining, leaving, their own rooms).
+    pub fn user(&self) -> Result<UserId, ApiError> {
+        self.user.ok_or(ApiError::Unauthorized(
+            "the token's sub claim must be a user id (a UUID)",
+        ))
+    }
+}
+
+impl FromRequest for RoomCaller {
+    type Error = ApiError;
+    type Future = Extracting<Self>;
+
+    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let pending = PendingCaller::of(request);
+        Box::pin(async move {
+            let caller = pending.caller().await?;
+            let user = if caller.admin {
+                caller.user().ok()
+            } else {
+                Some(caller.user()?)
+            };
+            Ok(Self {
+                user,
+                grants: caller.rooms,
+                service: caller.admin,
+            })
+        })
     }
 }

@@ -36,6 +36,17 @@ pub fn issue_scoped_token(
     scope: Option<&str>,
     ttl: Duration,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    sign(settings, subject, scope, None, ttl)
+}
+
+/// Signs the claims of a token: the subject, `exp`, and the scope, rooms, `iss` and `aud` when given.
+fn sign(
+    settings: &TokenSettings,
+    subject: &str,
+    scope: Option<&str>,
+    rooms: Option<&[String]>,
+    ttl: Duration,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let rules = &settings.claims;
     let mut claims = Map::new();
     claims.insert("sub".into(), subject.into());
@@ -55,9 +66,24 @@ pub fn issue_scoped_token(
             claims.insert(name.into(), value.into());
         }
     }
+    if let Some(rooms) = rooms {
+        claims.insert(rules.rooms_claim.clone(), rooms.into());
+    }
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
         &EncodingKey::from_secret(settings.secret.expose_secret().as_bytes()),
     )
+}
+
+/// Signs a token for `user` granting `rooms` (the rooms claim: ids, prefixes
+/// ending in `*`, or `*`), for `presence token --rooms`, the demo and tests.
+pub fn issue_room_token(
+    settings: &TokenSettings,
+    user: &str,
+    rooms: &[String],
+    scope: Option<&str>,
+    ttl: Duration,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    sign(settings, user, scope, Some(rooms), ttl)
 }

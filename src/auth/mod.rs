@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-pub use extract::{Service, Viewer};
-pub use issue::{issue_scoped_token, issue_token, issue_token_with};
+pub use extract::{RoomCaller, Service, Viewer};
+pub use issue::{issue_room_token, issue_scoped_token, issue_token, issue_token_with};
 pub use jwks::{Jwks, JwksError, UNKNOWN_KID_REFETCH_EVERY};
 pub use keys::PublicKey;
 pub use verify::{Caller, TokenVerifier};
@@ -34,6 +34,8 @@ pub struct ClaimRules {
     pub leeway: Duration,
     /// The claim that holds the user id (`sub` unless configured).
     pub user_claim: String,
+    /// The claim that lists the rooms a user may join and read (`rooms` unless configured).
+    pub rooms_claim: String,
 }
 
 impl Default for ClaimRules {
@@ -43,6 +45,7 @@ impl Default for ClaimRules {
             audience: None,
             leeway: Duration::from_secs(5),
             user_claim: "sub".to_owned(),
+            rooms_claim: "rooms".to_owned(),
         }
     }
 }

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
 use super::{ADMIN_SCOPE, ClaimRules, Jwks, PublicKey, TokenSettings, VerificationKeys};
-use crate::domain::UserId;
+use crate::domain::{RoomGrants, UserId};
 use crate::error::ApiError;
 
 /// How many bytes of verified tokens the verifier remembers (tokens weigh their length).
@@ -79,6 +79,7 @@ pub struct TokenVerifier {
     hmac: Validation,
     public: [(AlgorithmFamily, Validation); 3],
     user_claim: Arc<str>,
+    rooms_claim: Arc<str>,
     leeway: u64,
     verified: moka::sync::Cache<String, Verified>,
 }
@@ -149,6 +150,7 @@ impl TokenVerifier {
             hmac: validation(&[Algorithm::HS256]),
             public,
             user_claim: rules.user_claim.as_str().into(),
+            rooms_claim: rules.rooms_claim.as_str().into(),
             leeway: rules.leeway.as_secs(),
             verified: moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_CACHE_BYTES)
@@ -288,8 +290,13 @@ impl TokenVerifier {
             .get("exp")
             .and_then(Value::as_u64)
             .ok_or("the token's exp is not a number of seconds")?;
+        let rooms = Arc::new(RoomGrants::from_claim(claims.get(&*self.rooms_claim)));
         Ok(Verified {
-            caller: Caller { subject, admin },
+            caller: Caller {
+                subject,
+                admin,
+                rooms,
+            },
             until: exp.saturating_add(self.leeway),
         })
     }
@@ -380,6 +387,8 @@ pub struct Caller {
     pub subject: String,
     /// Whether the token carries the `presence:admin` scope (a service token).
     pub admin: bool,
+    /// The rooms the token grants (the rooms claim).
+    pub rooms: Arc<RoomGrants>,
 }
 
 impl Caller {

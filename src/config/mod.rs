@@ -52,6 +52,8 @@ pub struct Config {
     pub jwks_url: Option<String>,
     /// The claim that holds the user id.
     pub jwt_user_claim: String,
+    /// The claim that lists the rooms a user may join and read.
+    pub jwt_rooms_claim: String,
     /// The status thresholds: idle, away, offline.
     pub thresholds: Thresholds,
     /// Device entries whose last ping is older than this are removed by the prune job.
@@ -60,6 +62,12 @@ pub struct Config {
     pub prune_every: Duration,
     /// How long presence history is kept; zero records none.
     pub history_retention: Duration,
+    /// A room membership not renewed for this long ends.
+    pub room_timeout: Duration,
+    /// How long `typing: true` shows unless renewed.
+    pub typing_ttl: Duration,
+    /// The most rooms one device is in at once.
+    pub max_rooms_per_device: NonZeroU32,
     /// How many settings changes (manual status, message, invisible, blocks) a user may make in a burst.
     pub settings_burst: NonZeroU32,
     /// The sustained rate of settings changes a user may keep up, per second.
@@ -212,6 +220,27 @@ impl Config {
                 "must be at most 1000",
             ));
         }
+        let room_timeout = vars.duration("PRESENCE_ROOM_TIMEOUT")?;
+        if room_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "PRESENCE_ROOM_TIMEOUT",
+                "must be at least 1s",
+            ));
+        }
+        let typing_ttl = vars.duration("PRESENCE_TYPING_TTL")?;
+        if typing_ttl < Duration::from_secs(1) || typing_ttl > room_timeout {
+            return Err(ConfigError::new(
+                "PRESENCE_TYPING_TTL",
+                "must be at least 1s and at most PRESENCE_ROOM_TIMEOUT",
+            ));
+        }
+        let max_rooms_per_device = vars.count("PRESENCE_MAX_ROOMS_PER_DEVICE")?;
+        if max_rooms_per_device.get() > 1000 {
+            return Err(ConfigError::new(
+                "PRESENCE_MAX_ROOMS_PER_DEVICE",
+                "must be at most 1000",
+            ));
+        }
         Ok(Self {
             database_url: SecretString::from(vars.text("DATABASE_URL")),
             db_max_connections: vars.count("PRESENCE_DB_MAX_CONNECTIONS")?,
@@ -247,6 +276,15 @@ impl Config {
                 }
                 claim => claim.to_owned(),
             },
+            jwt_rooms_claim: match vars.text("PRESENCE_JWT_ROOMS_CLAIM").trim() {
+                "" => {
+                    return Err(ConfigError::new(
+                        "PRESENCE_JWT_ROOMS_CLAIM",
+                        "must name a claim",
+                    ));
+                }
+                claim => claim.to_owned(),
+            },
             thresholds: Thresholds {
                 idle_after: to_delta(idle_after),
                 away_after: to_delta(away_after),
@@ -256,6 +294,9 @@ impl Config {
             prune_after,
             prune_every: vars.duration("PRESENCE_PRUNE_EVERY")?,
             history_retention: vars.duration("PRESENCE_HISTORY_RETENTION")?,
+            room_timeout,
+            typing_ttl,
+            max_rooms_per_device,
             put_burst: vars.count("PRESENCE_PUT_BURST")?,
             settings_burst: vars.count("PRESENCE_SETTINGS_BURST")?,
             settings_per_second,
@@ -302,6 +343,7 @@ impl Config {
             audience: self.jwt_audience.clone(),
             leeway: self.jwt_leeway,
             user_claim: self.jwt_user_claim.clone(),
+            rooms_claim: self.jwt_rooms_claim.clone(),
         }
     }
 

@@ -52,6 +52,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "the claim holding the user id (a UUID); `presence token` writes the subject there too",
     },
     Setting {
+        name: "PRESENCE_JWT_ROOMS_CLAIM",
+        default: "rooms",
+        meaning: "the claim listing the rooms a user may join and read: room ids, prefixes ending in `*` (`team:7:*`), or `*` for every room",
+    },
+    Setting {
         name: "PRESENCE_IDLE_AFTER",
         default: "5m",
         meaning: "activity older than this: `idle`",
@@ -85,6 +90,21 @@ pub const SETTINGS: &[Setting] = &[
         name: "PRESENCE_HISTORY_RETENTION",
         default: "90d",
         meaning: "how long presence history is kept (the scheduled job and `presence prune` delete older records); `0` records no history",
+    },
+    Setting {
+        name: "PRESENCE_ROOM_TIMEOUT",
+        default: "60s",
+        meaning: "a room membership not renewed for this long ends (at least 1s)",
+    },
+    Setting {
+        name: "PRESENCE_TYPING_TTL",
+        default: "6s",
+        meaning: "how long `typing: true` shows unless renewed (at least 1s, at most `PRESENCE_ROOM_TIMEOUT`)",
+    },
+    Setting {
+        name: "PRESENCE_MAX_ROOMS_PER_DEVICE",
+        default: "50",
+        meaning: "the most rooms one device is in at once; joining one more is `400 TOO_MANY_ROOMS` (at most 1000)",
     },
     Setting {
         name: "PRESENCE_JWT_SECRET_PREVIOUS",

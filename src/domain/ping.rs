@@ -15,6 +15,13 @@ pub enum Patch<T> {
     Value(T),
 }
 
+impl<T> Patch<T> {
+    /// Whether the field was sent (as a value or as `null`).
+    pub fn is_set(&self) -> bool {
+        !matches!(self, Self::Absent)
+    }
+}
+
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Option::<T>::deserialize(deserializer).map(|value| value.map_or(Patch::Null, Patch::Value))

@@ -42,6 +42,8 @@ pub struct PruneSchedule {
     pub history_retention: Option<TimeDelta>,
     /// A device whose last ping is this old is no longer live (for the history stats).
     pub offline_after: TimeDelta,
+    /// Room memberships not renewed for this long have ended, and are removed after each run.
+    pub room_timeout: TimeDelta,
 }
 
 impl PruneSchedule {
@@ -107,7 +109,8 @@ impl PruneSchedule {
 /// the period to another. The advisory lock keeps two runs from overlapping;
 /// the `job_runs` claim keeps a period from running twice. A tenth of the
 /// period is allowed for timer jitter between instances. The first chunk
-/// commits with the claim, each further chunk in a transaction of its own.
+/// commits with the claim, each further chunk in a transaction of its own;
+/// then the room memberships that ended are removed.
 pub async fn run_scheduled_prune(schedule: &PruneSchedule) -> Result<Option<u64>, sqlx::Error> {
     let mut transaction = schedule.pool.begin().await?;
     if !store::try_job_lock(&mut *transaction, PRUNE_LOCK).await? {
@@ -138,6 +141,14 @@ pub async fn run_scheduled_prune(schedule: &PruneSchedule) -> Result<Option<u64>
         last = prune(&mut transaction).await?;
         transaction.commit().await?;
         removed += last;
+    }
+    // Ended memberships already read as gone: removing them changes nothing shown.
+    match store::prune_room_members(&schedule.pool, at - schedule.room_timeout).await {
+        Ok(memberships) => tracing::info!(memberships, "pruned ended room memberships"),
+        Err(error) => tracing::warn!(
+            %error,
+            "pruning ended room memberships failed; it runs again next period"
+        ),
     }
     Ok(Some(removed))
 }

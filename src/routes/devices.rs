@@ -8,12 +8,13 @@ use crate::domain::DeviceId;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// `DELETE /api/status/devices/{deviceId}`: signs one of the caller's devices out at once.
+/// `DELETE /api/status/devices/{deviceId}`: signs one of the caller's devices
+/// out at once, and out of every room it is in.
 #[utoipa::path(
     delete, path = "/api/status/devices/{deviceId}", tag = "status",
     params(("deviceId" = String, Path, description = "The device to sign out")),
     responses(
-        (status = 204, description = "Signed out"),
+        (status = 204, description = "Signed out (and out of its rooms)"),
         CommonErrors,
     )
 )]
@@ -24,11 +25,11 @@ pub async fn delete_device(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let device = DeviceId::parse(&path).map_err(ApiError::InvalidDeviceId)?;
-    if state
-        .statuses
-        .remove_device(viewer, &device, state.clock.now())
-        .await?
-    {
+    let now = state.clock.now();
+    let removed = state.statuses.remove_device(viewer, &device, now).await?;
+    // Signed out of its rooms too (a device may be in rooms without pinging its status).
+    let rooms_left = state.rooms.leave_all(viewer, &device, now).await?;
+    if removed || rooms_left > 0 {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!(

@@ -12,6 +12,7 @@ pub mod metrics;
 mod paging;
 mod rejected;
 mod responses;
+pub(crate) mod rooms;
 pub(crate) mod status;
 mod status_body;
 
@@ -24,6 +25,7 @@ pub use blocks::BlocksBody;
 pub use health::HealthBody;
 pub use history::{HistoryBody, SegmentBody, SessionBody};
 pub use responses::{AdminErrors, BodyErrors, CommonErrors, LimitErrors};
+pub use rooms::{CallerRoomBody, CallerRoomsBody, RoomBody, RoomMemberBody, RoomPresenceBody};
 pub use status::QueryBody;
 pub use status_body::{DeviceBody, StatusBody, StatusesBody};
 
@@ -101,6 +103,26 @@ pub fn configure(config: &mut web::ServiceConfig, dev_mode: bool) {
             web::resource("/api/blocks/{userId}")
                 .route(web::put().to(blocks::put_block))
                 .route(web::delete().to(blocks::delete_block))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/rooms")
+                .route(get_or_head().to(rooms::get_rooms))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/rooms/{roomId}/presence")
+                .route(web::put().to(rooms::put_presence))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/rooms/{roomId}/presence/{deviceId}")
+                .route(web::delete().to(rooms::delete_presence))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/rooms/{roomId}")
+                .route(get_or_head().to(rooms::get_room))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -25,15 +25,21 @@ impl PageQuery {
     /// The page asked for: `limit` from 1 to `max` (`default` when absent),
     /// else `400 INVALID_BODY`; `after` a user id, else `400 INVALID_USER_ID`.
     pub fn page(&self, default: i64, max: i64) -> Result<Page, ApiError> {
+        self.page_from(1, default, max)
+    }
+
+    /// The page asked for, `limit` from `min` to `max` (a room's `limit=0`
+    /// asks for its occupancy alone); otherwise as [`PageQuery::page`].
+    pub fn page_from(&self, min: i64, default: i64, max: i64) -> Result<Page, ApiError> {
         let limit = match &self.limit {
             None => default,
             Some(text) => text
                 .parse::<i64>()
                 .ok()
-                .filter(|limit| (1..=max).contains(limit))
+                .filter(|limit| (min..=max).contains(limit))
                 .ok_or_else(|| {
                     ApiError::InvalidBody(format!(
-                        "limit must be a whole number from 1 to {max}, not {text:?}"
+                        "limit must be a whole number from {min} to {max}, not {text:?}"
                     ))
                 })?,
         };
@@ -50,7 +56,7 @@ impl PageQuery {
 impl Page {
     /// The `next` of a page holding `ids`: its last id when it is full, else `None`.
     pub fn next(&self, ids: &[UserId]) -> Option<UserId> {
-        let full = i64::try_from(ids.len()).is_ok_and(|len| len >= self.limit);
+        let full = self.limit > 0 && i64::try_from(ids.len()).is_ok_and(|len| len >= self.limit);
         ids.last().copied().filter(|_| full)
     }
 }

@@ -22,6 +22,7 @@ use crate::history::History;
 use crate::jobs::{PRUNE_CHUNK, PruneSchedule, UserCounts};
 use crate::metrics::Metrics;
 use crate::rate_limit::UserRateLimiter;
+use crate::rooms::{self, RoomCache, Rooms};
 use crate::state::AppState;
 use crate::statuses::{Statuses, StatusesConfig};
 use crate::store;
@@ -131,6 +132,14 @@ impl Application {
         let distributed = async { store::citus::is_distributed(&mut *pool.acquire().await?).await }
             .await
             .map_err(StartupError::Database)?;
+        // Snapshots of rooms' memberships, kept while the cache is on (the
+        // listener drops those that changes name).
+        let room_cache = (!config.cache_ttl.is_zero()).then(|| {
+            Arc::new(RoomCache::new(
+                config.cache_ttl,
+                u64::from(config.cache_capacity.get()),
+            ))
+        });
         let (statuses, mut background) = Statuses::start(
             pool.clone(),
             StatusesConfig {
@@ -141,7 +150,17 @@ impl Application {
                 distributed,
             },
             replicas,
+            room_cache.clone(),
             &metrics,
+        );
+        let rooms = Rooms::new(
+            statuses.database().clone(),
+            rooms::rules_of(
+                config.room_timeout,
+                config.typing_ttl,
+                config.max_rooms_per_device.get(),
+            ),
+            room_cache,
         );
         let history_retention =
             (!config.history_retention.is_zero()).then(|| to_delta(config.history_retention));
@@ -153,6 +172,7 @@ impl Application {
         let state = web::Data::new(AppState {
             statuses,
             history,
+            rooms,
             clock,
             thresholds: config.thresholds,
             ping_interval_seconds: config.ping_interval_seconds(),
@@ -179,6 +199,7 @@ impl Application {
                 metrics: Some(metrics.clone()),
                 history_retention,
                 offline_after: config.thresholds.offline_after,
+                room_timeout: to_delta(config.room_timeout),
             };
             background.push(tokio::spawn(schedule.run_forever()));
         }

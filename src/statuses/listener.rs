@@ -15,7 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use super::cache::RowCache;
 use super::freshness::Freshness;
 use super::pairs::PairCache;
-use crate::domain::UserId;
+use crate::domain::{RoomId, UserId};
+use crate::rooms::RoomCache;
 use crate::store::{self, CHANGE_CHANNEL};
 
 /// The `application_name` of the listening connection, to find it in `pg_stat_activity`.
@@ -29,6 +30,7 @@ pub async fn follow_changes(
     pool: &PgPool,
     rows: Arc<RowCache>,
     pairs: Arc<PairCache>,
+    rooms: Option<Arc<RoomCache>>,
     freshness: Arc<Freshness>,
 ) {
     let options = PgConnectOptions::clone(&pool.connect_options())
@@ -39,6 +41,9 @@ pub async fn follow_changes(
     let forget = || {
         rows.clear();
         pairs.clear();
+        if let Some(rooms) = &rooms {
+            rooms.clear();
+        }
     };
     loop {
         let listening = async {
@@ -60,7 +65,13 @@ pub async fn follow_changes(
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
-                    apply(notification.payload(), &rows, &pairs, &freshness);
+                    apply(
+                        notification.payload(),
+                        &rows,
+                        &pairs,
+                        rooms.as_deref(),
+                        &freshness,
+                    );
                 }
                 Ok(None) => {
                     tracing::warn!("the change listener lost its connection; reconnecting");
@@ -92,10 +103,25 @@ pub async fn probe(pool: &PgPool, freshness: Arc<Freshness>) {
     }
 }
 
-/// Applies one notification: `u:<user>:<version>`, `b:<user>:<user>` and
-/// `p:<instance>:<sent>` (probe) entries, comma-separated.
-fn apply(payload: &str, rows: &RowCache, pairs: &PairCache, freshness: &Freshness) {
+/// Applies one notification: `u:<user>:<version>`, `b:<user>:<user>`,
+/// `r:<room>` (a room id may hold `:`) and `p:<instance>:<sent>` (probe)
+/// entries, comma-separated.
+fn apply(
+    payload: &str,
+    rows: &RowCache,
+    pairs: &PairCache,
+    rooms: Option<&RoomCache>,
+    freshness: &Freshness,
+) {
     for entry in payload.split(',') {
+        if let Some(room) = entry.strip_prefix("r:") {
+            match (RoomId::parse(room), rooms) {
+                (Ok(room), Some(rooms)) => rooms.changed(&room),
+                (Ok(_), None) => {}
+                (Err(_), _) => tracing::warn!(entry, "an unreadable change notification"),
+            }
+            continue;
+        }
         let mut parts = entry.split(':');
         let (kind, first, second) = (parts.next(), parts.next(), parts.next());
         if let (Some("p"), Some(instance), Some(sent)) = (kind, first, second) {

@@ -13,7 +13,7 @@ mod freshness;
 mod listener;
 mod pairs;
 mod replicas;
-mod sharded;
+pub(crate) mod sharded;
 mod shared_reads;
 mod writer;
 
@@ -37,6 +37,7 @@ use crate::domain::{DeviceId, Ping, UserId};
 use crate::error::database_unavailable;
 use crate::metrics::Metrics;
 use crate::presence::{Hidden, StoredStatus};
+use crate::rooms::RoomCache;
 pub use crate::store::BlockError;
 use crate::store::{self, PingWrite};
 use shared_reads::SharedReads;
@@ -110,11 +111,13 @@ impl Statuses {
     /// The read path over `pool`, tuned by `config`, with `replicas` for other
     /// users' rows (used only with the cache on, whose row versions say when a
     /// replica's row is too old); returns the background tasks it started (the
-    /// ping writers, the replicas' lag checks and, with the cache on, the change listener).
+    /// ping writers, the replicas' lag checks and, with the cache on, the change
+    /// listener, which also drops the snapshots of `rooms` that changes name).
     pub fn start(
         pool: PgPool,
         config: StatusesConfig,
         replicas: Option<Arc<Replicas>>,
+        rooms: Option<Arc<RoomCache>>,
         metrics: &Metrics,
     ) -> (Self, Vec<JoinHandle<()>>) {
         let db = Database::new(
@@ -139,7 +142,7 @@ impl Statuses {
                 (db.pool().clone(), caches.rows.clone(), caches.pairs.clone());
             let listening = freshness.clone();
             tasks.push(tokio::spawn(async move {
-                listener::follow_changes(&pool, rows, pairs, listening).await;
+                listener::follow_changes(&pool, rows, pairs, rooms, listening).await;
             }));
             let pool = db.pool().clone();
             tasks.push(tokio::spawn(async move {
@@ -316,6 +319,41 @@ impl Statuses {
             .into_iter()
             .map(|answer| answer.unwrap_or((None, None)))
             .collect())
+    }
+
+    /// The rows of `users`, in their order, whoever asks (no viewer's blocks):
+    /// what a service token's room read shows.
+    pub async fn fetch_rows(&self, users: &[UserId]) -> Result<Vec<Row>, sqlx::Error> {
+        let Some(caches) = &self.caches else {
+            let mut found = self.reader.read_primary(&self.db, users).await?;
+            return Ok(users.iter().map(|user| found.remove(user)).collect());
+        };
+        let read_at = caches.rows.now();
+        let mut answers: Vec<Option<Row>> = users
+            .iter()
+            .map(|user| match caches.rows.get(*user) {
+                Lookup::Row(row) => Some(Some(row)),
+                Lookup::Absent => Some(None),
+                Lookup::Miss => None,
+            })
+            .collect();
+        let misses: Vec<UserId> = users
+            .iter()
+            .zip(&answers)
+            .filter(|(_, answer)| answer.is_none())
+            .map(|(user, _)| *user)
+            .collect();
+        self.cache_hits.inc_by((users.len() - misses.len()) as u64);
+        self.cache_misses.inc_by(misses.len() as u64);
+        if !misses.is_empty() {
+            let mut found = self.read_shared(caches, &misses, read_at).await?;
+            for (user, answer) in users.iter().zip(answers.iter_mut()) {
+                if answer.is_none() {
+                    *answer = Some(found.remove(user));
+                }
+            }
+        }
+        Ok(answers.into_iter().map(Option::flatten).collect())
     }
 
     /// Whether `viewer` is in any block (for a request started at

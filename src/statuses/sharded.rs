@@ -30,7 +30,7 @@ pub struct ShardedMap<K, V> {
     len: AtomicUsize,
 }
 
-impl<K: Hash + Eq + Copy, V: Clone> ShardedMap<K, V> {
+impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
     /// An empty map of at most about `capacity` entries.
     pub fn new(capacity: u64) -> Self {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
@@ -79,10 +79,10 @@ impl<K: Hash + Eq + Copy, V: Clone> ShardedMap<K, V> {
         let Some(value) = decide(shard.get(&key)) else {
             return;
         };
-        if shard.insert(key, value).is_none() {
+        if shard.insert(key.clone(), value).is_none() {
             if shard.len() > self.capacity_per_shard {
                 // Full: another entry of the shard makes room.
-                let other = shard.keys().find(|held| **held != key).copied();
+                let other = shard.keys().find(|held| **held != key).cloned();
                 if let Some(other) = other {
                     shard.remove(&other);
                     return;

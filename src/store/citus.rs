@@ -4,7 +4,8 @@
 //! Every table holding a user's data is distributed by `user_id`, all
 //! co-located with `user_status`, so one user's rows (status, history,
 //! blocks) live on one worker and a statement naming one user runs there
-//! whole. The small shared tables are reference tables (a copy on every
+//! whole. Room memberships are distributed by `room_id` instead: a room's
+//! members are on one shard. The small shared tables are reference tables (a copy on every
 //! node). `presence migrate --citus` distributes them; the server then
 //! notices the distributed schema at start-up by itself.
 //!
@@ -29,6 +30,10 @@ pub const DISTRIBUTED_TABLES: [&str; 5] = [
     "settings_changes",
     "user_blocks",
 ];
+
+/// The tables distributed by `room_id`: one room's members on one shard, so
+/// a room read is a single-shard statement.
+pub const ROOM_TABLES: [&str; 1] = ["room_members"];
 
 /// The tables copied to every node: settings every worker's trigger reads,
 /// and bookkeeping of the jobs (no user's data).
@@ -113,6 +118,14 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
                 .await?;
         }
     }
+    for table in ROOM_TABLES {
+        if !already_distributed(&mut *connection, table).await? {
+            sqlx::query("select create_distributed_table($1, 'room_id')")
+                .bind(table)
+                .execute(&mut *connection)
+                .await?;
+        }
+    }
     super::record_history_settings(&mut *connection, &history).await?;
     // Every session on the database plans with its values unless it says
     // otherwise (psql, cron jobs, pools the server did not open): Citus
@@ -132,15 +145,22 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
 /// What the `sql/` functions need on a distributed database, set again after
 /// each `create or replace` of them (which clears it).
 ///
-/// `apply_pings`, `prune_stale_devices` and `remove_device` are planned for
-/// each call's own users, whatever the session's `plan_cache_mode`: a
-/// statement naming one shard's users is then one Citus sends whole to that
-/// shard's worker (the ping writer makes one call per shard, see
+/// `apply_pings`, `prune_stale_devices`, `remove_device` and the room writes
+/// are planned for each call's own users and room, whatever the session's
+/// `plan_cache_mode`: a statement naming one shard's users (or one room) is
+/// then one Citus sends whole to that shard's worker (the ping writer makes one call per shard, see
 /// [`apply_pings_by_shard`]), where a generic plan of it is one Citus refuses.
 pub async fn tune_functions(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
     // By name: each is the only function of its name, so no signature is
     // written out here (the ping's columns are defined once, in SQL and in `PingColumns`).
-    for function in ["apply_pings", "prune_stale_devices", "remove_device"] {
+    for function in [
+        "apply_pings",
+        "prune_stale_devices",
+        "remove_device",
+        "room_ping",
+        "leave_room",
+        "leave_rooms_of_device",
+    ] {
         // The names are this module's constants.
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "alter function {function} set plan_cache_mode = force_custom_plan"

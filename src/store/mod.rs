@@ -6,6 +6,7 @@ mod history;
 mod jobs;
 mod pg_cron;
 mod replication;
+mod rooms;
 mod schema;
 mod status;
 
@@ -20,6 +21,10 @@ pub use history::{
 pub use jobs::{claim_job_run, prune_stale_devices, try_job_lock};
 pub use pg_cron::{PG_CRON_JOB, PgCronError, install_pg_cron_job, uninstall_pg_cron_job};
 pub use replication::{current_wal_position, is_in_recovery, replayed_wal_position};
+pub use rooms::{
+    Membership, RoomPingOutcome, RoomPingWritten, RoomRules, UserRoom, fetch_room_members,
+    fetch_rooms_of_user, leave_room, leave_rooms_of_device, prune_room_members, room_ping,
+};
 pub use schema::{
     MIGRATOR, install_sql_functions, install_sql_functions_with_history, pending_migrations,
 };

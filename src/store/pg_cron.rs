@@ -24,17 +24,21 @@ pub enum PgCronError {
     Database(#[from] sqlx::Error),
 }
 
-/// Registers (or updates) the prune job with pg_cron on `schedule`; returns pg_cron's job id.
+/// Registers (or updates) the prune job with pg_cron on `schedule`: stale
+/// devices, and room memberships ended by `room_timeout`; returns pg_cron's job id.
 pub async fn install_pg_cron_job(
     pool: &PgPool,
     schedule: &str,
     older_than: TimeDelta,
     max_devices: u32,
+    room_timeout: TimeDelta,
 ) -> Result<i64, PgCronError> {
     ensure_pg_cron(pool).await?;
     let command = format!(
-        "select prune_stale_devices(interval '{} milliseconds', {max_devices})",
-        older_than.num_milliseconds()
+        "select prune_stale_devices(interval '{} milliseconds', {max_devices}); \
+         select prune_room_members(now() - interval '{} milliseconds')",
+        older_than.num_milliseconds(),
+        room_timeout.num_milliseconds()
     );
     let job_id = sqlx::query_scalar("select cron.schedule($1, $2, $3)")
         .bind(PG_CRON_JOB)

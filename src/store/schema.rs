@@ -6,8 +6,9 @@ use sqlx::{PgExecutor, PgPool};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// The SQL functions in `sql/`, applied after the migrations.
-const SQL_FUNCTIONS: [&str; 6] = [
+const SQL_FUNCTIONS: [&str; 7] = [
     include_str!("../../sql/announce_changes.sql"),
+    include_str!("../../sql/rooms.sql"),
     include_str!("../../sql/remove_device.sql"),
     include_str!("../../sql/prune_stale_devices.sql"),
     include_str!("../../sql/apply_pings.sql"),

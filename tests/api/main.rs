@@ -26,6 +26,7 @@ mod process;
 mod prune;
 mod rate_limit;
 mod replicas;
+mod rooms;
 mod simulator;
 mod stampede;
 mod status_rules;

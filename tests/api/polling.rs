@@ -356,6 +356,7 @@ async fn the_read_cache_stays_within_its_capacity(pool: PgPool) {
         pool,
         config(Duration::from_secs(60), 10, distributed),
         None,
+        None,
         &Metrics::new(),
     );
     let users: Vec<UserId> = (0..100).map(|_| new_user()).collect();

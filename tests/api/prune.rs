@@ -152,6 +152,7 @@ async fn of_two_instances_ticking_together_one_runs_the_period(pool: PgPool) {
         metrics: None,
         history_retention: None,
         offline_after: TimeDelta::seconds(60),
+        room_timeout: TimeDelta::seconds(60),
     };
     let (first, second) = tokio::join!(
         run_scheduled_prune(&schedule),
@@ -262,7 +263,7 @@ async fn presence_prune_prints_the_count_for_cron(pool: PgPool) {
     );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        "removed 1 stale device entries\ndeleted 1 history records older than the retention window"
+        "removed 1 stale device entries\nremoved 0 ended room memberships\ndeleted 1 history records older than the retention window"
     );
 
     let again = presence()
@@ -273,7 +274,7 @@ async fn presence_prune_prints_the_count_for_cron(pool: PgPool) {
     assert!(again.status.success());
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        "removed 0 stale device entries\ndeleted 0 history records older than the retention window"
+        "removed 0 stale device entries\nremoved 0 ended room memberships\ndeleted 0 history records older than the retention window"
     );
 }
 
@@ -324,6 +325,7 @@ async fn a_run_prunes_every_stale_user_in_chunks_of_short_transactions(pool: PgP
         metrics: None,
         history_retention: None,
         offline_after: TimeDelta::seconds(60),
+        room_timeout: TimeDelta::seconds(60),
     };
     // Another transaction holds the last stale user's row (in user id order).
     let last: uuid::Uuid = sqlx::query_scalar(
