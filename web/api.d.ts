@@ -107,6 +107,74 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/rooms": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /api/rooms`: the rooms the caller is in. */
+        get: operations["get_rooms"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/rooms/{roomId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /api/rooms/{roomId}?limit=&after=`: who is in the room. */
+        get: operations["get_room"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/rooms/{roomId}/presence": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** `PUT /api/rooms/{roomId}/presence`: joins or renews the caller's device's membership. */
+        put: operations["put_presence"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/rooms/{roomId}/presence/{deviceId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** `DELETE /api/rooms/{roomId}/presence/{deviceId}`: the caller's device leaves the room. */
+        delete: operations["delete_presence"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/status": {
         parameters: {
             query?: never;
@@ -135,7 +203,10 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** `DELETE /api/status/devices/{deviceId}`: signs one of the caller's devices out at once. */
+        /**
+         * `DELETE /api/status/devices/{deviceId}`: signs one of the caller's devices
+         *     out at once, and out of every room it is in.
+         */
         delete: operations["delete_device"];
         options?: never;
         head?: never;
@@ -269,6 +340,23 @@ export interface components {
              */
             start: string;
         };
+        /** @description One room the caller is in. */
+        CallerRoom: {
+            /** @description The caller's devices in it, in id order. */
+            deviceIds: string[];
+            /**
+             * Format: date-time
+             * @description When the caller's earliest live membership there started.
+             */
+            joinedAt: string;
+            /** @description The room. */
+            roomId: string;
+        };
+        /** @description The caller's rooms. */
+        CallerRooms: {
+            /** @description The rooms in which the caller has a live membership, in room id order. */
+            rooms: components["schemas"]["CallerRoom"][];
+        };
         /** @description One stored device (self view only). */
         Device: {
             /** @description The client-chosen id. */
@@ -373,6 +461,81 @@ export interface components {
         QueryRequest: {
             /** @description Up to 1000 user ids. */
             userIds: string[];
+        };
+        /** @description Who is in a room: the occupancy and one page of members. */
+        Room: {
+            /** @description One page of them, in user id order. */
+            members: components["schemas"]["RoomMember"][];
+            /**
+             * Format: uuid
+             * @description The last user id of a full page (pass it as `after`), else `null`.
+             */
+            next: string | null;
+            /** @description How many users the caller may see in the room. */
+            occupancy: number;
+            /** @description The room. */
+            roomId: string;
+        };
+        /** @description One user in a room, as the caller may see them. */
+        RoomMember: {
+            /**
+             * Format: date-time
+             * @description When the user's earliest live membership started.
+             */
+            joinedAt: string;
+            /**
+             * Format: date-time
+             * @description The last activity the caller may know of.
+             */
+            lastSeen: string | null;
+            /** @description The platforms of the live devices. */
+            platforms: components["schemas"]["Platform"][];
+            /** @description The state of the user's device that set its state most recently. */
+            state: Record<string, never> | null;
+            /** @description The effective status, as `GET /api/status/{userId}` would answer the caller. */
+            status: components["schemas"]["Status"];
+            /** @description The status message, when shown. */
+            statusMessage: string | null;
+            /** @description Whether any of the user's devices is typing. */
+            typing: boolean;
+            /**
+             * Format: uuid
+             * @description The user.
+             */
+            userId: string;
+        };
+        /** @description The answer to a room ping: the caller's device's membership. */
+        RoomPresence: {
+            /** @description The caller's device in it. */
+            deviceId: string;
+            /**
+             * Format: int64
+             * @description How often to renew the membership, in seconds.
+             */
+            heartbeatIntervalSeconds: number;
+            /**
+             * Format: date-time
+             * @description When this device's membership started.
+             */
+            joinedAt: string;
+            /** @description The room. */
+            roomId: string;
+            /** @description The device's state in the room. */
+            state: Record<string, never> | null;
+            /** @description Whether the device shows as typing. */
+            typing: boolean;
+        };
+        /**
+         * @description The body of `PUT /api/rooms/{roomId}/presence`: every field optional;
+         *     absent keeps the stored value, `null` clears it.
+         */
+        RoomPresenceRequest: {
+            /** @description Which of the caller's devices is in the room, as in `PUT /api/status` (default `"default"`). */
+            deviceId?: string;
+            /** @description What the member does here, shown to the room: a JSON object of at most 1 KiB; `null` clears it. */
+            state?: Record<string, never> | null;
+            /** @description `true`: typing now (shown for the typing TTL unless renewed); `false`: stopped. */
+            typing?: boolean;
         };
         /** @description One stretch of time with one status. */
         SegmentBody: {
@@ -1048,6 +1211,349 @@ export interface operations {
             };
         };
     };
+    get_rooms: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The ETag of the last answer */
+                "If-None-Match"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The caller's rooms */
+            200: {
+                headers: {
+                    /** @description private, no-cache */
+                    "Cache-Control"?: string;
+                    /** @description Tag of this body */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CallerRooms"];
+                };
+            };
+            /** @description Unchanged since the ETag sent */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid input (INVALID_BODY, INVALID_USER_ID, ...) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing or unacceptable token (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such route or resource (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Internal error (INTERNAL) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable (DATABASE_UNAVAILABLE) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_room: {
+        parameters: {
+            query?: {
+                /** @description At most this many members (default 100, at most 1000; 0: the occupancy alone) */
+                limit?: number;
+                /** @description Members after this user id (the previous page's `next`) */
+                after?: string;
+            };
+            header?: {
+                /** @description The ETag of the last answer */
+                "If-None-Match"?: string | null;
+            };
+            path: {
+                /** @description The room */
+                roomId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The occupancy and one page of members */
+            200: {
+                headers: {
+                    /** @description private, no-cache */
+                    "Cache-Control"?: string;
+                    /** @description Tag of this body */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Room"];
+                };
+            };
+            /** @description Unchanged since the ETag sent */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid input (INVALID_BODY, INVALID_USER_ID, ...) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing or unacceptable token (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such route or resource (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Internal error (INTERNAL) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable (DATABASE_UNAVAILABLE) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    put_presence: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The room: 1 to 128 of A-Z, a-z, 0-9, '.', '_', ':', '-' */
+                roomId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RoomPresenceRequest"];
+            };
+        };
+        responses: {
+            /** @description The caller's device's membership */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RoomPresence"];
+                };
+            };
+            /** @description Invalid input (INVALID_BODY, INVALID_USER_ID, ...) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing or unacceptable token (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such route or resource (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Body too large (PAYLOAD_TOO_LARGE) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Body is not JSON (UNSUPPORTED_MEDIA_TYPE) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Over the rate limit (RATE_LIMITED) */
+            429: {
+                headers: {
+                    /** @description Whole seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Internal error (INTERNAL) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable (DATABASE_UNAVAILABLE) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    delete_presence: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The room */
+                roomId: string;
+                /** @description The caller's device that leaves */
+                deviceId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Not in the room (any more) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Invalid input (INVALID_BODY, INVALID_USER_ID, ...) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing or unacceptable token (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such route or resource (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Internal error (INTERNAL) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable (DATABASE_UNAVAILABLE) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     get_statuses: {
         parameters: {
             query: {
@@ -1244,7 +1750,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Signed out */
+            /** @description Signed out (and out of its rooms) */
             204: {
                 headers: {
                     [name: string]: unknown;

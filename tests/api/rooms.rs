@@ -1,7 +1,6 @@
 //! Rooms: grants, memberships (join, renew, leave, state, typing, timeout,
 //! sign-out, cap, prune), the room view, privacy and polling that holds still.
 
-use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -413,4 +412,536 @@ async fn the_prune_job_removes_ended_memberships(pool: PgPool) {
         "alice's membership ended 1 s ago; bob's lasts"
     );
     assert_eq!(ids(&room(&app, alice, "doc:1").await), [bob.to_string()]);
+}
+
+#[sqlx::test]
+async fn a_room_lists_each_user_once_over_their_devices(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let [alice, viewer] = users(2)[..] else {
+        unreachable!()
+    };
+    join_ok(
+        &app,
+        alice,
+        "doc:1",
+        json!({"deviceId": "laptop", "state": {"page": 1}}),
+    )
+    .await;
+    app.advance(TimeDelta::seconds(2));
+    join_ok(
+        &app,
+        alice,
+        "doc:1",
+        json!({"deviceId": "phone", "state": {"page": 2}}),
+    )
+    .await;
+    app.advance(TimeDelta::seconds(2));
+    // The laptop renews without a state: the phone's, set last, still shows.
+    join_ok(
+        &app,
+        alice,
+        "doc:1",
+        json!({"deviceId": "laptop", "typing": true}),
+    )
+    .await;
+    let seen = room(&app, viewer, "doc:1").await;
+    assert_eq!(seen["occupancy"], 1);
+    let member = &seen["members"][0];
+    assert_eq!(member["state"], json!({"page": 2}));
+    assert_eq!(member["typing"], true, "one device types");
+    assert_eq!(
+        member["joinedAt"],
+        iso(start_time()),
+        "the earliest membership"
+    );
+    // The laptop sets its state again, later: it shows.
+    join_ok(
+        &app,
+        alice,
+        "doc:1",
+        json!({"deviceId": "laptop", "state": {"page": 3}}),
+    )
+    .await;
+    assert_eq!(
+        room(&app, viewer, "doc:1").await["members"][0]["state"],
+        json!({"page": 3})
+    );
+    // The laptop leaves: the phone's membership remains, joined later.
+    assert_eq!(
+        leave(&app, alice, "doc:1", "laptop").await,
+        StatusCode::NO_CONTENT
+    );
+    let member = room(&app, viewer, "doc:1").await["members"][0].clone();
+    assert_eq!(member["state"], json!({"page": 2}));
+    assert_eq!(member["typing"], false);
+    assert_eq!(
+        member["joinedAt"],
+        iso(start_time() + TimeDelta::seconds(2))
+    );
+    assert_eq!(
+        read(&app, alice, "/api/rooms").await,
+        json!({"rooms": [{"roomId": "doc:1", "deviceIds": ["phone"], "joinedAt": iso(start_time() + TimeDelta::seconds(2))}]})
+    );
+}
+
+#[sqlx::test]
+async fn members_show_the_status_the_viewer_reads_of_them(pool: PgPool) {
+    let app = spawn_app_with(pool, &[("PRESENCE_LAST_SEEN_PRECISION", "1m")]).await;
+    let [online, idle, dnd, never, viewer] = users(5)[..] else {
+        unreachable!()
+    };
+    app.advance(TimeDelta::seconds(17));
+    app.ping_ok(idle, json!({"platform": "desktop"})).await;
+    app.advance(TimeDelta::minutes(6));
+    app.ping_ok(idle, json!({"active": false})).await;
+    app.ping_ok(online, json!({"platform": "mobile"})).await;
+    app.ping_ok(
+        dnd,
+        json!({"manualStatus": "dnd", "statusMessage": "focus"}),
+    )
+    .await;
+    for user in [online, idle, dnd, never, viewer] {
+        join_ok(&app, user, "chan:1", json!({})).await;
+    }
+    let seen = room(&app, viewer, "chan:1").await;
+    assert_eq!(seen["occupancy"], 5);
+    let statuses = app
+        .batch_get(viewer, &[online, idle, dnd, never, viewer])
+        .await;
+    for (member, status) in seen["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .zip(statuses["statuses"].as_array().expect("statuses"))
+    {
+        assert_eq!(member["userId"], status["userId"]);
+        for field in ["status", "lastSeen", "statusMessage", "platforms"] {
+            assert_eq!(
+                member[field], status[field],
+                "{field} of {}",
+                member["userId"]
+            );
+        }
+    }
+    let status_of = |user: UserId| {
+        seen["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|member| member["userId"] == user.to_string())
+            .expect("listed")["status"]
+            .clone()
+    };
+    assert_eq!(
+        [
+            status_of(online),
+            status_of(idle),
+            status_of(dnd),
+            status_of(never)
+        ],
+        [
+            json!("online"),
+            json!("idle"),
+            json!("dnd"),
+            json!("offline")
+        ]
+    );
+}
+
+#[sqlx::test]
+async fn a_room_is_read_a_page_at_a_time_or_as_its_occupancy_alone(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let members = users(7);
+    for member in &members {
+        join_ok(&app, *member, "big", json!({})).await;
+    }
+    let viewer = new_user();
+    let mut listed = Vec::new();
+    let mut path = "/api/rooms/big?limit=3".to_owned();
+    loop {
+        let page = read(&app, viewer, &path).await;
+        assert_eq!(page["occupancy"], 7, "every page counts the whole room");
+        listed.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(next) => {
+                assert_eq!(Some(next), ids(&page).last().map(String::as_str));
+                path = format!("/api/rooms/big?limit=3&after={next}");
+            }
+            None => break,
+        }
+    }
+    let expected: Vec<String> = members.iter().map(ToString::to_string).collect();
+    assert_eq!(listed, expected, "every member once, in id order");
+    let exact = read(&app, viewer, "/api/rooms/big?limit=7").await;
+    assert_eq!(
+        exact["next"],
+        members[6].to_string(),
+        "a full last page names its last id"
+    );
+    let after = read(
+        &app,
+        viewer,
+        &format!("/api/rooms/big?after={}", members[6]),
+    )
+    .await;
+    assert_eq!((ids(&after).len(), after["next"].clone()), (0, Value::Null));
+    let count = read(&app, viewer, "/api/rooms/big?limit=0").await;
+    assert_eq!(
+        count,
+        json!({"roomId": "big", "occupancy": 7, "members": [], "next": null})
+    );
+    let empty = read(&app, viewer, "/api/rooms/nobody-here").await;
+    assert_eq!(
+        empty,
+        json!({"roomId": "nobody-here", "occupancy": 0, "members": [], "next": null})
+    );
+    let token = room_token(viewer, &["*"]);
+    for (path, code) in [
+        ("/api/rooms/big?limit=1001", "INVALID_BODY"),
+        ("/api/rooms/big?limit=-1", "INVALID_BODY"),
+        ("/api/rooms/big?limit=x", "INVALID_BODY"),
+        ("/api/rooms/big?after=nope", "INVALID_USER_ID"),
+    ] {
+        let response = call(&app, Method::GET, path, &token, None).await;
+        assert_eq!(
+            error_code(response).await,
+            (StatusCode::BAD_REQUEST, code.to_owned()),
+            "{path}"
+        );
+    }
+}
+
+#[sqlx::test]
+async fn bad_room_input_is_refused_with_its_code_and_writes_nothing(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (alice, bob) = (new_user(), new_user());
+    let long = "x".repeat(129);
+    let cases = [
+        ("doc%2042", json!({}), "INVALID_ROOM_ID"),
+        ("doc*", json!({}), "INVALID_ROOM_ID"),
+        (long.as_str(), json!({}), "INVALID_ROOM_ID"),
+        ("doc:1", json!({"state": 5}), "INVALID_STATE"),
+        ("doc:1", json!({"state": [1]}), "INVALID_STATE"),
+        (
+            "doc:1",
+            json!({"state": {"k": "x".repeat(1100)}}),
+            "INVALID_STATE",
+        ),
+        ("doc:1", json!({"deviceId": "a b"}), "INVALID_DEVICE_ID"),
+        ("doc:1", json!({"typing": "yes"}), "INVALID_BODY"),
+        ("doc:1", json!({"status": "online"}), "INVALID_BODY"),
+    ];
+    for (room_id, body, code) in cases {
+        let response = join(&app, alice, room_id, body.clone()).await;
+        assert_eq!(
+            error_code(response).await,
+            (StatusCode::BAD_REQUEST, code.to_owned()),
+            "{room_id} {body}"
+        );
+    }
+    assert_eq!(room(&app, bob, "doc:1").await["occupancy"], 0);
+    let token = room_token(alice, &["*"]);
+    let response = call(
+        &app,
+        Method::GET,
+        &format!("/api/rooms/{long}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(error_code(response).await.1, "INVALID_ROOM_ID");
+    let response = call(
+        &app,
+        Method::DELETE,
+        "/api/rooms/doc:1/presence/a%20b",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(error_code(response).await.1, "INVALID_DEVICE_ID");
+    let response = call(
+        &app,
+        Method::POST,
+        "/api/rooms/doc:1/presence",
+        &token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[sqlx::test]
+async fn room_pings_count_against_the_ping_limit(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("PRESENCE_PUT_BURST", "2"),
+            ("PRESENCE_PUT_PER_SECOND", "0.001"),
+        ],
+    )
+    .await;
+    let alice = new_user();
+    app.ping_ok(alice, json!({})).await;
+    join_ok(&app, alice, "doc:1", json!({})).await;
+    let refused = join(&app, alice, "doc:2", json!({})).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        error_code(refused).await,
+        (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED".to_owned())
+    );
+    assert_eq!(
+        read(&app, alice, "/api/rooms").await["rooms"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+/// How a room member stands towards the viewer, in the privacy model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Standing {
+    Stranger,
+    BlocksViewer,
+    BlockedByViewer,
+    Invisible,
+    NeverPinged,
+}
+
+#[sqlx::test]
+async fn hidden_members_are_neither_listed_nor_counted_nor_shown_typing(pool: PgPool) {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let app = spawn_app(pool).await;
+    let standing = prop_oneof![
+        Just(Standing::Stranger),
+        Just(Standing::BlocksViewer),
+        Just(Standing::BlockedByViewer),
+        Just(Standing::Invisible),
+        Just(Standing::NeverPinged),
+    ];
+    // Each member: how they stand, whether they type, how many devices are in the room.
+    let rooms = prop::collection::vec((standing, any::<bool>(), 1..3usize), 1..7);
+    let mut runner = TestRunner::default();
+    for case in 0..16 {
+        let members = rooms.new_tree(&mut runner).expect("a room").current();
+        let viewer = new_user();
+        let bystander = new_user();
+        let ids: Vec<UserId> = members.iter().map(|_| new_user()).collect();
+        let (room_id, mirror_id) = (format!("case:{case}"), format!("mirror:{case}"));
+        app.ping_ok(viewer, json!({})).await;
+        join_ok(&app, viewer, &room_id, json!({})).await;
+        join_ok(&app, viewer, &mirror_id, json!({})).await;
+        let mut visible = vec![viewer];
+        for (user, (standing, typing, devices)) in ids.iter().zip(&members) {
+            match standing {
+                Standing::NeverPinged => {}
+                Standing::Invisible => {
+                    app.ping_ok(*user, json!({"invisible": true})).await;
+                }
+                _ => {
+                    app.ping_ok(*user, json!({"statusMessage": "here"})).await;
+                }
+            }
+            match standing {
+                Standing::BlocksViewer => {
+                    let response = app.set_block(*user, &viewer.to_string(), true).await;
+                    assert!(response.status().is_success());
+                }
+                Standing::BlockedByViewer => {
+                    let response = app.set_block(viewer, &user.to_string(), true).await;
+                    assert!(response.status().is_success());
+                }
+                _ => {}
+            }
+            let shown = matches!(standing, Standing::Stranger | Standing::NeverPinged);
+            for device in 0..*devices {
+                let body = json!({"deviceId": format!("d{device}"), "typing": *typing, "state": {"n": device}});
+                join_ok(&app, *user, &room_id, body.clone()).await;
+                if shown {
+                    // The mirror room holds only whom the viewer may see, as they are in the room.
+                    join_ok(&app, *user, &mirror_id, body).await;
+                }
+            }
+            if shown {
+                visible.push(*user);
+            }
+        }
+        visible.sort();
+        // Page by page, as a client would: never a hidden member, the right count on every page.
+        let mut listed = Vec::new();
+        let mut pages = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = read(
+                &app,
+                viewer,
+                &format!("/api/rooms/{room_id}?limit=2{after}"),
+            )
+            .await;
+            assert_eq!(page["occupancy"], visible.len(), "case {case}: {members:?}");
+            listed.extend(self::ids(&page));
+            pages.push(page["members"].clone());
+            match page["next"].as_str() {
+                Some(next) => after = format!("&after={next}"),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = visible.iter().map(ToString::to_string).collect();
+        assert_eq!(listed, expected, "case {case}: {members:?}");
+        // The room reads exactly as the mirror, which the hidden members never joined.
+        let mut seen = room(&app, viewer, &room_id).await;
+        let mut mirror = room(&app, viewer, &mirror_id).await;
+        seen["roomId"] = Value::Null;
+        mirror["roomId"] = Value::Null;
+        assert_eq!(seen, mirror, "case {case}: {members:?}");
+        // No one hidden from the viewer is hidden from a bystander, but the invisible.
+        let everyone = room(&app, bystander, &room_id).await;
+        let invisible = members
+            .iter()
+            .filter(|(standing, ..)| *standing == Standing::Invisible)
+            .count();
+        assert_eq!(
+            everyone["occupancy"],
+            1 + members.len() - invisible,
+            "case {case}"
+        );
+        // The invisible see themselves; a service sees everyone.
+        for (user, (standing, ..)) in ids.iter().zip(&members) {
+            if *standing == Standing::Invisible {
+                let own = room(&app, *user, &room_id).await;
+                assert!(self::ids(&own).contains(&user.to_string()), "case {case}");
+            }
+        }
+        let response = call(
+            &app,
+            Method::GET,
+            &format!("/api/rooms/{room_id}?limit=0"),
+            &service_token("audit"),
+            None,
+        )
+        .await;
+        let truth: Value = response.json().await.expect("JSON");
+        assert_eq!(truth["occupancy"], 1 + members.len(), "case {case}");
+    }
+}
+
+#[sqlx::test]
+async fn renewals_that_change_nothing_leave_the_etag_alone(pool: PgPool) {
+    let app = spawn_app_with(pool, &[("PRESENCE_TYPING_TTL", "6s")]).await;
+    let (alice, viewer) = (new_user(), new_user());
+    app.ping_ok(alice, json!({})).await;
+    join_ok(
+        &app,
+        alice,
+        "doc:1",
+        json!({"state": {"cursor": 1}, "typing": true}),
+    )
+    .await;
+    let token = room_token(viewer, &["doc:*"]);
+    let poll = async |tag: Option<&str>| {
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if let Some(tag) = tag {
+            headers.push(("If-None-Match", tag));
+        }
+        let response = app
+            .raw(Method::GET, "/api/rooms/doc:1", &headers, None)
+            .await;
+        let status = response.status();
+        let tag = response.headers()["etag"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let body = if status == StatusCode::OK {
+            response.json::<Value>().await.expect("JSON")
+        } else {
+            Value::Null
+        };
+        (status, tag, body)
+    };
+    let (_, tag, body) = poll(None).await;
+    assert_eq!(body["members"][0]["typing"], true);
+    // Renewals: nothing, the same state, typing while typing.
+    for renewal in [
+        json!({}),
+        json!({"state": {"cursor": 1}}),
+        json!({"typing": true}),
+    ] {
+        app.advance(TimeDelta::seconds(2));
+        join_ok(&app, alice, "doc:1", renewal.clone()).await;
+        let (status, again, _) = poll(Some(&tag)).await;
+        assert_eq!(
+            (status, again.as_str()),
+            (StatusCode::NOT_MODIFIED, tag.as_str()),
+            "after {renewal}"
+        );
+    }
+    // The last typing renewal was at +6 s: typing shows until +12 s, not after.
+    app.advance(TimeDelta::milliseconds(5_999));
+    assert_eq!(poll(Some(&tag)).await.0, StatusCode::NOT_MODIFIED);
+    app.advance(TimeDelta::milliseconds(1));
+    let (status, ended, body) = poll(Some(&tag)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(ended, tag);
+    assert_eq!(
+        body["members"][0]["typing"], false,
+        "the TTL passed since the last renewal"
+    );
+    // A change shows at once to the one who made it, and to others.
+    join_ok(&app, alice, "doc:1", json!({"state": {"cursor": 2}})).await;
+    let (status, _, body) = poll(Some(&ended)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["members"][0]["state"], json!({"cursor": 2}));
+}
+
+#[sqlx::test]
+async fn another_instance_sees_a_room_change_through_the_notifications(pool: PgPool) {
+    let clock = presence::clock::ManualClock::starting_at(start_time());
+    let first =
+        spawn_app_on_clock(pool.clone(), &[("PRESENCE_CACHE_TTL", "1h")], clock.clone()).await;
+    let second = spawn_app_on_clock(pool, &[("PRESENCE_CACHE_TTL", "1h")], clock).await;
+    let (alice, viewer) = (new_user(), new_user());
+    // The second instance holds the empty room in its cache.
+    assert_eq!(room(&second, viewer, "doc:1").await["occupancy"], 0);
+    join_ok(&first, alice, "doc:1", json!({"state": {"n": 1}})).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if room(&second, viewer, "doc:1").await["occupancy"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the join never reached the second instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    join_ok(&first, alice, "doc:1", json!({"typing": true})).await;
+    loop {
+        if room(&second, viewer, "doc:1").await["members"][0]["typing"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the typing never reached the second instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Leaving on one instance; the caller reads at once on it.
+    assert_eq!(
+        leave(&first, alice, "doc:1", "default").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(room(&first, viewer, "doc:1").await["occupancy"], 0);
+    loop {
+        if room(&second, viewer, "doc:1").await["occupancy"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leave never reached the second instance"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
