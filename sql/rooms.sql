@@ -32,6 +32,10 @@ create or replace function room_ping(
 language plpgsql
 as $function$
 declare
+    -- Computed here: on Citus, an upsert's conflict clause may hold only
+    -- immutable functions, and timestamptz arithmetic is not.
+    cutoff timestamptz := p_at - p_timeout;
+    typing_ends timestamptz := case when p_typing then p_at + p_typing_ttl end;
     held room_members;
     written room_members;
     live boolean;
@@ -42,7 +46,7 @@ begin
     from room_members as m
     where m.room_id = p_room and m.user_id = p_user and m.device_id = p_device
     for update;
-    live := found and held.renewed_at > p_at - p_timeout;
+    live := found and held.renewed_at > cutoff;
     if not live then
         -- A join: within the device's cap, counted under a lock of the
         -- device so that two joins at once cannot both take the last place.
@@ -50,7 +54,7 @@ begin
         select count(*) into others
         from room_members as m
         where m.user_id = p_user and m.device_id = p_device
-          and m.renewed_at > p_at - p_timeout and m.room_id <> p_room;
+          and m.renewed_at > cutoff and m.room_id <> p_room;
         if others >= p_max_rooms then
             return query select 'too_many'::text, null::timestamptz, null::jsonb, null::timestamptz;
             return;
@@ -62,24 +66,24 @@ begin
         p_room, p_user, p_device, p_at, p_at,
         case when p_set_state then p_state end,
         case when p_set_state then p_at end,
-        case when p_typing then p_at + p_typing_ttl end)
+        typing_ends)
     on conflict (room_id, user_id, device_id) do update set
         -- A live membership keeps what it had unless this ping changes it;
         -- an ended one (not pruned yet) starts afresh.
-        joined_at = case when m.renewed_at > p_at - p_timeout then m.joined_at else p_at end,
+        joined_at = case when m.renewed_at > cutoff then m.joined_at else p_at end,
         renewed_at = greatest(m.renewed_at, p_at),
         state = case
             when p_set_state then p_state
-            when m.renewed_at > p_at - p_timeout then m.state
+            when m.renewed_at > cutoff then m.state
         end,
         state_set_at = case
             when p_set_state then p_at
-            when m.renewed_at > p_at - p_timeout then m.state_set_at
+            when m.renewed_at > cutoff then m.state_set_at
         end,
         typing_until = case
-            when p_typing then p_at + p_typing_ttl
+            when p_typing then typing_ends
             when p_typing = false then null
-            when m.renewed_at > p_at - p_timeout then m.typing_until
+            when m.renewed_at > cutoff then m.typing_until
         end
     returning m.* into written;
     if not live then
@@ -111,11 +115,12 @@ create or replace function leave_room(
 language plpgsql
 as $function$
 declare
+    cutoff timestamptz := p_at - p_timeout;
     was_live boolean;
 begin
     delete from room_members as m
     where m.room_id = p_room and m.user_id = p_user and m.device_id = p_device
-    returning m.renewed_at > p_at - p_timeout into was_live;
+    returning m.renewed_at > cutoff into was_live;
     if coalesce(was_live, false) then
         perform announce_changes(array['r:' || p_room]);
     end if;
@@ -134,12 +139,13 @@ create or replace function leave_rooms_of_device(
 language plpgsql
 as $function$
 declare
+    cutoff timestamptz := p_at - p_timeout;
     rooms text[];
 begin
     with gone as (
         delete from room_members as m
         where m.user_id = p_user and m.device_id = p_device
-        returning m.room_id, m.renewed_at > p_at - p_timeout as live
+        returning m.room_id, m.renewed_at > cutoff as live
     )
     select coalesce(array_agg(g.room_id order by g.room_id) filter (where g.live), '{}')
     into rooms
@@ -156,10 +162,14 @@ $function$;
 -- Usable from psql, cron or pg_cron:
 --   select prune_room_members(now() - interval '60 seconds');
 create or replace function prune_room_members(p_before timestamptz) returns bigint
-language sql
+language plpgsql
 as $function$
-    with gone as (
-        delete from room_members as m where m.renewed_at <= p_before returning 1
-    )
-    select count(*) from gone;
+declare
+    removed bigint;
+begin
+    -- PL/pgSQL, not SQL: Citus plans no statement of an SQL function with parameters.
+    delete from room_members as m where m.renewed_at <= p_before;
+    get diagnostics removed = row_count;
+    return removed;
+end
 $function$;

@@ -160,6 +160,7 @@ pub async fn tune_functions(connection: &mut PgConnection) -> Result<(), sqlx::E
         "room_ping",
         "leave_room",
         "leave_rooms_of_device",
+        "prune_room_members",
     ] {
         // The names are this module's constants.
         sqlx::query(sqlx::AssertSqlSafe(format!(

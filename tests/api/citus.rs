@@ -10,7 +10,9 @@
 
 use std::str::FromStr;
 
-use presence::store::citus::{self, DISTRIBUTED_TABLES, REFERENCE_TABLES, WORKER_FUNCTIONS};
+use presence::store::citus::{
+    self, DISTRIBUTED_TABLES, REFERENCE_TABLES, ROOM_TABLES, WORKER_FUNCTIONS,
+};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -195,8 +197,12 @@ async fn the_functions_the_plan_names_exist_and_take_their_settings(pool: PgPool
         [
             "apply_pings",
             "history_bucket_stats",
+            "leave_room",
+            "leave_rooms_of_device",
+            "prune_room_members",
             "prune_stale_devices",
-            "remove_device"
+            "remove_device",
+            "room_ping"
         ]
     );
 }
@@ -216,6 +222,7 @@ async fn every_table_is_keyed_by_its_user_or_shared_by_all(pool: PgPool) {
     let mut planned: Vec<String> = DISTRIBUTED_TABLES
         .iter()
         .chain(REFERENCE_TABLES.iter())
+        .chain(ROOM_TABLES.iter())
         .map(|table| (*table).to_owned())
         .collect();
     planned.sort();
@@ -224,16 +231,25 @@ async fn every_table_is_keyed_by_its_user_or_shared_by_all(pool: PgPool) {
         "every table is distributed or a reference table"
     );
 
-    for table in DISTRIBUTED_TABLES {
+    let keyed = DISTRIBUTED_TABLES
+        .iter()
+        .map(|table| (*table, "user_id", "uuid"))
+        .chain(ROOM_TABLES.iter().map(|table| (*table, "room_id", "text")));
+    for (table, column, column_type) in keyed {
         let key: Option<String> = sqlx::query_scalar(
             "select data_type::text from information_schema.columns
-             where table_schema = 'public' and table_name = $1 and column_name = 'user_id'",
+             where table_schema = 'public' and table_name = $1 and column_name = $2",
         )
         .bind(table)
+        .bind(column)
         .fetch_optional(&pool)
         .await
         .expect("reads the columns");
-        assert_eq!(key.as_deref(), Some("uuid"), "{table} is keyed by user_id");
+        assert_eq!(
+            key.as_deref(),
+            Some(column_type),
+            "{table} is keyed by {column}"
+        );
         // Citus enforces a unique index only if it holds the distribution column.
         let unique_without_key: Vec<String> = sqlx::query_scalar(
             "select i.relname::text
@@ -242,16 +258,17 @@ async fn every_table_is_keyed_by_its_user_or_shared_by_all(pool: PgPool) {
              where x.indrelid = $1::regclass and x.indisunique
                and not exists (
                    select 1 from pg_attribute as a
-                   where a.attrelid = x.indrelid and a.attname = 'user_id'
+                   where a.attrelid = x.indrelid and a.attname = $2
                      and a.attnum = any(x.indkey))",
         )
         .bind(table)
+        .bind(column)
         .fetch_all(&pool)
         .await
         .expect("reads the indexes");
         assert!(
             unique_without_key.is_empty(),
-            "{table}'s unique indexes hold user_id: {unique_without_key:?}"
+            "{table}'s unique indexes hold {column}: {unique_without_key:?}"
         );
     }
 }
@@ -332,21 +349,42 @@ async fn the_suite_runs_on_citus_when_asked(pool: PgPool) {
                 .iter()
                 .map(|table| ((*table).to_owned(), "n".to_owned(), None)),
         )
+        .chain(ROOM_TABLES.iter().map(|table| {
+            (
+                (*table).to_owned(),
+                "h".to_owned(),
+                Some("room_id".to_owned()),
+            )
+        }))
         .collect();
     expected.sort();
     assert_eq!(
         plan, expected,
-        "hash-distributed by user_id, or reference tables"
+        "hash-distributed by user_id (rooms by room_id), or reference tables"
     );
     let colocations: i64 = sqlx::query_scalar(
-        "select count(distinct colocationid) from pg_dist_partition where partmethod = 'h'",
+        "select count(distinct colocationid) from pg_dist_partition
+         where partmethod = 'h' and logicalrelid::regclass::text <> all($1)",
     )
+    .bind(ROOM_TABLES.as_slice())
     .fetch_one(&app.pool)
     .await
     .expect("reads the colocation groups");
     assert_eq!(
         colocations, 1,
         "every user table is co-located with user_status"
+    );
+    // A room's read is one shard's statement.
+    let plan: Vec<String> = sqlx::query_scalar(
+        "explain select user_id, device_id, joined_at, renewed_at, state, state_set_at, typing_until
+         from room_members where room_id = 'doc:42' and renewed_at > now() order by user_id, device_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("explains a room read");
+    assert!(
+        plan.iter().any(|line| line.contains("Task Count: 1")),
+        "a room read goes to one shard: {plan:#?}"
     );
 
     // A batch read of users on every shard sees each one's ping.
