@@ -116,6 +116,17 @@ export class PresenceClient {
      */
     watch(userIds: string[], onChange: (changed: UserStatus[], all: UserStatus[]) => void): () => void;
     /**
+     * Joins `roomId` with this device and keeps the membership while the page is open:
+     * renews it every `heartbeatIntervalSeconds` the server answers, polls the room
+     * (conditionally, with its ETag) and calls `onChange` with each new answer, leaves
+     * on `leave()` and on `pagehide` (and joins again if the page comes back from the
+     * back/forward cache). The token must grant the room.
+     * @param {string} roomId
+     * @param {RoomOptions} [options]
+     * @returns {RoomHandle}
+     */
+    joinRoom(roomId: string, options?: RoomOptions): RoomHandle;
+    /**
      * How long until the next poll: the interval, or sooner when a status will change by itself.
      * `nextChangeAt` is judged on the server's clock, so a browser clock that is off
      * neither polls too often nor too late.
@@ -142,6 +153,87 @@ export class PresenceClient {
      */
     request(method: string, path: string, body?: unknown, init?: RequestInit, etag?: string | null): Promise<Response>;
 }
+/** This device's membership of one room, and the room as last polled (see `PresenceClient.joinRoom`). */
+export class RoomHandle {
+    /**
+     * @param {PresenceClient} client
+     * @param {string} roomId
+     * @param {RoomOptions} options
+     */
+    constructor(client: PresenceClient, roomId: string, options: RoomOptions);
+    client: PresenceClient;
+    roomId: string;
+    path: string;
+    onChange: ((room: Room) => void) | undefined;
+    limit: number;
+    pollIntervalMs: number;
+    typingTtlMs: number;
+    /** @type {Room | null} The room as last answered. */
+    room: Room | null;
+    /** @type {string | null} */
+    etag: string | null;
+    renewIntervalMs: number;
+    /** @type {unknown} */
+    renewTimer: unknown;
+    /** @type {unknown} */
+    pollTimer: unknown;
+    failures: number;
+    lastTypingAt: number;
+    left: boolean;
+    onPageHide: () => Promise<Response | undefined>;
+    /** @param {Partial<PageTransitionEvent>} [event] */
+    onPageShow: (event?: Partial<PageTransitionEvent>) => void;
+    /** @type {Promise<RoomPresence>} The first join's answer (rejects if refused: a room the token does not grant, too many rooms). */
+    joined: Promise<RoomPresence>;
+    /**
+     * Sets (or clears, with `null`) this device's state in the room; the room's next answer shows it.
+     * @param {Record<string, unknown> | null} state
+     * @returns {Promise<RoomPresence>}
+     */
+    setState(state: Record<string, unknown> | null): Promise<RoomPresence>;
+    /**
+     * The user is typing: call it on every keystroke. Sends `typing: true` at most
+     * every half typing TTL, so the flag lasts while keystrokes keep coming and ends
+     * by itself at most a TTL after the last one.
+     * @returns {Promise<RoomPresence> | undefined} the ping's answer, if one was sent
+     */
+    typing(): Promise<RoomPresence> | undefined;
+    /**
+     * The user stopped typing (sent a message, cleared the input): the flag ends now.
+     * @returns {Promise<RoomPresence>}
+     */
+    stopTyping(): Promise<RoomPresence>;
+    /**
+     * Leaves the room and stops polling it.
+     * @returns {Promise<Response | undefined>}
+     */
+    leave(): Promise<Response | undefined>;
+    /** Ends the membership (on leave and pagehide); survives the page unloading (`keepalive`). */
+    leaveRoom(): Promise<Response | undefined>;
+    /**
+     * Joins or renews, with `state` when given.
+     * @param {Record<string, unknown> | null | undefined} state
+     * @returns {Promise<RoomPresence>}
+     */
+    join(state: Record<string, unknown> | null | undefined): Promise<RoomPresence>;
+    /**
+     * One room ping with `fields`; reschedules the renewal from its answer.
+     * @param {{ state?: Record<string, unknown> | null, typing?: boolean }} fields
+     * @returns {Promise<RoomPresence>}
+     */
+    send(fields: {
+        state?: Record<string, unknown> | null;
+        typing?: boolean;
+    }): Promise<RoomPresence>;
+    /** (Re)arms the renewal timer until the room is left. */
+    scheduleRenewal(): void;
+    /** @param {number} ms */
+    schedulePoll(ms: number): void;
+    /** Polls at once (after a change of this device's own). */
+    pollNow(): void;
+    /** One conditional read of the room; `onChange` when its answer changed. */
+    poll(): Promise<void>;
+}
 /**
  * The API's own types, generated from its OpenAPI document (`api.d.ts`).
  */
@@ -162,6 +254,31 @@ export type History = Schemas["HistoryBody"];
  * The API's own types, generated from its OpenAPI document (`api.d.ts`).
  */
 export type PingFields = Schemas["PingRequest"];
+/**
+ * Who is in a room: its occupancy and one page of members.
+ */
+export type Room = Schemas["Room"];
+/**
+ * One user in a room, as the caller may see them.
+ */
+export type RoomMember = Schemas["RoomMember"];
+/**
+ * The caller's device's membership of a room.
+ */
+export type RoomPresence = Schemas["RoomPresence"];
+/**
+ * `state`: this device's state in the room at the join; `onChange`: called with
+ * the room whenever its answer changes (polled every `pollIntervalMs`, default the client's);
+ * `limit`: how many members to list (default 100; 0 for the occupancy alone); `typingTtlMs`:
+ * the server's `PRESENCE_TYPING_TTL` (default 6 s), which `typing()` renews at half of.
+ */
+export type RoomOptions = {
+    state?: Record<string, unknown> | null;
+    onChange?: (room: Room) => void;
+    limit?: number;
+    pollIntervalMs?: number;
+    typingTtlMs?: number;
+};
 /**
  * A `Date`, an RFC 3339 string or milliseconds since the epoch.
  */

@@ -5,6 +5,9 @@
 //   presence.start();                       // activity pings on input, heartbeats, sign-out on pagehide
 //   const stop = presence.watch(ids, (changed, all) => render(all));
 //   presence.setStatusMessage("In a meeting", new Date(Date.now() + 3600e3));
+//   const room = presence.joinRoom("doc:42", { state: { page: 1 }, onChange: (room) => render(room) });
+//   input.oninput = () => room.typing();    // throttled; shows for the server's typing TTL
+//   room.leave();                           // also on pagehide
 
 /**
  * The API's own types, generated from its OpenAPI document (`api.d.ts`).
@@ -13,6 +16,19 @@
  * @typedef {Schemas["StatusView"]} UserStatus A user's status as the caller sees it; the caller's own (the self view) adds the fields marked "Self view".
  * @typedef {Schemas["HistoryBody"]} History
  * @typedef {Schemas["PingRequest"]} PingFields
+ * @typedef {Schemas["Room"]} Room Who is in a room: its occupancy and one page of members.
+ * @typedef {Schemas["RoomMember"]} RoomMember One user in a room, as the caller may see them.
+ * @typedef {Schemas["RoomPresence"]} RoomPresence The caller's device's membership of a room.
+ * @typedef {{
+ *   state?: Record<string, unknown> | null,
+ *   onChange?: (room: Room) => void,
+ *   limit?: number,
+ *   pollIntervalMs?: number,
+ *   typingTtlMs?: number,
+ * }} RoomOptions `state`: this device's state in the room at the join; `onChange`: called with
+ *   the room whenever its answer changes (polled every `pollIntervalMs`, default the client's);
+ *   `limit`: how many members to list (default 100; 0 for the occupancy alone); `typingTtlMs`:
+ *   the server's `PRESENCE_TYPING_TTL` (default 6 s), which `typing()` renews at half of.
  * @typedef {Date | string | number} Moment A `Date`, an RFC 3339 string or milliseconds since the epoch.
  * @typedef {Error & { status: number, code: string | undefined }} PresenceError An HTTP error answer: its status and the contract's error code.
  * @typedef {{
@@ -266,6 +282,20 @@ export class PresenceClient {
   }
 
   /**
+   * Joins `roomId` with this device and keeps the membership while the page is open:
+   * renews it every `heartbeatIntervalSeconds` the server answers, polls the room
+   * (conditionally, with its ETag) and calls `onChange` with each new answer, leaves
+   * on `leave()` and on `pagehide` (and joins again if the page comes back from the
+   * back/forward cache). The token must grant the room.
+   * @param {string} roomId
+   * @param {RoomOptions} [options]
+   * @returns {RoomHandle}
+   */
+  joinRoom(roomId, options = {}) {
+    return new RoomHandle(this, roomId, options);
+  }
+
+  /**
    * How long until the next poll: the interval, or sooner when a status will change by itself.
    * `nextChangeAt` is judged on the server's clock, so a browser clock that is off
    * neither polls too often nor too late.
@@ -330,6 +360,183 @@ export class PresenceClient {
       if (Number.isFinite(date)) this.clockOffsetMs = date + 500 - this.now();
       return response;
     });
+  }
+}
+
+/** This device's membership of one room, and the room as last polled (see `PresenceClient.joinRoom`). */
+export class RoomHandle {
+  /**
+   * @param {PresenceClient} client
+   * @param {string} roomId
+   * @param {RoomOptions} options
+   */
+  constructor(client, roomId, options) {
+    this.client = client;
+    this.roomId = roomId;
+    this.path = `/api/rooms/${encodeURIComponent(roomId)}`;
+    this.onChange = options.onChange;
+    this.limit = options.limit ?? 100;
+    this.pollIntervalMs = options.pollIntervalMs ?? client.pollIntervalMs;
+    this.typingTtlMs = options.typingTtlMs ?? 6_000;
+    /** @type {Room | null} The room as last answered. */
+    this.room = null;
+    /** @type {string | null} */
+    this.etag = null;
+    this.renewIntervalMs = 20_000;
+    /** @type {unknown} */
+    this.renewTimer = null;
+    /** @type {unknown} */
+    this.pollTimer = null;
+    this.failures = 0;
+    this.lastTypingAt = -Infinity;
+    this.left = false;
+    this.onPageHide = () => this.leaveRoom();
+    /** @param {Partial<PageTransitionEvent>} [event] */
+    this.onPageShow = (event) => {
+      if (event?.persisted && !this.left) this.join(undefined).catch(() => undefined);
+    };
+    client.window?.addEventListener("pagehide", this.onPageHide);
+    client.window?.addEventListener("pageshow", this.onPageShow);
+    /** @type {Promise<RoomPresence>} The first join's answer (rejects if refused: a room the token does not grant, too many rooms). */
+    this.joined = this.join(options.state);
+    this.joined.catch(() => undefined);
+    this.schedulePoll(0);
+  }
+
+  /**
+   * Sets (or clears, with `null`) this device's state in the room; the room's next answer shows it.
+   * @param {Record<string, unknown> | null} state
+   * @returns {Promise<RoomPresence>}
+   */
+  setState(state) {
+    return this.send({ state }).then((presence) => {
+      this.pollNow();
+      return presence;
+    });
+  }
+
+  /**
+   * The user is typing: call it on every keystroke. Sends `typing: true` at most
+   * every half typing TTL, so the flag lasts while keystrokes keep coming and ends
+   * by itself at most a TTL after the last one.
+   * @returns {Promise<RoomPresence> | undefined} the ping's answer, if one was sent
+   */
+  typing() {
+    const now = this.client.now();
+    if (now - this.lastTypingAt < this.typingTtlMs / 2) return undefined;
+    this.lastTypingAt = now;
+    return this.send({ typing: true });
+  }
+
+  /**
+   * The user stopped typing (sent a message, cleared the input): the flag ends now.
+   * @returns {Promise<RoomPresence>}
+   */
+  stopTyping() {
+    this.lastTypingAt = -Infinity;
+    return this.send({ typing: false });
+  }
+
+  /**
+   * Leaves the room and stops polling it.
+   * @returns {Promise<Response | undefined>}
+   */
+  leave() {
+    this.left = true;
+    this.client.window?.removeEventListener("pagehide", this.onPageHide);
+    this.client.window?.removeEventListener("pageshow", this.onPageShow);
+    if (this.pollTimer !== null) this.client.clearTimeout(this.pollTimer);
+    this.pollTimer = null;
+    return this.leaveRoom();
+  }
+
+  /** Ends the membership (on leave and pagehide); survives the page unloading (`keepalive`). */
+  leaveRoom() {
+    if (this.renewTimer !== null) this.client.clearTimeout(this.renewTimer);
+    this.renewTimer = null;
+    const device = encodeURIComponent(this.client.deviceId);
+    return this.client
+      .request("DELETE", `${this.path}/presence/${device}`, undefined, { keepalive: true })
+      .catch(() => undefined);
+  }
+
+  /**
+   * Joins or renews, with `state` when given.
+   * @param {Record<string, unknown> | null | undefined} state
+   * @returns {Promise<RoomPresence>}
+   */
+  join(state) {
+    return this.send(state === undefined ? {} : { state });
+  }
+
+  /**
+   * One room ping with `fields`; reschedules the renewal from its answer.
+   * @param {{ state?: Record<string, unknown> | null, typing?: boolean }} fields
+   * @returns {Promise<RoomPresence>}
+   */
+  async send(fields) {
+    if (this.left) throw Object.assign(new Error("the room was left"), { status: 0, code: undefined });
+    const response = await this.client.request("PUT", `${this.path}/presence`, {
+      deviceId: this.client.deviceId,
+      ...fields,
+    });
+    if (!response.ok) throw await apiError(response);
+    /** @type {RoomPresence} */
+    const presence = await response.json();
+    this.renewIntervalMs = presence.heartbeatIntervalSeconds * 1000;
+    this.scheduleRenewal();
+    return presence;
+  }
+
+  /** (Re)arms the renewal timer until the room is left. */
+  scheduleRenewal() {
+    if (this.left) return;
+    if (this.renewTimer !== null) this.client.clearTimeout(this.renewTimer);
+    this.renewTimer = this.client.setTimeout(() => {
+      this.renewTimer = null;
+      this.send({}).catch(() => this.scheduleRenewal());
+    }, this.renewIntervalMs);
+  }
+
+  /** @param {number} ms */
+  schedulePoll(ms) {
+    if (!this.left) this.pollTimer = this.client.setTimeout(() => this.poll(), Math.max(0, ms));
+  }
+
+  /** Polls at once (after a change of this device's own). */
+  pollNow() {
+    if (this.left) return;
+    if (this.pollTimer !== null) this.client.clearTimeout(this.pollTimer);
+    this.schedulePoll(0);
+  }
+
+  /** One conditional read of the room; `onChange` when its answer changed. */
+  async poll() {
+    this.pollTimer = null;
+    let response;
+    try {
+      response = await this.client.request("GET", `${this.path}?limit=${this.limit}`, undefined, {}, this.etag);
+    } catch {
+      this.failures += 1;
+      return this.schedulePoll(this.client.backoff(this.failures));
+    }
+    if (response.status === 304) {
+      this.failures = 0;
+      return this.schedulePoll(this.pollIntervalMs);
+    }
+    if (!response.ok) {
+      this.failures += 1;
+      const retryAfter = Number(response.headers.get("Retry-After"));
+      return this.schedulePoll(retryAfter > 0 ? retryAfter * 1000 : this.client.backoff(this.failures));
+    }
+    this.failures = 0;
+    this.etag = response.headers.get("ETag");
+    /** @type {Room} */
+    const room = await response.json();
+    if (this.left) return;
+    this.room = room;
+    this.onChange?.(room);
+    this.schedulePoll(this.pollIntervalMs);
   }
 }
 

@@ -276,3 +276,130 @@ test("history asks for the caller's own range and returns the segments", async (
   assert.equal(requests[0].headers.Authorization, "Bearer t0ken");
   await assert.rejects(presence.history({ from, to: from }), { code: "INVALID_TIMESTAMP" });
 });
+
+/** A client whose fetch answers by `METHOD path` (`path` without the query). */
+function routedClient(time, route, extra = {}) {
+  const requests = [];
+  const fetch = async (url, init) => {
+    const path = url.split("?")[0];
+    requests.push({ url, path, ...init });
+    return route(`${init.method} ${path}`, init, url);
+  };
+  const presence = new PresenceClient({
+    token: "t0ken",
+    deviceId: "tab-1",
+    fetch,
+    now: time.now,
+    setTimeout: time.setTimeout,
+    clearTimeout: time.clearTimeout,
+    random: () => 0.5,
+    ...extra,
+  });
+  return { presence, requests };
+}
+
+const joined = (overrides = {}) => ({
+  roomId: "doc:42", deviceId: "tab-1", joinedAt: "2026-11-23T10:00:00.000Z",
+  state: null, typing: false, heartbeatIntervalSeconds: 20, ...overrides,
+});
+
+test("a room is joined, renewed on the server's interval and polled with its ETag", async () => {
+  const time = fakeTime();
+  const room = { roomId: "doc:42", occupancy: 1, members: [], next: null };
+  let polls = 0;
+  const { presence, requests } = routedClient(time, (request, init) => {
+    if (request === "PUT /api/rooms/doc%3A42/presence") return response(200, joined({ state: JSON.parse(init.body).state ?? null }));
+    if (request === "GET /api/rooms/doc%3A42") {
+      polls += 1;
+      return polls === 1 ? response(200, room, { ETag: '"r1"' }) : response(304, undefined, { ETag: '"r1"' });
+    }
+    throw new Error(`unexpected ${request}`);
+  });
+  const changes = [];
+  const handle = presence.joinRoom("doc:42", { state: { page: 1 }, onChange: (room) => changes.push(room) });
+  const presenceAnswer = await handle.joined;
+  assert.deepEqual(presenceAnswer.state, { page: 1 });
+  assert.deepEqual(JSON.parse(requests[0].body), { deviceId: "tab-1", state: { page: 1 } });
+
+  await time.next(); // the first poll
+  assert.deepEqual(changes, [room]);
+  assert.equal(requests.at(-1).url, "/api/rooms/doc%3A42?limit=100");
+  await time.next(); // the second poll, 3 s later: a 304 calls nothing
+  assert.equal(requests.at(-1).headers["If-None-Match"], '"r1"');
+  assert.equal(changes.length, 1);
+
+  // The renewal comes 20 s after the join, with no state: the stored one stays.
+  await time.advance(20_000);
+  const renewals = requests.filter((r) => r.method === "PUT");
+  assert.equal(renewals.length, 2);
+  assert.deepEqual(JSON.parse(renewals[1].body), { deviceId: "tab-1" });
+});
+
+test("typing is sent at most every half TTL, and leaving stops everything", async () => {
+  const time = fakeTime();
+  const { presence, requests } = routedClient(time, (request) => {
+    if (request.startsWith("PUT ")) return response(200, joined());
+    if (request.startsWith("GET ")) return response(304);
+    if (request.startsWith("DELETE ")) return response(204);
+    throw new Error(`unexpected ${request}`);
+  });
+  const handle = presence.joinRoom("doc:42", { typingTtlMs: 6_000 });
+  await handle.joined;
+  const typed = () => requests.filter((r) => r.method === "PUT" && JSON.parse(r.body).typing === true).length;
+  handle.typing();
+  handle.typing();
+  assert.equal(typed(), 1, "keystrokes within half the TTL send nothing more");
+  await time.advance(2_999);
+  handle.typing();
+  assert.equal(typed(), 1);
+  await time.advance(1);
+  handle.typing();
+  assert.equal(typed(), 2, "renewed half a TTL later, before it could end");
+  await handle.stopTyping();
+  assert.equal(JSON.parse(requests.filter((r) => r.method === "PUT").at(-1).body).typing, false);
+
+  await handle.leave();
+  const last = requests.at(-1);
+  assert.equal(`${last.method} ${last.path}`, "DELETE /api/rooms/doc%3A42/presence/tab-1");
+  assert.equal(last.keepalive, true, "a leave survives the page unloading");
+  const count = requests.length;
+  await time.advance(60_000);
+  assert.equal(requests.length, count, "no renewal or poll after leaving");
+  await assert.rejects(handle.setState({ page: 2 }), /left/);
+});
+
+test("a room is left on pagehide and joined again when the page comes back", async () => {
+  const time = fakeTime();
+  const window = new EventTarget();
+  const { presence, requests } = routedClient(
+    time,
+    (request) => {
+      if (request.startsWith("PUT ")) return response(200, joined());
+      if (request.startsWith("GET ")) return response(304);
+      return response(204);
+    },
+    { window },
+  );
+  const handle = presence.joinRoom("doc:42");
+  await handle.joined;
+  window.dispatchEvent(new Event("pagehide"));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(requests.at(-1).method, "DELETE");
+  const back = Object.assign(new Event("pageshow"), { persisted: true });
+  window.dispatchEvent(back);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(requests.at(-1).method, "PUT", "joined again after a back/forward-cache restore");
+});
+
+test("a refused join rejects with the contract's code", async () => {
+  const time = fakeTime();
+  const { presence } = routedClient(time, (request) => {
+    if (request.startsWith("PUT ")) {
+      return response(404, { error: { code: "NOT_FOUND", message: "no such room" } });
+    }
+    return response(404, { error: { code: "NOT_FOUND", message: "no such room" } });
+  });
+  const handle = presence.joinRoom("secret");
+  await assert.rejects(handle.joined, (error) => error.status === 404 && error.code === "NOT_FOUND");
+  handle.leave();
+});

@@ -3,11 +3,14 @@
 //   const client = useMemo(() => new PresenceClient({ token }), [token]);
 //   useEffect(() => { client.start(); return () => client.stop(); }, [client]);
 //   const statuses = usePresence(client, contactIds); // Map: userId -> UserStatus
+//   const { room, setState, typing } = useRoom(client, "doc:42"); // room: members, occupancy
 
-import { useEffect, useMemo, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 
 /** @typedef {import("./presence.js").PresenceClient} PresenceClient */
 /** @typedef {import("./presence.js").UserStatus} UserStatus */
+/** @typedef {import("./presence.js").Room} Room */
+/** @typedef {import("./presence.js").RoomHandle} RoomHandle */
 
 /** @type {ReadonlyMap<string, UserStatus>} */
 const NONE = new Map();
@@ -39,4 +42,45 @@ export function usePresence(client, userIds) {
     const wanted = new Set(key.split(","));
     return new Map([...answered.statuses].filter(([userId]) => wanted.has(userId)));
   }, [answered, key, client]);
+}
+
+/**
+ * This device in the room `roomId` while the component is mounted: joins on
+ * mount (with `options.state`), renews on the server's interval, leaves on
+ * unmount, on a changed room id and on `pagehide`. `room` is the room as last
+ * polled (`null` until the first answer, and after a change of room until the
+ * new one answers); re-renders only when its answer changes. `setState` sets
+ * this device's state there; `typing` is for every keystroke (throttled).
+ * @param {PresenceClient | null | undefined} client
+ * @param {string | null | undefined} roomId
+ * @param {{ state?: Record<string, unknown> | null, limit?: number, pollIntervalMs?: number, typingTtlMs?: number }} [options]
+ * @returns {{ room: Room | null, setState: (state: Record<string, unknown> | null) => void, typing: () => void }}
+ */
+export function useRoom(client, roomId, options = {}) {
+  const [answered, setAnswered] = useState(() => ({ roomId: "", room: /** @type {Room | null} */ (null) }));
+  /** @type {import("react").MutableRefObject<RoomHandle | null>} */
+  const handle = useRef(null);
+  // The options of the join: read when the room is joined, not watched.
+  const joinOptions = useRef(options);
+  joinOptions.current = options;
+  useEffect(() => {
+    if (!client || !roomId) return undefined;
+    const joined = client.joinRoom(roomId, {
+      ...joinOptions.current,
+      onChange: (room) => setAnswered({ roomId, room }),
+    });
+    handle.current = joined;
+    return () => {
+      handle.current = null;
+      joined.leave();
+    };
+  }, [client, roomId]);
+  const setState = useCallback((/** @type {Record<string, unknown> | null} */ state) => {
+    handle.current?.setState(state).catch(() => undefined);
+  }, []);
+  const typing = useCallback(() => {
+    handle.current?.typing()?.catch(() => undefined);
+  }, []);
+  const room = client && roomId && answered.roomId === roomId ? answered.room : null;
+  return { room, setState, typing };
 }

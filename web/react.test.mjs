@@ -14,7 +14,7 @@ if (!deps) {
   console.error(`\n!!! SKIPPED the React hook's tests: ${message} !!!\n`);
 }
 const [{ JSDOM }, React, { createRoot }] = deps ?? [{}, {}, {}];
-const { usePresence } = deps ? await import("./react.js") : {};
+const { usePresence, useRoom } = deps ? await import("./react.js") : {};
 
 if (deps) {
   const { window } = new JSDOM("<!doctype html><div id=root></div>");
@@ -152,4 +152,83 @@ test("the hook follows a changed id list", { skip: !deps }, async () => {
   assert.deepEqual(shown(roster.container), ["alice:online", "carol:online"]);
   assert.equal(time.pending(), 1, "the old list's watch is stopped");
   await roster.unmount();
+});
+
+/** A room service: members by room, answering room reads with ETags, and the room pings and leaves. */
+function fakeRoomService() {
+  const rooms = new Map();
+  const requests = [];
+  const fetch = async (url, init) => {
+    const path = url.split("?")[0];
+    requests.push(`${init.method} ${path}`);
+    const room = decodeURIComponent(path.split("/")[3]);
+    if (init.method === "PUT") {
+      const { deviceId, state } = JSON.parse(init.body);
+      const members = rooms.get(room) ?? [];
+      if (!members.some((member) => member.userId === "me")) members.push({ userId: "me", state: state ?? null, typing: false });
+      if (state !== undefined) members.find((member) => member.userId === "me").state = state;
+      rooms.set(room, members);
+      const body = { roomId: room, deviceId, joinedAt: "2026-11-24T10:00:00.000Z", state: state ?? null, typing: false, heartbeatIntervalSeconds: 20 };
+      return { status: 200, ok: true, headers: { get: () => null }, json: async () => body };
+    }
+    if (init.method === "DELETE") {
+      rooms.set(room, (rooms.get(room) ?? []).filter((member) => member.userId !== "me"));
+      return { status: 204, ok: true, headers: { get: () => null }, json: async () => null };
+    }
+    const members = rooms.get(room) ?? [];
+    const body = { roomId: room, occupancy: members.length, members, next: null };
+    const etag = `"${JSON.stringify(body).replaceAll(/[^ -~]/g, "")}"`;
+    const headers = { get: (name) => (name.toLowerCase() === "etag" ? etag : null) };
+    if (init.headers["If-None-Match"] === etag) return { status: 304, ok: false, headers, json: async () => null };
+    return { status: 200, ok: true, headers, json: async () => body };
+  };
+  return { fetch, rooms, requests };
+}
+
+test("useRoom joins on mount, shows the room, sets state and leaves on unmount or a new room", { skip: !deps }, async () => {
+  const time = fakeTime();
+  const service = fakeRoomService();
+  const client = new PresenceClient({
+    token: "t0ken",
+    deviceId: "tab-1",
+    fetch: service.fetch,
+    now: time.now,
+    setTimeout: time.setTimeout,
+    clearTimeout: time.clearTimeout,
+    random: () => 0.5,
+    pollIntervalMs: 3000,
+  });
+  const seen = [];
+  let controls;
+  function Room({ roomId }) {
+    const { room, setState, typing } = useRoom(client, roomId, { state: { page: 1 } });
+    controls = { setState, typing };
+    seen.push(room);
+    return React.createElement("p", null, room ? `${room.roomId}:${room.occupancy}:${JSON.stringify(room.members[0]?.state)}` : "joining");
+  }
+  const container = document.createElement("div");
+  const root = createRoot(container);
+  const render = (roomId) => React.act(() => root.render(React.createElement(Room, { roomId })));
+  await render("doc:1");
+  assert.equal(container.textContent, "joining");
+  await time.advance(0);
+  assert.equal(container.textContent, 'doc:1:1:{"page":1}');
+  const renders = seen.length;
+  await time.advance(30_000);
+  assert.equal(seen.length, renders, "unchanged polls cost no render");
+  assert.ok(service.requests.filter((request) => request.startsWith("PUT")).length >= 2, "renewed on the server's interval");
+
+  await React.act(async () => controls.setState({ page: 2 }));
+  await time.advance(0);
+  assert.equal(container.textContent, 'doc:1:1:{"page":2}');
+
+  // Another room: the first is left, the second joined; nothing of the first shows meanwhile.
+  await render("doc:2");
+  assert.equal(container.textContent, "joining");
+  assert.ok(service.requests.includes("DELETE /api/rooms/doc%3A1/presence/tab-1"));
+  await time.advance(0);
+  assert.equal(container.textContent, 'doc:2:1:{"page":1}');
+  await React.act(() => root.unmount());
+  assert.ok(service.requests.includes("DELETE /api/rooms/doc%3A2/presence/tab-1"));
+  assert.equal(time.pending(), 0, "no renewal or poll left scheduled");
 });

@@ -128,7 +128,7 @@ mod tests {
         );
         assert_eq!(members[1].state, None);
         assert!(!members[1].typing);
-        let later = members_at(&memberships, at(111), TimeDelta::seconds(60));
+        let later = members_at(&memberships, at(116), TimeDelta::seconds(60));
         assert_eq!(later.len(), 1, "ann's memberships all ended");
         assert_eq!(later[0].user_id, bob);
     }

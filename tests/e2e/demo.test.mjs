@@ -89,7 +89,7 @@ after(async () => {
 /** Waits until `page` shows `user` in the roster with `status`; returns how long it took. */
 async function seen(page, user, status, timeout = 8000) {
   const started = Date.now();
-  await page.waitForSelector(`li[data-user="${user}"][data-status="${status}"]`, { timeout });
+  await page.waitForSelector(`#roster li[data-user="${user}"][data-status="${status}"]`, { timeout });
   return Date.now() - started;
 }
 
@@ -104,7 +104,26 @@ test("two users watch each other through the demo page", async () => {
   await seen(pageB, alice, "idle", 8000);
   await pageA.mouse.click(20, 20);
   await seen(pageB, alice, "online", 2500);
-  assert.equal(await pageB.locator(`li[data-user="${alice}"] .platforms`).textContent(), "web");
+  assert.equal(await pageB.locator(`#roster li[data-user="${alice}"] .platforms`).textContent(), "web");
+
+  // Both are in the demo room: what Alice does there, and her typing, show on Bob's page.
+  const member = (user) => `#members li[data-user="${user}"]`;
+  await pageB.waitForSelector(member(alice), { timeout: 8000 });
+  await pageA.waitForSelector(member(bob), { timeout: 8000 });
+  assert.equal(await pageB.locator("#occupancy").textContent(), "2");
+  await pageA.fill("#doing", "Reviewing");
+  await pageA.click("#set-doing");
+  await pageB.waitForFunction(
+    (selector) => document.querySelector(`${selector} .doing`)?.textContent === "Reviewing",
+    member(alice),
+    { timeout: 8000 },
+  );
+  await pageA.type("#chat", "hello", { delay: 50 });
+  await pageB.waitForSelector(`${member(alice)}[data-typing="true"]`, { timeout: 8000 });
+  assert.match(await pageB.locator("#typing-line").textContent(), /is typing/);
+  await pageA.click("#send");
+  await pageB.waitForSelector(`${member(alice)}[data-typing="false"]`, { timeout: 8000 });
+  assert.equal(await pageB.locator("#typing-line").textContent(), "");
 
   // Alice's client stops (a laptop lid closing): idle after 3 s, then offline.
   await pageA.evaluate(() => window.presenceClient.stop());
@@ -121,7 +140,7 @@ test("two users watch each other through the demo page", async () => {
   await pageA.fill("#message", "Deep work");
   await pageA.click("#set-message");
   await pageB.waitForFunction(
-    (user) => document.querySelector(`li[data-user="${user}"] .message`)?.textContent === "Deep work",
+    (user) => document.querySelector(`#roster li[data-user="${user}"] .message`)?.textContent === "Deep work",
     alice,
   );
   // A poll of her own status already on its way when she clicks must not undo
@@ -142,7 +161,7 @@ test("two users watch each other through the demo page", async () => {
   await new Promise((resolve) => setTimeout(resolve, 300));
   assert.equal(await pageA.isChecked("#invisible"), true, "a poll from before the click unchecked the box");
   await seen(pageB, alice, "offline");
-  assert.equal(await pageB.locator(`li[data-user="${alice}"] .message`).textContent(), "");
+  assert.equal(await pageB.locator(`#roster li[data-user="${alice}"] .message`).textContent(), "");
   await pageA.uncheck("#invisible");
   await pageA.uncheck("#dnd");
   await seen(pageB, alice, "online");
@@ -160,4 +179,6 @@ test("two users watch each other through the demo page", async () => {
   await pageA.close({ runBeforeUnload: true });
   await seen(pageB, alice, "offline", OFFLINE_AFTER_MS);
   assert.ok(Date.now() - closed < OFFLINE_AFTER_MS, `offline after ${Date.now() - closed} ms`);
+  // ... and out of the room, long before the room timeout.
+  await pageB.waitForSelector(`#members li[data-user="${alice}"]`, { state: "detached", timeout: OFFLINE_AFTER_MS });
 });
