@@ -13,6 +13,10 @@
 # PostgreSQL, then the same on a private Citus cluster (a coordinator and two
 # workers, fsync on, CITUS_SHARD_COUNT (8) shards, bench/citus-cluster.sh;
 # the citus extension must be installed), each server's CPU measured apart.
+# ROOMS=1: instead, steps of ROOM_STEPS ("5000,10000") users without rooms,
+# then the same with rooms (each user in 3 rooms of 50 members, polling the one
+# on screen, typing in bursts), then one room of LARGE_ROOM (10000) members,
+# LARGE_ROOM_POLLERS (1000) of them polling its occupancy every 3 s.
 source "$(dirname "$0")/lib.sh"
 
 STEPS=${STEPS:-10000,15000,20000,25000,30000}
@@ -78,6 +82,21 @@ if [ "${CITUS:-}" = 1 ]; then
         --postgres-node "coordinator=$(postmaster "$CITUS_DIR/node0")" \
         --postgres-node "worker1=$(postmaster "$CITUS_DIR/node1")" \
         --postgres-node "worker2=$(postmaster "$CITUS_DIR/node2")"
+    stop_all
+    exit 0
+fi
+
+if [ "${ROOMS:-}" = 1 ]; then
+    ROOM_STEPS=${ROOM_STEPS:-5000,10000}
+    echo "one instance, steps of $ROOM_STEPS users, statuses only" >&2
+    start "$PORT"
+    simulate --url "http://127.0.0.1:$PORT" --users "$ROOM_STEPS" --server-pid "${PIDS[0]}"
+    echo "one instance, steps of $ROOM_STEPS users, each in 3 rooms of 50" >&2
+    simulate --url "http://127.0.0.1:$PORT" --users "$ROOM_STEPS" --server-pid "${PIDS[0]}" \
+        --rooms-per-user 3 --room-size 50
+    echo "one instance, one room of ${LARGE_ROOM:-10000} members" >&2
+    simulate --url "http://127.0.0.1:$PORT" --server-pid "${PIDS[0]}" \
+        --large-room "${LARGE_ROOM:-10000}" --large-room-pollers "${LARGE_ROOM_POLLERS:-1000}"
     stop_all
     exit 0
 fi

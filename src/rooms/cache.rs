@@ -89,7 +89,7 @@ impl RoomCache {
     pub fn offer(&self, room: &RoomId, snapshot: Snapshot, mark: ReadMark) {
         self.rooms.update(room.clone(), |held| {
             let changes = held.map_or(0, Slot::changes);
-            (changes == mark.changes).then(|| Slot::Read(snapshot, mark.read_at, changes))
+            (changes == mark.changes).then_some(Slot::Read(snapshot, mark.read_at, changes))
         });
     }
 

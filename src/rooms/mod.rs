@@ -9,6 +9,7 @@
 mod cache;
 mod view;
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,21 +18,37 @@ use chrono::{DateTime, TimeDelta, Utc};
 pub use cache::{RoomCache, Snapshot};
 pub use view::{RoomMember, members_at};
 
-use crate::database::Database;
+use crate::database::{Database, past_deadline};
 use crate::domain::{DeviceId, RoomId, RoomPing, UserId};
 use crate::store::{self, RoomPingOutcome, RoomPingWritten, RoomRules, UserRoom};
+
+/// How many locks the reads of rooms the cache lacks take turns on.
+const READ_STRIPES: usize = 64;
 
 /// Joins, renewals, leaves and reads of rooms.
 pub struct Rooms {
     db: Database,
     rules: RoomRules,
     cache: Option<Arc<RoomCache>>,
+    /// A room the cache lacks is read by one request while the others polling
+    /// it wait for that read (rooms share these locks by their id's hash): a
+    /// large room's snapshot expiring costs one read, not one per poll.
+    reading: Vec<tokio::sync::Mutex<()>>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Rooms {
     /// Rooms over `db`, timed and capped by `rules`, reading through `cache` when there is one.
     pub fn new(db: Database, rules: RoomRules, cache: Option<Arc<RoomCache>>) -> Self {
-        Self { db, rules, cache }
+        Self {
+            db,
+            rules,
+            cache,
+            reading: (0..READ_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
     }
 
     /// How memberships are timed and capped.
@@ -140,23 +157,34 @@ impl Rooms {
     /// The room's memberships, from the cache or read at `at` (every one that
     /// may still be live a TTL later: the snapshot is served that long).
     async fn memberships(&self, room: &RoomId, at: DateTime<Utc>) -> Result<Snapshot, sqlx::Error> {
-        let mark = match self.cache.as_ref().map(|cache| cache.get(room)) {
-            Some(Ok(snapshot)) => return Ok(snapshot),
-            Some(Err(mark)) => Some(mark),
-            None => None,
-        };
         let renewed_after = at - self.rules.timeout;
-        let read: Snapshot = self
-            .db
-            .run(async |connection| {
-                store::fetch_room_members(connection, room, renewed_after).await
-            })
-            .await?
-            .into();
-        if let (Some(cache), Some(mark)) = (&self.cache, mark) {
-            cache.offer(room, read.clone(), mark);
+        let read = async || -> Result<Snapshot, sqlx::Error> {
+            Ok(self
+                .db
+                .run(async |connection| {
+                    store::fetch_room_members(connection, room, renewed_after).await
+                })
+                .await?
+                .into())
+        };
+        let Some(cache) = &self.cache else {
+            return read().await;
+        };
+        if let Ok(snapshot) = cache.get(room) {
+            return Ok(snapshot);
         }
-        Ok(read)
+        let stripe = usize::try_from(self.hasher.hash_one(room)).unwrap_or_default() % READ_STRIPES;
+        let _turn = tokio::time::timeout(self.db.deadline(), self.reading[stripe].lock())
+            .await
+            .map_err(|_| past_deadline())?;
+        // Another request may have read it while this one waited.
+        let mark = match cache.get(room) {
+            Ok(snapshot) => return Ok(snapshot),
+            Err(mark) => mark,
+        };
+        let snapshot = read().await?;
+        cache.offer(room, snapshot.clone(), mark);
+        Ok(snapshot)
     }
 }
 

@@ -71,6 +71,10 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
     /// Replaces the entry of `key` with what `decide` returns given the entry
     /// held (if any), atomically with respect to other writers of the key;
     /// `None` leaves it as it is.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the key is kept when the entry is new; callers hand over one they made"
+    )]
     pub fn update(&self, key: K, decide: impl FnOnce(Option<&V>) -> Option<V>) {
         let mut shard = self
             .shard(&key)

@@ -29,11 +29,17 @@ pub enum Kind {
     Setting,
     SignOut,
     Block,
+    /// The visible tab's poll of the room on screen.
+    RoomPoll,
+    /// A room join or renewal.
+    RoomPing,
+    /// A room ping that says the user types (or stopped).
+    Typing,
 }
 
 impl Kind {
     /// Every kind, in the order the figures list them.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Poll,
         Kind::HiddenPoll,
         Kind::Heartbeat,
@@ -41,6 +47,9 @@ impl Kind {
         Kind::Setting,
         Kind::SignOut,
         Kind::Block,
+        Kind::RoomPoll,
+        Kind::RoomPing,
+        Kind::Typing,
     ];
 
     /// The kind's name in the printout.
@@ -53,6 +62,9 @@ impl Kind {
             Kind::Setting => "setting",
             Kind::SignOut => "sign-out",
             Kind::Block => "block",
+            Kind::RoomPoll => "room poll",
+            Kind::RoomPing => "room join/renewal",
+            Kind::Typing => "typing",
         }
     }
 }
@@ -87,10 +99,29 @@ struct PollBody {
     statuses: Vec<Entry>,
 }
 
+/// One member of a room's answer, as far as the simulator reads it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Member {
+    user_id: Uuid,
+    typing: bool,
+}
+
+#[derive(Deserialize)]
+struct RoomBody {
+    members: Vec<Member>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PingBody {
     ping_interval_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomPingBody {
+    heartbeat_interval_seconds: u64,
 }
 
 /// What the server answered.
@@ -101,7 +132,11 @@ pub struct Answer {
     /// The server's clock from `Date`, in Unix milliseconds (whole seconds + 500).
     pub server_date_ms: Option<i64>,
     pub statuses: Option<Vec<Entry>>,
+    /// A room poll's answer: the members it shows typing.
+    pub typing: Option<Vec<Uuid>>,
     pub ping_interval_seconds: Option<u64>,
+    /// A room ping's answer: how often to renew.
+    pub heartbeat_interval_seconds: Option<u64>,
     /// Bytes of the answer: status line, headers and body.
     pub bytes: usize,
 }
@@ -203,6 +238,26 @@ async fn exchange(
         ),
         _ => (None, None),
     };
+    let typing = match (code, job.kind) {
+        (200, Kind::RoomPoll) => Some(
+            serde_json::from_slice::<RoomBody>(&body)
+                .ok()?
+                .members
+                .into_iter()
+                .filter(|member| member.typing)
+                .map(|member| member.user_id)
+                .collect(),
+        ),
+        _ => None,
+    };
+    let heartbeat_interval_seconds = match (code, job.kind) {
+        (200, Kind::RoomPing) => Some(
+            serde_json::from_slice::<RoomPingBody>(&body)
+                .ok()?
+                .heartbeat_interval_seconds,
+        ),
+        _ => None,
+    };
     let server_date_ms = headers
         .get(header::DATE)
         .and_then(|date| date.to_str().ok())
@@ -217,7 +272,9 @@ async fn exchange(
             .and_then(|value| value.parse().ok()),
         server_date_ms,
         statuses,
+        typing,
         ping_interval_seconds,
+        heartbeat_interval_seconds,
         // "HTTP/1.1 200 OK\r\n", the headers, the blank line, the body.
         bytes: 17 + header_bytes + 2 + body.len(),
     })

@@ -9,8 +9,16 @@
 //! rates and latencies, the share of `304` answers, database writes, server CPU
 //! and memory, how fast changes reach watchers, and how many observations
 //! disagreed with the ground truth the simulator keeps.
+//!
+//! With `--rooms-per-user 3`, each user is also in three rooms of
+//! `--room-size` members (the shipped client's `joinRoom`): the visible tab
+//! joins and renews them, polls the first with its ETag and types there in
+//! bursts, and the figures add the room polls and how soon typing shows to
+//! the other members. `--large-room 10000` runs one room of that many members
+//! instead, some of them polling its occupancy (`large_room.rs`).
 
 mod client;
+mod large_room;
 mod model;
 mod report;
 mod truth;
@@ -21,7 +29,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use secrecy::SecretString;
 
-use crate::model::{Model, Setup, Simulation};
+use crate::model::{Model, RoomModel, Setup, Simulation};
 use crate::report::{Resources, Step};
 use crate::truth::Rules;
 
@@ -97,6 +105,24 @@ struct Args {
     /// Print one JSON object per step instead of the tables.
     #[arg(long)]
     json: bool,
+    /// Each user is also in this many rooms (0: no rooms), polls the first
+    /// with its ETag and types there in bursts.
+    #[arg(long, default_value_t = 0)]
+    rooms_per_user: usize,
+    /// The members of each room.
+    #[arg(long, default_value_t = 50)]
+    room_size: usize,
+    /// The servers' typing TTL (the client renews typing every half of it).
+    #[arg(long, env = "PRESENCE_TYPING_TTL", default_value = "6s", value_parser = duration)]
+    typing_ttl: Duration,
+    /// Instead of the steps: one room of this many members (joined over the
+    /// ramp, renewed on the server's interval), `--large-room-pollers` of them
+    /// polling its occupancy (`limit=0`) every poll interval.
+    #[arg(long, default_value_t = 0)]
+    large_room: usize,
+    /// How many members of the large room poll its occupancy.
+    #[arg(long, default_value_t = 1000)]
+    large_room_pollers: usize,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -125,6 +151,27 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         churn: args.churn,
         ..Model::default()
     };
+    if args.large_room > 0 {
+        let room = large_room::LargeRoom {
+            members: args.large_room,
+            pollers: args.large_room_pollers.min(args.large_room),
+            ramp: args.ramp,
+            warmup: args.warmup,
+            duration: args.duration,
+            poll_interval: args.poll_interval,
+            secret: SecretString::from(args.jwt_secret.clone()),
+            connections: args.connections,
+        };
+        large_room::run(
+            room,
+            addresses[0],
+            args.server_pids.clone(),
+            args.postgres_nodes.clone(),
+            args.max_p99_ms,
+        )
+        .await;
+        return Ok(());
+    }
     let mut steps = Vec::new();
     for (index, users) in args.users.iter().enumerate() {
         let setup = Setup {
@@ -138,6 +185,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             seed: args.seed.wrapping_add(index as u64),
             secret: SecretString::from(args.jwt_secret.clone()),
             instances: addresses.len(),
+            rooms: (args.rooms_per_user > 0).then(|| RoomModel {
+                per_user: args.rooms_per_user,
+                size: args.room_size,
+                typing_ttl: micros(args.typing_ttl),
+                ..RoomModel::default()
+            }),
         };
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut senders = Vec::new();

@@ -278,6 +278,11 @@ pub struct Step {
     pub slow: u64,
     pub slow_in_seconds: usize,
     pub slowest_seconds: Vec<(i64, u64, f64)>,
+    /// Rooms, when the step had them: room polls answered `304`, and typing
+    /// start to its showing in a member's poll (s), with what was never seen.
+    pub not_modified_rooms: Option<f64>,
+    pub typing: Spread,
+    pub typing_missed: u64,
 }
 
 /// How many of the seconds with the most slow requests a step prints.
@@ -358,7 +363,21 @@ impl Step {
             slow: figures.slow_seconds.values().map(|(count, _)| count).sum(),
             slow_in_seconds: figures.slow_seconds.len(),
             slowest_seconds,
+            not_modified_rooms: {
+                let rooms = polls(&[Kind::RoomPoll]);
+                (rooms.0 > 0).then(|| share(rooms))
+            },
+            typing: Spread::of(&figures.typing_propagation, 1e6),
+            typing_missed: figures.typing_missed,
         }
+    }
+
+    /// The room polls' row, when the step had rooms.
+    pub fn room_polls(&self) -> Option<&KindRow> {
+        self.not_modified_rooms?;
+        self.kinds
+            .iter()
+            .find(|kind| kind.name == Kind::RoomPoll.name())
     }
 
     /// Whether the step was served: p99 under the bound, no errors, and the
@@ -443,6 +462,9 @@ impl Step {
             "postgresNodeCpuCores": r.node_cpu.iter().map(|(name, cores)| json!({ "node": name, "cores": cores })).collect::<Vec<_>>(),
             "simulatorCpuCores": r.simulator_cpu,
             "machineBusy": r.machine_busy,
+            "roomPollsNotModified": self.not_modified_rooms,
+            "typingPropagationSeconds": spread(&self.typing),
+            "typingMissed": self.typing_missed,
             "served": self.served(max_p99_ms),
         })
     }
@@ -507,6 +529,20 @@ impl Step {
             "propagation: p50 {:.2} s, p99 {:.2} s, max {:.2} s over {} changes; missed {}",
             p.p50, p.p99, p.max, p.count, self.propagation_missed
         );
+        if let (Some(share), Some(polls)) = (self.not_modified_rooms, self.room_polls()) {
+            let t = &self.typing;
+            println!(
+                "rooms: polls p50 {:.2} ms, p99 {:.2} ms, {:.1}% answered 304; typing shown p50 {:.2} s, p99 {:.2} s, max {:.2} s over {} starts; missed {}",
+                polls.latency.p50,
+                polls.latency.p99,
+                share * 100.0,
+                t.p50,
+                t.p99,
+                t.max,
+                t.count,
+                self.typing_missed
+            );
+        }
         if self.propagation_across.count > 0 {
             let a = &self.propagation_across;
             println!(
@@ -595,6 +631,41 @@ pub fn summary(steps: &[Step], max_p99_ms: f64, poll_interval: Duration) {
             s.observations,
             if s.served(max_p99_ms) { "yes" } else { "no" },
         );
+    }
+    if steps.iter().any(|s| s.not_modified_rooms.is_some()) {
+        println!(
+            "\n| users | room polls/s | room poll p50 / p99 ms | room polls 304 | typing shown p50 / p99 s | typing missed | served |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for s in steps {
+            if let (Some(share), Some(polls)) = (s.not_modified_rooms, s.room_polls()) {
+                println!(
+                    "| {} | {:.0} | {:.2} / {:.2} | {:.1}% | {:.2} / {:.2} | {} | {} |",
+                    s.users,
+                    polls.rate,
+                    polls.latency.p50,
+                    polls.latency.p99,
+                    share * 100.0,
+                    s.typing.p50,
+                    s.typing.p99,
+                    s.typing_missed,
+                    if s.served(max_p99_ms) { "yes" } else { "no" },
+                );
+            }
+        }
+        let bound = poll_interval.as_secs_f64() + 0.1;
+        for s in steps.iter().filter(|s| s.typing.count > 0) {
+            println!(
+                "  {} users: typing shown p99 {:.2} s (goal at most {bound:.1} s: {})",
+                s.users,
+                s.typing.p99,
+                if s.typing.p99 <= bound {
+                    "met"
+                } else {
+                    "missed"
+                }
+            );
+        }
     }
     let served: Vec<&Step> = steps.iter().filter(|s| s.served(max_p99_ms)).collect();
     let Some(best) = served.iter().max_by_key(|s| s.users) else {

@@ -127,6 +127,11 @@ impl Simulation {
             {
                 self.open_tab(u, tab, now);
             }
+            Event::RoomPoll { .. }
+            | Event::RoomRenew { .. }
+            | Event::TypingStart { .. }
+            | Event::TypingTick { .. }
+            | Event::TypingEnd { .. } => self.fire_room(u, event),
             _ => {}
         }
     }
@@ -176,6 +181,10 @@ impl Simulation {
             let at = self.after(mean, rare);
             self.at(at, u, event);
         }
+        if let Some(rooms) = self.setup.rooms {
+            let at = self.after(rooms.typing_every, false);
+            self.at(at, u, Event::TypingStart { session });
+        }
         let state = self.users[u as usize].truth.current();
         let dnd_wait = if state.dnd {
             model.dnd_mean
@@ -210,6 +219,9 @@ impl Simulation {
         });
         self.ping(u, tab, Kind::Activity, json!({ "active": tab == 0 }));
         self.at(now, u, Event::Poll { tab, timer });
+        if tab == 0 {
+            self.join_rooms(u, now);
+        }
         if tab > 0 {
             let at = self.after(model.tab_mean, true);
             self.at(at, u, Event::TabClose { tab, opened });
@@ -221,6 +233,9 @@ impl Simulation {
         t.open = false;
         t.heartbeat_timer += 1;
         t.poll_timer += 1;
+        if tab == 0 {
+            self.forget_rooms(u);
+        }
     }
 
     /// The user leaves: every tab signs out, or (a share of the time) just vanishes.

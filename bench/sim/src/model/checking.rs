@@ -100,7 +100,17 @@ impl Simulation {
                 self.schedule_heartbeat(u, tab);
             }
             Kind::Poll | Kind::HiddenPoll => self.poll_answered(done, at, measured),
-            Kind::SignOut | Kind::Block => {}
+            Kind::RoomPoll => self.room_poll_answered(done, at, measured),
+            Kind::RoomPing => {
+                if let Some(seconds) = done
+                    .answer
+                    .as_ref()
+                    .and_then(|a| a.heartbeat_interval_seconds)
+                {
+                    user.room_renew_every = seconds.max(1) * SECOND;
+                }
+            }
+            Kind::SignOut | Kind::Block | Kind::Typing => {}
         }
     }
 

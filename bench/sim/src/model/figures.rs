@@ -34,6 +34,10 @@ pub struct Figures {
     pub timer_lateness: Vec<u32>,
     /// Users present (with the app open) at the end.
     pub present: usize,
+    /// Typing start to its first showing in a member's poll of the room (µs),
+    /// and typing starts a member polling the room never saw while they lasted.
+    pub typing_propagation: Vec<Micros>,
+    pub typing_missed: u64,
     /// Measured requests slower than [`SLOW_MICROS`], by the Unix second
     /// they were answered in: (how many, the slowest µs). Shows whether slow
     /// answers are spread out or come in stalls, and when.

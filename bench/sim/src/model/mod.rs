@@ -21,6 +21,7 @@ mod behaviour;
 mod checking;
 mod figures;
 mod requests;
+mod rooms;
 
 pub use figures::{Figures, KindFigures, SLOW_MICROS};
 
@@ -86,6 +87,35 @@ impl Default for Model {
     }
 }
 
+/// Rooms, when the step has them: each user is in `per_user` rooms of `size`
+/// members, keeps the first on screen (polled like the contacts, with its
+/// ETag) and types there in bursts while active.
+#[derive(Clone, Copy, Debug)]
+pub struct RoomModel {
+    pub per_user: usize,
+    pub size: usize,
+    /// While active, a typing episode starts this often (mean), and lasts this long (mean).
+    pub typing_every: Micros,
+    pub typing_mean: Micros,
+    /// The server's `PRESENCE_TYPING_TTL`: typing is renewed every half of it.
+    pub typing_ttl: Micros,
+    /// A typing change not shown to a member polling the room by then is missed.
+    pub typing_lag: Micros,
+}
+
+impl Default for RoomModel {
+    fn default() -> Self {
+        Self {
+            per_user: 3,
+            size: 50,
+            typing_every: 60 * SECOND,
+            typing_mean: 8 * SECOND,
+            typing_ttl: 6 * SECOND,
+            typing_lag: 10 * SECOND,
+        }
+    }
+}
+
 /// One step of the simulation: who takes part and for how long.
 pub struct Setup {
     pub users: usize,
@@ -102,6 +132,8 @@ pub struct Setup {
     pub secret: SecretString,
     /// How many instances the users are spread over (user `i` uses instance `i % n`).
     pub instances: usize,
+    /// Rooms, if the step has them.
+    pub rooms: Option<RoomModel>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +152,11 @@ enum Event {
     Unblock { whom: u32 },
     TabClose { tab: u8, opened: u32 },
     TabOpen { session: u32, tab: u8 },
+    RoomPoll { timer: u32 },
+    RoomRenew { timer: u32 },
+    TypingStart { session: u32 },
+    TypingTick { episode: u32 },
+    TypingEnd { episode: u32 },
 }
 
 struct Timer {
@@ -181,6 +218,17 @@ struct User {
     pending: Vec<Expectation>,
     clock_offset_ms: i64,
     ping_interval: Micros,
+    /// The rooms the user is in (indices into the simulation's rooms); the first is on screen.
+    rooms: Vec<u32>,
+    room_poll_timer: u32,
+    room_renew_timer: u32,
+    room_renew_every: Micros,
+    room_etag: Option<HeaderValue>,
+    room_failures: u32,
+    typing_episode: u32,
+    typing: bool,
+    /// Members of the room on screen who started typing, and when: to be seen by a poll.
+    typing_pending: Vec<(u32, Micros)>,
 }
 
 impl User {
@@ -202,6 +250,9 @@ pub struct Simulation {
     window: (Micros, Micros),
     pools: Vec<flume::Sender<Job>>,
     figures: Figures,
+    /// Each room's path (`/api/rooms/<id>`) and members.
+    room_paths: Vec<String>,
+    room_members: Vec<Vec<u32>>,
 }
 
 impl Simulation {
@@ -227,9 +278,11 @@ impl Simulation {
             }
             let query =
                 json!({ "userIds": contacts.iter().map(|c| ids[*c as usize]).collect::<Vec<_>>() });
-            let token = presence::auth::issue_token(
-                &setup.secret,
-                UserId::from(*id),
+            let token = presence::auth::issue_room_token(
+                &presence::auth::TokenSettings::with_secret(setup.secret.clone()),
+                &UserId::from(*id).to_string(),
+                &["sim:*".to_owned()],
+                None,
                 Duration::from_secs(24 * 3600),
             )
             .expect("a token signs");
@@ -252,8 +305,37 @@ impl Simulation {
                 pending: Vec::new(),
                 clock_offset_ms: 0,
                 ping_interval: 30 * SECOND,
+                rooms: Vec::new(),
+                room_poll_timer: 0,
+                room_renew_timer: 0,
+                room_renew_every: 20 * SECOND,
+                room_etag: None,
+                room_failures: 0,
+                typing_episode: 0,
+                typing: false,
+                typing_pending: Vec::new(),
             });
         }
+        // Rooms: each round shuffles the users into rooms of `size`, so every
+        // user is in `per_user` rooms, each of (about) `size` members.
+        let mut room_members: Vec<Vec<u32>> = Vec::new();
+        if let Some(rooms) = setup.rooms {
+            for _ in 0..rooms.per_user {
+                let mut order: Vec<u32> = (0..count as u32).collect();
+                rng.shuffle(&mut order);
+                for chunk in order.chunks(rooms.size.max(1)) {
+                    let room = room_members.len() as u32;
+                    for member in chunk {
+                        users[*member as usize].rooms.push(room);
+                    }
+                    room_members.push(chunk.to_vec());
+                }
+            }
+        }
+        let run = Uuid::new_v4().simple().to_string();
+        let room_paths = (0..room_members.len())
+            .map(|room| format!("/api/rooms/sim:{}:{room}", &run[..8]))
+            .collect();
         let index = ids
             .iter()
             .enumerate()
@@ -280,6 +362,8 @@ impl Simulation {
             window,
             pools,
             figures,
+            room_paths,
+            room_members,
         }
     }
 
