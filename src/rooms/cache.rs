@@ -9,17 +9,68 @@
 //! Each room's entry counts the changes seen, so that a read started before
 //! a change cannot be kept after it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::view::{RoomMember, members_until};
 use crate::domain::{RoomId, UserId};
 use crate::statuses::sharded::ShardedMap;
 use crate::store::Membership;
 
-/// One room's memberships as read, in user and device order.
-pub type Snapshot = Arc<[Membership]>;
+/// One room's memberships as read, shared by every request that reads it.
+pub type Snapshot = Arc<RoomSnapshot>;
+
+/// One room's memberships as read, in user and device order, with the last
+/// fold of them into members (a large room's read folds once, not once per poll).
+pub struct RoomSnapshot {
+    memberships: Vec<Membership>,
+    /// The members, folded at an instant, and the span of instants they hold for.
+    folded: Mutex<Option<Folded>>,
+}
+
+#[derive(Clone)]
+struct Folded {
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    members: Arc<[RoomMember]>,
+}
+
+impl RoomSnapshot {
+    /// A snapshot of `memberships` (in user and device order).
+    pub fn new(memberships: Vec<Membership>) -> Self {
+        Self {
+            memberships,
+            folded: Mutex::new(None),
+        }
+    }
+
+    /// The memberships as read.
+    pub fn memberships(&self) -> &[Membership] {
+        &self.memberships
+    }
+
+    /// The users in the room at `at`: the last fold if it holds then, else a new one.
+    pub fn members(&self, at: DateTime<Utc>, timeout: TimeDelta) -> Arc<[RoomMember]> {
+        let held = self
+            .folded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(folded) = held.filter(|folded| folded.from <= at && at < folded.until) {
+            return folded.members;
+        }
+        let (members, until) = members_until(&self.memberships, at, timeout);
+        let members: Arc<[RoomMember]> = members.into();
+        *self.folded.lock().unwrap_or_else(PoisonError::into_inner) = Some(Folded {
+            from: at,
+            until,
+            members: members.clone(),
+        });
+        members
+    }
+}
 
 #[derive(Clone)]
 enum Slot {
@@ -116,6 +167,7 @@ impl RoomCache {
         };
         let horizon = at + self.ttl_delta;
         let lasts = snapshot
+            .memberships()
             .iter()
             .find(|held| held.user_id == user && held.device_id == device)
             .is_some_and(|held| {
@@ -163,12 +215,12 @@ mod tests {
             panic!("nothing cached yet")
         };
         cache.changed(&doc);
-        cache.offer(&doc, Arc::from(Vec::new()), mark);
+        cache.offer(&doc, Arc::new(RoomSnapshot::new(Vec::new())), mark);
         assert!(cache.get(&doc).is_err(), "the read predates the change");
         let Err(mark) = cache.get(&doc) else {
             panic!("still nothing cached")
         };
-        cache.offer(&doc, Arc::from(Vec::new()), mark);
+        cache.offer(&doc, Arc::new(RoomSnapshot::new(Vec::new())), mark);
         assert!(cache.get(&doc).is_ok());
         cache.changed(&doc);
         assert!(cache.get(&doc).is_err());
@@ -185,7 +237,8 @@ mod tests {
             let Err(mark) = cache.get(&doc) else {
                 panic!("nothing cached")
             };
-            cache.offer(&doc, Arc::from(vec![member(user, renewed_at)]), mark);
+            let snapshot = RoomSnapshot::new(vec![member(user, renewed_at)]);
+            cache.offer(&doc, Arc::new(snapshot), mark);
         };
         offer(at - TimeDelta::seconds(10));
         cache.renewed(&doc, user, "default", at, timeout);

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-pub use cache::{RoomCache, Snapshot};
+pub use cache::{RoomCache, RoomSnapshot, Snapshot};
 pub use view::{RoomMember, members_at};
 
 use crate::database::{Database, past_deadline};
@@ -149,9 +149,9 @@ impl Rooms {
         &self,
         room: &RoomId,
         at: DateTime<Utc>,
-    ) -> Result<Vec<RoomMember>, sqlx::Error> {
+    ) -> Result<Arc<[RoomMember]>, sqlx::Error> {
         let snapshot = self.memberships(room, at).await?;
-        Ok(members_at(&snapshot, at, self.rules.timeout))
+        Ok(snapshot.members(at, self.rules.timeout))
     }
 
     /// The room's memberships, from the cache or read at `at` (every one that
@@ -159,13 +159,13 @@ impl Rooms {
     async fn memberships(&self, room: &RoomId, at: DateTime<Utc>) -> Result<Snapshot, sqlx::Error> {
         let renewed_after = at - self.rules.timeout;
         let read = async || -> Result<Snapshot, sqlx::Error> {
-            Ok(self
+            let memberships = self
                 .db
                 .run(async |connection| {
                     store::fetch_room_members(connection, room, renewed_after).await
                 })
-                .await?
-                .into())
+                .await?;
+            Ok(Arc::new(RoomSnapshot::new(memberships)))
         };
         let Some(cache) = &self.cache else {
             return read().await;

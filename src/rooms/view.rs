@@ -26,6 +26,30 @@ pub fn members_at(
     now: DateTime<Utc>,
     timeout: TimeDelta,
 ) -> Vec<RoomMember> {
+    members_until(memberships, now, timeout).0
+}
+
+/// [`members_at`], and the first instant after `now` at which the answer
+/// changes by the clock alone (a membership ending, a typing flag ending).
+pub fn members_until(
+    memberships: &[Membership],
+    now: DateTime<Utc>,
+    timeout: TimeDelta,
+) -> (Vec<RoomMember>, DateTime<Utc>) {
+    let mut until = DateTime::<Utc>::MAX_UTC;
+    for membership in memberships {
+        let ends = membership.renewed_at + timeout;
+        if ends > now {
+            until = until.min(ends);
+        }
+        if let Some(typing) = membership.typing_until.filter(|typing| *typing > now) {
+            until = until.min(typing);
+        }
+    }
+    (fold(memberships, now, timeout), until)
+}
+
+fn fold(memberships: &[Membership], now: DateTime<Utc>, timeout: TimeDelta) -> Vec<RoomMember> {
     let mut members: Vec<RoomMember> = Vec::new();
     // The state_set_at of the state each member shows so far.
     let mut set_at: Vec<Option<DateTime<Utc>>> = Vec::new();
@@ -131,5 +155,9 @@ mod tests {
         let later = members_at(&memberships, at(116), TimeDelta::seconds(60));
         assert_eq!(later.len(), 1, "ann's memberships all ended");
         assert_eq!(later[0].user_id, bob);
+        let (_, until) = members_until(&memberships, at(60), TimeDelta::seconds(60));
+        assert_eq!(until, at(62), "the phone's typing ends first");
+        let (_, until) = members_until(&memberships, at(62), TimeDelta::seconds(60));
+        assert_eq!(until, at(110), "then the laptop's membership");
     }
 }

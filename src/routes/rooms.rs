@@ -13,9 +13,16 @@ use super::responses::{BodyErrors, CommonErrors, LimitErrors};
 use crate::auth::RoomCaller;
 use crate::domain::{DeviceId, Platform, RoomId, RoomPingBody, Timestamp, UserId};
 use crate::error::ApiError;
-use crate::presence::{Status, calculate_effective_status};
+use crate::presence::{EffectiveStatus, Hidden, Status, StoredStatus, calculate_effective_status};
+use crate::rooms::RoomMember;
 use crate::state::AppState;
 use crate::store::RoomPingOutcome;
+
+/// A member's stored row, `None` for a user who never pinged.
+type Row = Option<std::sync::Arc<StoredStatus>>;
+
+/// A member the caller may see, with their row and the block between them, if any.
+type Visible<'a> = (&'a RoomMember, Row, Option<Hidden>);
 
 /// How many members a page of a room holds unless `limit` says otherwise.
 pub const DEFAULT_ROOM_PAGE: i64 = 100;
@@ -209,59 +216,53 @@ pub async fn get_room(
     let now = state.clock.now();
     let members = state.rooms.members(&room, now).await?;
     let users: Vec<UserId> = members.iter().map(|member| member.user_id).collect();
-    // Each member's row, and whether the caller may see them at all: a
-    // service sees everyone as they are; a user sees no one hidden from them.
-    let views = if caller.service {
+    // Whom the caller may see, with their rows: a service sees everyone as
+    // they are (each member's self view); a user sees no one hidden from them.
+    let (viewer, visible): (Option<UserId>, Vec<Visible>) = if caller.service {
         let rows = state.statuses.fetch_rows(&users).await?;
-        members
+        let visible = members
             .iter()
             .zip(rows)
-            .map(|(member, row)| {
-                let view = calculate_effective_status(
-                    member.user_id,
-                    row.as_deref(),
-                    member.user_id,
-                    None,
-                    now,
-                    &state.thresholds,
-                );
-                (member, view)
-            })
-            .collect::<Vec<_>>()
+            .map(|(member, row)| (member, row, None))
+            .collect();
+        (None, visible)
     } else {
         let viewer = caller.user()?;
         let rows = state.statuses.fetch_many_for(viewer, &users).await?;
-        members
+        let visible = members
             .iter()
             .zip(rows)
             .filter(|(member, (row, hidden))| {
                 let invisible = row.as_ref().is_some_and(|row| row.invisible);
                 hidden.is_none() && !(invisible && member.user_id != viewer)
             })
-            .map(|(member, (row, hidden))| {
-                let view = calculate_effective_status(
-                    member.user_id,
-                    row.as_deref(),
-                    viewer,
-                    hidden,
-                    now,
-                    &state.thresholds,
-                );
-                (member, view)
-            })
-            .collect()
+            .map(|(member, (row, hidden))| (member, row, hidden))
+            .collect();
+        (Some(viewer), visible)
     };
     let limit = usize::try_from(page.limit).unwrap_or_default();
-    let shown: Vec<_> = views
+    // Only the page's statuses are computed: `limit=0` computes none.
+    let views: Vec<(&RoomMember, EffectiveStatus)> = visible
         .iter()
-        .filter(|(member, _)| page.after.is_none_or(|after| member.user_id > after))
+        .filter(|(member, ..)| page.after.is_none_or(|after| member.user_id > after))
         .take(limit)
+        .map(|(member, row, hidden)| {
+            let view = calculate_effective_status(
+                member.user_id,
+                row.as_deref(),
+                viewer.unwrap_or(member.user_id),
+                *hidden,
+                now,
+                &state.thresholds,
+            );
+            (*member, view)
+        })
         .collect();
-    let ids: Vec<UserId> = shown.iter().map(|(member, _)| member.user_id).collect();
+    let ids: Vec<UserId> = views.iter().map(|(member, _)| member.user_id).collect();
     let body = RoomBody {
         room_id: room.as_str(),
-        occupancy: views.len(),
-        members: shown
+        occupancy: visible.len(),
+        members: views
             .iter()
             .map(|(member, view)| RoomMemberBody {
                 user_id: member.user_id,
