@@ -81,6 +81,25 @@ impl RowCache {
         }
     }
 
+    /// What is known of each of `users`' rows, in their order (one clock
+    /// reading and one lock per shard for them all).
+    pub fn get_many(&self, users: &[UserId]) -> Vec<Lookup> {
+        let now = self.freshness.now();
+        self.rows
+            .get_many(users)
+            .into_iter()
+            .zip(users)
+            .map(|(slot, user)| match slot {
+                Some(Slot::Row(row, read_at)) if self.freshness.fresh_at_now(read_at, now) => {
+                    Lookup::Row(row)
+                }
+                Some(_) => Lookup::Miss,
+                None if self.absent.contains_key(user) => Lookup::Absent,
+                None => Lookup::Miss,
+            })
+            .collect()
+    }
+
     /// The newest version of `user`'s row this instance knows was written
     /// (read, written here, or announced), fresh or not; `None` if it knows none.
     pub fn known_version(&self, user: UserId) -> Option<i64> {
@@ -196,6 +215,30 @@ mod tests {
     fn cache() -> RowCache {
         let freshness = Arc::new(Freshness::new(Duration::from_secs(60)));
         RowCache::new(freshness, Duration::from_secs(60), 100)
+    }
+
+    #[test]
+    fn many_lookups_agree_with_single_ones() {
+        let cache = cache();
+        let (kept, absent, unknown, stale) = (user(), user(), user(), user());
+        cache.offer(row(kept, 1), cache.now());
+        let mark = cache.mark();
+        cache.offer_absent(absent, mark);
+        cache.offer(row(stale, 1), cache.now());
+        cache.announced(stale, 2);
+        let users = [kept, absent, unknown, stale, kept];
+        let single: Vec<Lookup> = users.iter().map(|user| cache.get(*user)).collect();
+        assert_eq!(cache.get_many(&users), single);
+        assert_eq!(
+            single,
+            [
+                Lookup::Row(row(kept, 1)),
+                Lookup::Absent,
+                Lookup::Miss,
+                Lookup::Miss,
+                Lookup::Row(row(kept, 1))
+            ]
+        );
     }
 
     #[test]

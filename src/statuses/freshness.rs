@@ -49,6 +49,11 @@ impl Freshness {
         self.fresh_at(read_at, self.now())
     }
 
+    /// [`Freshness::fresh`] with `now` read once for many entries.
+    pub fn fresh_at_now(&self, read_at: u64, now: u64) -> bool {
+        self.fresh_at(read_at, now)
+    }
+
     fn fresh_at(&self, read_at: u64, now: u64) -> bool {
         let known_until = read_at.max(self.caught_up.load(Ordering::Acquire));
         now.saturating_sub(known_until) < self.ttl

@@ -258,7 +258,8 @@ impl Statuses {
         let viewer_in_no_block = in_a_block == Some(false);
         let mut answers: Vec<Option<(Row, Option<Hidden>)>> = users
             .iter()
-            .map(|user| match caches.rows.get(*user) {
+            .zip(caches.rows.get_many(users))
+            .map(|(user, lookup)| match lookup {
                 Lookup::Absent => Some((None, None)),
                 Lookup::Row(row) if viewer_in_no_block => Some((Some(row), None)),
                 Lookup::Row(row) => caches
@@ -329,9 +330,11 @@ impl Statuses {
             return Ok(users.iter().map(|user| found.remove(user)).collect());
         };
         let read_at = caches.rows.now();
-        let mut answers: Vec<Option<Row>> = users
-            .iter()
-            .map(|user| match caches.rows.get(*user) {
+        let mut answers: Vec<Option<Row>> = caches
+            .rows
+            .get_many(users)
+            .into_iter()
+            .map(|lookup| match lookup {
                 Lookup::Row(row) => Some(Some(row)),
                 Lookup::Absent => Some(None),
                 Lookup::Miss => None,

@@ -207,6 +207,32 @@ pub async fn run(
             () = tokio::time::sleep_until(next.into()) => {}
         }
     }
+    // Answers to what was sent in the window may still come, for a little while.
+    let grace = Instant::now() + Duration::from_secs(5);
+    while polls.sent + renewals.sent > polls.answered + renewals.answered {
+        let Ok(Some(done)) = tokio::time::timeout_at(grace.into(), done_rx.recv()).await else {
+            break;
+        };
+        let measured = done.job.wanted_at >= window.0 && done.job.wanted_at < window.1;
+        if !measured || done.job.kind == Kind::Activity {
+            continue;
+        }
+        let code = done.answer.as_ref().map(|a| a.code);
+        let counts = if done.job.kind == Kind::RoomPoll {
+            &mut polls
+        } else {
+            &mut renewals
+        };
+        counts.answered += 1;
+        counts.errors += u64::from(!matches!(code, Some(200..=299 | 304)));
+        counts.not_modified += u64::from(code == Some(304));
+        counts.latencies.push(
+            done.finished_at
+                .duration_since(done.job.wanted_at)
+                .as_micros()
+                .min(u32::MAX as u128) as u32,
+        );
+    }
     drop(jobs_tx);
     let resources = resources.await.unwrap_or_default();
     let seconds = room.duration.as_secs_f64();
