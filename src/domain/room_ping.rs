@@ -53,6 +53,12 @@ impl RoomPingBody {
                     "state must be a JSON object (or null to clear it)".to_owned(),
                 ));
             }
+            if holds_nul(state) {
+                // PostgreSQL's jsonb cannot store U+0000 in a string or a key.
+                return Err(ApiError::InvalidState(
+                    "state must not hold the character U+0000 in a string or a key".to_owned(),
+                ));
+            }
             let bytes = serde_json::to_vec(state)
                 .map_err(|error| ApiError::InvalidState(error.to_string()))?
                 .len();
@@ -67,6 +73,18 @@ impl RoomPingBody {
             state: self.state,
             typing: self.typing,
         })
+    }
+}
+
+/// Whether a string or a key anywhere in `value` holds U+0000.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(key, field)| key.contains('\0') || holds_nul(field)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
@@ -117,6 +135,15 @@ mod tests {
                 .code(),
             "INVALID_DEVICE_ID"
         );
+        for state in [
+            json!({"k": "a\u{0}b"}),
+            json!({"a\u{0}": 1}),
+            json!({"k": [{"deep": ["\u{0}"]}]}),
+        ] {
+            let refused = parse(json!({ "state": state })).expect_err("a NUL");
+            assert_eq!(refused.code(), "INVALID_STATE");
+        }
+        assert!(parse(json!({"state": {"k": "\\u0000 as text"}})).is_ok());
     }
 
     #[test]

@@ -627,6 +627,7 @@ async fn bad_room_input_is_refused_with_its_code_and_writes_nothing(pool: PgPool
             json!({"state": {"k": "x".repeat(1100)}}),
             "INVALID_STATE",
         ),
+        ("doc:1", json!({"state": {"k": "a\u{0}b"}}), "INVALID_STATE"),
         ("doc:1", json!({"deviceId": "a b"}), "INVALID_DEVICE_ID"),
         ("doc:1", json!({"typing": "yes"}), "INVALID_BODY"),
         ("doc:1", json!({"status": "online"}), "INVALID_BODY"),
