@@ -165,7 +165,7 @@ async fn the_api_reference_documents_every_operation_its_parameters_and_answers(
 /// The paths a layout must list: the top level, `bench/`, `src/` and `src/`'s
 /// folders (folders with a trailing `/`), leaving out what git ignores.
 fn tree() -> BTreeSet<String> {
-    let ignored = ["target", ".git", "node_modules", ".env"];
+    let ignored = ["target", ".git", "node_modules", ".env", ".schemathesis"];
     let entries = |folder: &Path| -> Vec<(String, bool)> {
         let mut found = Vec::new();
         for entry in std::fs::read_dir(folder).expect("a folder") {
