@@ -11,6 +11,7 @@
 mod cache;
 mod freshness;
 mod listener;
+mod order;
 mod pairs;
 mod replicas;
 pub(crate) mod sharded;
@@ -40,6 +41,7 @@ use crate::presence::{Hidden, StoredStatus};
 use crate::rooms::RoomCache;
 pub use crate::store::BlockError;
 use crate::store::{self, PingWrite};
+use order::WriteOrder;
 use shared_reads::SharedReads;
 use writer::PingWriter;
 
@@ -83,6 +85,8 @@ pub struct Statuses {
     reader: RowReader,
     caches: Option<Caches>,
     writer: PingWriter,
+    /// Keeps each user's pings and sign-outs in the order they arrived.
+    order: WriteOrder,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     pings_batched: IntCounter,
@@ -173,6 +177,7 @@ impl Statuses {
             block_lookups: metrics.block_lookups.clone(),
             reader,
             writer,
+            order: WriteOrder::default(),
             cache_hits: metrics.cache_lookups.with_label_values(&["hit"]),
             cache_misses: metrics.cache_lookups.with_label_values(&["miss"]),
             pings_batched: metrics.pings.with_label_values(&["batched"]),
@@ -547,6 +552,7 @@ impl Statuses {
             ping: ping.clone(),
             at,
         };
+        let _in_order = self.order.ping(user).await;
         let row = if ping.changes_settings() {
             self.pings_direct.inc();
             self.writer.write_now(write).await?
@@ -560,13 +566,17 @@ impl Statuses {
         Ok(row)
     }
 
-    /// Signs one device out at `at`; `false` if the user has no such device.
+    /// Signs one device out at `at`, after the user's pings still being
+    /// written here; `false` if the user has no such device.
     pub async fn remove_device(
         &self,
         user: UserId,
         device: &DeviceId,
         at: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
+        let _in_order = tokio::time::timeout(self.db.deadline(), self.order.sign_out(user))
+            .await
+            .map_err(|_| past_deadline())?;
         let row = self
             .db
             .run(async |connection| store::remove_device(connection, user, device, at).await)

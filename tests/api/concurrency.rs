@@ -12,7 +12,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{new_user, spawn_app, spawn_app_on_clock, start_time};
+use crate::helpers::{
+    TestApp, new_user, spawn_app, spawn_app_on_clock, spawn_app_on_single_node, start_time,
+};
 
 #[sqlx::test]
 async fn parallel_pings_from_many_devices_lose_no_device_and_no_field(pool: PgPool) {
@@ -355,4 +357,115 @@ async fn a_batch_whose_new_user_another_inserted_records_nothing_twice(pool: PgP
         [Some("From b".to_owned())],
         "one change, recorded once"
     );
+}
+
+/// How many backends of the test's database wait for a lock.
+async fn backends_waiting_for_locks(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from pg_stat_activity
+         where datname = current_database() and wait_event_type = 'Lock'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("reads the activity")
+}
+
+/// Waits until `count` backends of the test's database wait for a lock.
+async fn until_backends_wait(pool: &PgPool, count: i64) {
+    let started = std::time::Instant::now();
+    while backends_waiting_for_locks(pool).await < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{count} backends never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The pings `app` has taken into its batches so far, from its metrics.
+async fn batched_pings(app: &TestApp) -> f64 {
+    let page = reqwest::get(format!("{}/metrics", app.metrics_address))
+        .await
+        .expect("the metrics listener answers")
+        .text()
+        .await
+        .expect("text");
+    page.lines()
+        .find(|line| line.starts_with("presence_pings_total{outcome=\"batched\"}"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A page that closes right after its first ping sends its sign-out while
+/// the ping still waits for a batch. The sign-out was written at once: it
+/// found no device (`404`), and the ping, committed after it, left the device
+/// live until it expired. A sign-out now waits for the pings before it.
+///
+/// Every ping writer is kept busy on a locked row, so the ping waits in the
+/// writer's queue when the sign-out comes. On one node even when the suite
+/// runs on Citus: the lock waits are watched in `pg_stat_activity`.
+#[sqlx::test]
+async fn a_sign_out_right_after_a_ping_signs_the_device_out(pool: PgPool) {
+    let app = spawn_app_on_single_node(
+        pool_for_batches(&pool).await,
+        ManualClock::starting_at(start_time()),
+    )
+    .await;
+    let blockers: Vec<UserId> = (0..4).map(|_| new_user()).collect();
+    for blocker in &blockers {
+        app.ping_ok(*blocker, json!({"deviceId": "first"})).await;
+    }
+    let mut holding = pool.begin().await.expect("a transaction");
+    sqlx::query("select 1 from user_status where user_id = any($1) for update")
+        .bind(
+            blockers
+                .iter()
+                .map(|user| user.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *holding)
+        .await
+        .expect("locks the rows");
+    // Each writer takes one blocker's ping and waits at its row.
+    let mut blocked = Vec::new();
+    for (waiting, blocker) in (1..).zip(blockers) {
+        let app = app.clone();
+        blocked.push(tokio::spawn(async move {
+            app.ping(blocker, json!({"deviceId": "second"}))
+                .await
+                .status()
+        }));
+        until_backends_wait(&pool, waiting).await;
+    }
+
+    let user = new_user();
+    let before = batched_pings(&app).await;
+    let pinging = tokio::spawn({
+        let app = app.clone();
+        async move { app.ping(user, json!({"deviceId": "tab"})).await.status() }
+    });
+    while batched_pings(&app).await <= before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut signing_out = tokio::spawn({
+        let app = app.clone();
+        async move { app.delete_device(user, "tab").await.status() }
+    });
+    // Without the wait, the sign-out was answered at once (404).
+    let early = tokio::time::timeout(Duration::from_secs(1), &mut signing_out).await;
+    assert!(
+        early.is_err(),
+        "the sign-out was answered before the ping before it was written: {early:?}"
+    );
+    holding.commit().await.expect("lets the writers go");
+
+    for ping in blocked {
+        assert_eq!(ping.await.expect("the ping ran"), 200);
+    }
+    assert_eq!(pinging.await.expect("the ping ran"), 200);
+    assert_eq!(signing_out.await.expect("the sign-out ran"), 204);
+    let me = app.status_of(user, user).await;
+    assert_eq!(me["devices"], json!([]), "{me}");
+    assert_eq!(me["status"], "offline", "{me}");
 }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 pub const TEST_SECRET: &str = "test-secret-for-the-presence-suite";
 
 /// A running server on a per-test database, with a clock the test moves.
+#[derive(Clone)]
 pub struct TestApp {
     pub address: String,
     /// Where `/metrics` is served (its own listener).
