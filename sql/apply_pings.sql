@@ -1,8 +1,9 @@
 -- Records pings, with the settings they change, in one call, one round trip
 -- and one commit (the group commit of the ping writer). Each user may appear
--- once per call. Returns, for each ping (`ordinal`, its 1-based position in
--- the arrays), the row as it left it. Every written row is announced on the
--- `presence_changes` channel (see announce_changes.sql).
+-- once per call. Each ping is a ping_input (see its migration). Returns, for
+-- each ping (`ordinal`, its 1-based position in the array), the row as it
+-- left it. Every written row is announced on the `presence_changes` channel
+-- (see announce_changes.sql).
 --
 -- New users first, then the existing ones: the users without a row are
 -- inserted in ascending user id order; then the other users' rows are locked
@@ -35,65 +36,9 @@
 -- every other ping without calling the trigger function, even while another
 -- device of the user has gone quiet and is still listed.
 
--- The pings of one call as rows (inlined by the planner where it is used).
-create or replace function ping_rows(
-    p_users uuid[],
-    p_devices text[],
-    p_platforms text[],
-    p_actives boolean[],
-    p_ats timestamptz[],
-    p_set_manual boolean[],
-    p_manual_statuses text[],
-    p_manual_untils timestamptz[],
-    p_drop_manual_expiry boolean[],
-    p_invisibles boolean[],
-    p_set_message boolean[],
-    p_messages text[],
-    p_message_untils timestamptz[],
-    p_drop_message_expiry boolean[]
-) returns table (
-    user_id uuid,
-    device_id text,
-    platform text,
-    active boolean,
-    at timestamptz,
-    set_manual boolean,
-    manual_status text,
-    manual_until timestamptz,
-    drop_manual_expiry boolean,
-    invisible boolean,
-    set_message boolean,
-    message text,
-    message_until timestamptz,
-    drop_message_expiry boolean,
-    ordinal bigint
-)
-language sql
-immutable
-as $function$
-    select *
-    from unnest(p_users, p_devices, p_platforms, p_actives, p_ats,
-                p_set_manual, p_manual_statuses, p_manual_untils, p_drop_manual_expiry,
-                p_invisibles, p_set_message, p_messages, p_message_untils,
-                p_drop_message_expiry) with ordinality
-$function$;
-
 create or replace function apply_pings(
-    p_users uuid[],
-    p_devices text[],
-    p_platforms text[],
-    p_actives boolean[],
-    p_ats timestamptz[],
-    p_max_devices integer,
-    p_set_manual boolean[],
-    p_manual_statuses text[],
-    p_manual_untils timestamptz[],
-    p_drop_manual_expiry boolean[],
-    p_invisibles boolean[],
-    p_set_message boolean[],
-    p_messages text[],
-    p_message_untils timestamptz[],
-    p_drop_message_expiry boolean[]
+    p_pings ping_input[],
+    p_max_devices integer
 ) returns table (
     ordinal integer,
     user_id uuid,
@@ -113,6 +58,7 @@ as $function$
 declare
     offline_after interval;
     history_enabled boolean;
+    pinged_users uuid[] := array(select p.user_id from unnest(p_pings) as p);
     existing_users uuid[];
     inserted_users uuid[] := '{}';
     announced text[] := '{}';
@@ -122,7 +68,7 @@ begin
 
     select coalesce(array_agg(s.user_id), '{}') into existing_users
     from user_status as s
-    where s.user_id = any(p_users);
+    where s.user_id = any(pinged_users);
 
     for ordinal, user_id, manual_status, manual_status_until, invisible, last_seen_before_invisible,
         last_seen, status_message, status_message_until, devices, version in
@@ -145,10 +91,7 @@ begin
                p.at,
                -- The span of activity history records opens with the row.
                case when history_enabled then p.at end
-        from ping_rows(p_users, p_devices, p_platforms, p_actives, p_ats,
-                       p_set_manual, p_manual_statuses, p_manual_untils, p_drop_manual_expiry,
-                       p_invisibles, p_set_message, p_messages, p_message_untils,
-                       p_drop_message_expiry) as p
+        from unnest(p_pings) with ordinality as p
         where not p.user_id = any(existing_users)
         order by p.user_id
         on conflict do nothing
@@ -158,7 +101,7 @@ begin
                   s.manual_status_until, s.invisible, s.last_seen_before_invisible, s.last_seen,
                   s.status_message, s.status_message_until, s.devices, s.version
     loop
-        ordinal := array_position(p_users, user_id);
+        ordinal := array_position(pinged_users, user_id);
         inserted_users := array_append(inserted_users, user_id);
         announced := array_append(announced, 'u:' || user_id || ':' || version);
         return next;
@@ -166,7 +109,7 @@ begin
 
     perform 1
     from user_status as s
-    where s.user_id = any(p_users) and not s.user_id = any(inserted_users)
+    where s.user_id = any(pinged_users) and not s.user_id = any(inserted_users)
     order by s.user_id
     for update;
 
@@ -248,13 +191,10 @@ begin
                     ) as kept))),
             -- The instant of the event, which history records (see the history migration).
             updated_at = p.at
-        from ping_rows(p_users, p_devices, p_platforms, p_actives, p_ats,
-                       p_set_manual, p_manual_statuses, p_manual_untils, p_drop_manual_expiry,
-                       p_invisibles, p_set_message, p_messages, p_message_untils,
-                       p_drop_message_expiry) as p
-        where s.user_id = p.user_id and s.user_id = any(p_users)
+        from unnest(p_pings) with ordinality as p
+        where s.user_id = p.user_id and s.user_id = any(pinged_users)
           and not s.user_id = any(inserted_users)
-        returning p.ordinal, s.user_id, s.manual_status, s.manual_status_until, s.invisible,
+        returning p.ordinality, s.user_id, s.manual_status, s.manual_status_until, s.invisible,
                   s.last_seen_before_invisible, s.last_seen, s.status_message,
                   s.status_message_until, s.devices, s.version
     loop

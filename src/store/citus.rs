@@ -41,14 +41,11 @@ pub const REFERENCE_TABLES: [&str; 3] = ["history_settings", "job_runs", "histor
 
 /// The functions worker nodes run: the triggers of `user_status`, which run
 /// where its rows are (the history trigger writes the same user's rows of the
-/// co-located history tables, so it stays on that worker), and `ping_rows`,
-/// which the ping update sends to the worker with its statement.
-pub const WORKER_FUNCTIONS: [&str; 4] = [
+/// co-located history tables, so it stays on that worker).
+pub const WORKER_FUNCTIONS: [&str; 3] = [
     "user_status_summarize_devices()",
     "user_status_bump_version()",
     "user_status_track_history()",
-    "ping_rows(uuid[], text[], text[], boolean[], timestamptz[], boolean[], text[], \
-     timestamptz[], boolean[], boolean[], boolean[], text[], timestamptz[], boolean[])",
 ];
 
 /// Whether the schema is distributed (`presence migrate --citus` has run).
@@ -152,7 +149,7 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
 /// [`apply_pings_by_shard`]), where a generic plan of it is one Citus refuses.
 pub async fn tune_functions(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
     // By name: each is the only function of its name, so no signature is
-    // written out here (the ping's columns are defined once, in SQL and in `PingColumns`).
+    // written out here (a ping's columns are defined once: the type `ping_input`).
     for function in [
         "apply_pings",
         "prune_stale_devices",

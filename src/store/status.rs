@@ -119,64 +119,67 @@ pub struct PingWrite {
     pub at: DateTime<Utc>,
 }
 
-/// The columns of many pings, as `apply_pings` takes them.
-#[derive(Default)]
-struct PingColumns {
-    users: Vec<Uuid>,
-    devices: Vec<String>,
-    platforms: Vec<Option<&'static str>>,
-    actives: Vec<bool>,
-    ats: Vec<DateTime<Utc>>,
-    set_manual: Vec<bool>,
-    manual_statuses: Vec<Option<&'static str>>,
-    manual_untils: Vec<Option<DateTime<Utc>>>,
-    drop_manual_expiry: Vec<bool>,
-    invisibles: Vec<Option<bool>>,
-    set_message: Vec<bool>,
-    messages: Vec<Option<String>>,
-    message_untils: Vec<Option<DateTime<Utc>>>,
-    drop_message_expiry: Vec<bool>,
+/// One ping as `apply_pings` takes it: the SQL type `ping_input`, defined
+/// by its migration, field for field in the same order.
+#[derive(sqlx::Type)]
+#[sqlx(type_name = "ping_input")]
+struct PingInput {
+    user_id: Uuid,
+    device_id: String,
+    platform: Option<String>,
+    active: bool,
+    at: DateTime<Utc>,
+    set_manual: bool,
+    manual_status: Option<String>,
+    manual_until: Option<DateTime<Utc>>,
+    drop_manual_expiry: bool,
+    invisible: Option<bool>,
+    set_message: bool,
+    message: Option<String>,
+    message_until: Option<DateTime<Utc>>,
+    drop_message_expiry: bool,
 }
 
-impl PingColumns {
-    fn of(writes: &[&PingWrite]) -> Self {
-        let mut columns = Self::default();
-        for PingWrite { user, ping, at } in writes.iter().copied() {
-            columns.users.push(user.as_uuid());
-            columns.devices.push(ping.device_id.as_str().to_owned());
-            columns
-                .platforms
-                .push(ping.platform.map(|platform| platform.as_str()));
-            columns.actives.push(ping.active);
-            columns.ats.push(*at);
-            let (set, status, until, drop) = match &ping.manual_status {
-                SettingChange::Keep => (false, None, None, false),
-                SettingChange::Set { value, until } => {
-                    (true, value.map(ManualStatus::as_str), *until, false)
-                }
-                SettingChange::DropExpiry => (false, None, None, true),
-            };
-            columns.set_manual.push(set);
-            columns.manual_statuses.push(status);
-            columns.manual_untils.push(until);
-            columns.drop_manual_expiry.push(drop);
-            columns.invisibles.push(ping.invisible);
-            let (set, message, until, drop) = match &ping.status_message {
+impl From<&PingWrite> for PingInput {
+    fn from(PingWrite { user, ping, at }: &PingWrite) -> Self {
+        let (set_manual, manual_status, manual_until, drop_manual_expiry) =
+            match &ping.manual_status {
                 SettingChange::Keep => (false, None, None, false),
                 SettingChange::Set { value, until } => (
                     true,
-                    value.as_ref().map(|message| message.as_str().to_owned()),
+                    value.map(|status| status.as_str().to_owned()),
                     *until,
                     false,
                 ),
                 SettingChange::DropExpiry => (false, None, None, true),
             };
-            columns.set_message.push(set);
-            columns.messages.push(message);
-            columns.message_untils.push(until);
-            columns.drop_message_expiry.push(drop);
+        let (set_message, message, message_until, drop_message_expiry) = match &ping.status_message
+        {
+            SettingChange::Keep => (false, None, None, false),
+            SettingChange::Set { value, until } => (
+                true,
+                value.as_ref().map(|message| message.as_str().to_owned()),
+                *until,
+                false,
+            ),
+            SettingChange::DropExpiry => (false, None, None, true),
+        };
+        Self {
+            user_id: user.as_uuid(),
+            device_id: ping.device_id.as_str().to_owned(),
+            platform: ping.platform.map(|platform| platform.as_str().to_owned()),
+            active: ping.active,
+            at: *at,
+            set_manual,
+            manual_status,
+            manual_until,
+            drop_manual_expiry,
+            invisible: ping.invisible,
+            set_message,
+            message,
+            message_until,
+            drop_message_expiry,
         }
-        columns
     }
 }
 
@@ -235,7 +238,7 @@ async fn apply_ping_round(
     writes: &[&PingWrite],
     max_devices: u32,
 ) -> Result<Vec<(i32, StoredStatus)>, sqlx::Error> {
-    let columns = PingColumns::of(writes);
+    let pings: Vec<PingInput> = writes.iter().map(|write| PingInput::from(*write)).collect();
     let records = sqlx::query!(
         r#"
         select ordinal as "ordinal!", user_id as "user_id!",
@@ -243,23 +246,10 @@ async fn apply_ping_round(
                manual_status_until, invisible as "invisible!", last_seen_before_invisible,
                last_seen, status_message, status_message_until,
                devices as "devices!: Json<Vec<StoredDevice>>", version as "version!"
-        from apply_pings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+        from apply_pings($1, $2)
         "#,
-        &columns.users,
-        &columns.devices,
-        &columns.platforms as &[Option<&str>],
-        &columns.actives,
-        &columns.ats,
+        &pings as &[PingInput],
         i32::try_from(max_devices).unwrap_or(i32::MAX),
-        &columns.set_manual,
-        &columns.manual_statuses as &[Option<&str>],
-        &columns.manual_untils as &[Option<DateTime<Utc>>],
-        &columns.drop_manual_expiry,
-        &columns.invisibles as &[Option<bool>],
-        &columns.set_message,
-        &columns.messages as &[Option<String>],
-        &columns.message_untils as &[Option<DateTime<Utc>>],
-        &columns.drop_message_expiry,
     )
     .fetch_all(executor)
     .await?;
