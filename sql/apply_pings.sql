@@ -36,6 +36,16 @@
 -- every other ping without calling the trigger function, even while another
 -- device of the user has gone quiet and is still listed.
 
+-- The users of a batch of pings. On Citus, distributing this function (a
+-- worker function, see store/citus.rs) carries the type ping_input to the
+-- workers, where the ping statements use it.
+create or replace function ping_users(p_pings ping_input[]) returns uuid[]
+language sql
+immutable
+as $function$
+    select array(select p.user_id from unnest(p_pings) as p)
+$function$;
+
 create or replace function apply_pings(
     p_pings ping_input[],
     p_max_devices integer
@@ -58,7 +68,7 @@ as $function$
 declare
     offline_after interval;
     history_enabled boolean;
-    pinged_users uuid[] := array(select p.user_id from unnest(p_pings) as p);
+    pinged_users uuid[] := ping_users(p_pings);
     existing_users uuid[];
     inserted_users uuid[] := '{}';
     announced text[] := '{}';

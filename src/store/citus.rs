@@ -41,11 +41,14 @@ pub const REFERENCE_TABLES: [&str; 3] = ["history_settings", "job_runs", "histor
 
 /// The functions worker nodes run: the triggers of `user_status`, which run
 /// where its rows are (the history trigger writes the same user's rows of the
-/// co-located history tables, so it stays on that worker).
-pub const WORKER_FUNCTIONS: [&str; 3] = [
+/// co-located history tables, so it stays on that worker), and `ping_users`,
+/// whose distribution carries the type `ping_input` of the ping statements
+/// to the workers.
+pub const WORKER_FUNCTIONS: [&str; 4] = [
     "user_status_summarize_devices()",
     "user_status_bump_version()",
     "user_status_track_history()",
+    "ping_users(ping_input[])",
 ];
 
 /// Whether the schema is distributed (`presence migrate --citus` has run).
