@@ -946,3 +946,31 @@ async fn another_instance_sees_a_room_change_through_the_notifications(pool: PgP
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// PostgreSQL writes the numbers of a `jsonb` state out in full (309 digits
+/// for the largest double), and reading such a state back failed (`500`):
+/// the JSON parser's fast path overflowed. A state reads back as it was set.
+#[sqlx::test]
+async fn a_state_with_the_largest_numbers_reads_back_as_set(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let user = new_user();
+    let state = json!({
+        "largest": f64::MAX,
+        "smallest": f64::MIN,
+        "big": -1.641_186_173_631_313_1e239,
+        "tiny": f64::MIN_POSITIVE,
+        "whole": 35_422_473_504_081_908_u64,
+    });
+    let answer = join_ok(
+        &app,
+        user,
+        "numbers",
+        json!({"deviceId": "tab", "state": state}),
+    )
+    .await;
+    assert_eq!(answer["state"], state);
+    let seen = room(&app, user, "numbers").await;
+    assert_eq!(seen["members"][0]["state"], state, "{seen}");
+    let mine = read(&app, user, "/api/rooms").await;
+    assert_eq!(mine["rooms"][0]["roomId"], "numbers", "{mine}");
+}
