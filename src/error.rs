@@ -45,6 +45,12 @@ pub enum ApiError {
     /// The device is already in as many rooms as allowed.
     #[error("{0}")]
     TooManyRooms(String),
+    /// A change-feed cursor is not one the feed gives.
+    #[error("{0}")]
+    InvalidCursor(String),
+    /// A change-feed cursor is older than the feed's retention.
+    #[error("this cursor is older than the feed keeps changes; start again without `after`")]
+    CursorExpired,
     /// The bearer token is missing or not acceptable.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -116,6 +122,8 @@ impl ApiError {
             Self::InvalidRoomId(_) => "INVALID_ROOM_ID",
             Self::InvalidState(_) => "INVALID_STATE",
             Self::TooManyRooms(_) => "TOO_MANY_ROOMS",
+            Self::InvalidCursor(_) => "INVALID_CURSOR",
+            Self::CursorExpired => "CURSOR_EXPIRED",
             Self::Unauthorized(_) => "UNAUTHORIZED",
             Self::Forbidden => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
@@ -247,7 +255,9 @@ impl ResponseError for ApiError {
             | Self::TooManyBlocks(_)
             | Self::InvalidRoomId(_)
             | Self::InvalidState(_)
-            | Self::TooManyRooms(_) => StatusCode::BAD_REQUEST,
+            | Self::TooManyRooms(_)
+            | Self::InvalidCursor(_) => StatusCode::BAD_REQUEST,
+            Self::CursorExpired => StatusCode::GONE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

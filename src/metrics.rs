@@ -43,6 +43,18 @@ pub struct Metrics {
     pub block_lookups: IntCounter,
     /// Read replicas in rotation now (keeping up within `PRESENCE_REPLICA_MAX_LAG`).
     pub replicas_in_rotation: IntGauge,
+    /// Changes this server's feed job published to the change feed.
+    pub feed_changes_published: IntCounter,
+    /// How long after its instant each change was published (what a feed reader waits at least).
+    pub feed_publish_delay: Histogram,
+    /// Seconds from the instant of the newest change in the feed to now, as the feed job last saw it.
+    pub feed_lag_seconds: prometheus::Gauge,
+    /// Changes sent by webhook, by outcome: `delivered` (acknowledged) or `dropped` (past the maximum age).
+    pub webhook_changes: IntCounterVec,
+    /// Webhook POSTs that failed (an answer other than 2xx, or none in time).
+    pub webhook_failures: IntCounter,
+    /// Seconds from the instant of the oldest change not yet delivered by webhook to now (0: caught up).
+    pub webhook_lag_seconds: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -122,9 +134,42 @@ impl Metrics {
                 "Read replicas in rotation now",
             )
             .expect("a valid metric definition"),
+            feed_changes_published: IntCounter::new(
+                "feed_changes_published_total",
+                "Changes published to the change feed by this server's feed job",
+            )
+            .expect("a valid metric definition"),
+            feed_publish_delay: Histogram::with_opts(
+                HistogramOpts::new(
+                    "feed_publish_delay_seconds",
+                    "How long after its instant each change was published to the feed",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0]),
+            )
+            .expect("a valid metric definition"),
+            feed_lag_seconds: prometheus::Gauge::new(
+                "feed_lag_seconds",
+                "Seconds from the instant of the newest change in the feed to now",
+            )
+            .expect("a valid metric definition"),
+            webhook_changes: IntCounterVec::new(
+                Opts::new("webhook_changes_total", "Changes sent by webhook, by outcome"),
+                &["outcome"],
+            )
+            .expect("a valid metric definition"),
+            webhook_failures: IntCounter::new(
+                "webhook_failures_total",
+                "Webhook POSTs that failed (not 2xx, or no answer in time)",
+            )
+            .expect("a valid metric definition"),
+            webhook_lag_seconds: prometheus::Gauge::new(
+                "webhook_lag_seconds",
+                "Seconds from the instant of the oldest change not yet delivered by webhook to now",
+            )
+            .expect("a valid metric definition"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_duration.clone()),
             Box::new(metrics.pings.clone()),
@@ -138,6 +183,12 @@ impl Metrics {
             Box::new(metrics.database_rows_read.clone()),
             Box::new(metrics.block_lookups.clone()),
             Box::new(metrics.replicas_in_rotation.clone()),
+            Box::new(metrics.feed_changes_published.clone()),
+            Box::new(metrics.feed_publish_delay.clone()),
+            Box::new(metrics.feed_lag_seconds.clone()),
+            Box::new(metrics.webhook_changes.clone()),
+            Box::new(metrics.webhook_failures.clone()),
+            Box::new(metrics.webhook_lag_seconds.clone()),
         ];
         for collector in collectors {
             // Names are fixed and distinct: registering cannot clash.

@@ -9,9 +9,9 @@ use crate::domain::{ManualStatus, PingBody, Platform, RoomPingBody};
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::presence::Status;
 use crate::routes::{
-    self, BlocksBody, BucketBody, CallerRoomBody, CallerRoomsBody, DeviceBody, HealthBody,
-    HistoryBody, OnlineBody, QueryBody, RoomBody, RoomMemberBody, RoomPresenceBody, SegmentBody,
-    SessionBody, StatsBody, StatusBody, StatusesBody,
+    self, BlocksBody, BucketBody, CallerRoomBody, CallerRoomsBody, ChangeBody, ChangesBody,
+    DeviceBody, HealthBody, HistoryBody, OnlineBody, QueryBody, RoomBody, RoomMemberBody,
+    RoomPresenceBody, SegmentBody, SessionBody, StatsBody, StatusBody, StatusesBody,
 };
 
 struct BearerAuth;
@@ -53,6 +53,7 @@ impl Modify for BearerAuth {
         routes::history::user_history,
         routes::admin::online_at,
         routes::admin::stats,
+        routes::changes::changes,
         routes::health::health,
         routes::health::ready,
     ),
@@ -60,7 +61,7 @@ impl Modify for BearerAuth {
         StatusBody, StatusesBody, DeviceBody, PingBody, QueryBody, BlocksBody, HealthBody,
         ErrorBody, ErrorDetail, Status, Platform, ManualStatus, HistoryBody, SegmentBody,
         SessionBody, OnlineBody, StatsBody, BucketBody, RoomPingBody, RoomPresenceBody, RoomBody,
-        RoomMemberBody, CallerRoomsBody, CallerRoomBody
+        RoomMemberBody, CallerRoomsBody, CallerRoomBody, ChangesBody, ChangeBody
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::domain::UserId;
 use crate::error::ApiError;
+use crate::feed::Feed;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::presence::Thresholds;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub history: History,
     /// Room memberships: joins, renewals, leaves and reads.
     pub rooms: Rooms,
+    /// Reads of the change feed.
+    pub feed: Feed,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
     /// The status thresholds.

@@ -4,6 +4,23 @@
  */
 
 export interface paths {
+    "/api/admin/changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /api/admin/changes?after=&limit=`: every change of users' statuses, in order (service tokens only). */
+        get: operations["changes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/online": {
         parameters: {
             query?: never;
@@ -357,6 +374,41 @@ export interface components {
             /** @description The rooms in which the caller has a live membership, in room id order. */
             rooms: components["schemas"]["CallerRoom"][];
         };
+        /** @description One change of a user's status. */
+        ChangeBody: {
+            /**
+             * Format: date-time
+             * @description The instant of the change, to the millisecond (for a change by the clock, the instant the rules say).
+             */
+            at: string;
+            /**
+             * @description What made it: `activity`, `idle`, `away`, `manual`, `manual-expired`,
+             *     `invisible`, `visible`, `signed-out` or `timed-out`.
+             */
+            cause: string;
+            /** @description The change's place in the feed (a decimal number, as a string). */
+            id: string;
+            /** @description What a viewer in no block saw before it. */
+            previousPublicStatus: components["schemas"]["Status"];
+            /** @description The self-view status before it. */
+            previousStatus: components["schemas"]["Status"];
+            /** @description What a viewer in no block sees after it. */
+            publicStatus: components["schemas"]["Status"];
+            /** @description The user's self-view status after the change. */
+            status: components["schemas"]["Status"];
+            /**
+             * Format: uuid
+             * @description Whose status changed.
+             */
+            userId: string;
+        };
+        /** @description One page of the change feed. */
+        ChangesBody: {
+            /** @description The changes, in the order of `id`. */
+            changes: components["schemas"]["ChangeBody"][];
+            /** @description The cursor to pass as `after` next time (also when `changes` is empty). */
+            next: string;
+        };
         /** @description One stored device (self view only). */
         Device: {
             /** @description The client-chosen id. */
@@ -652,6 +704,96 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    changes: {
+        parameters: {
+            query?: {
+                /** @description The `next` of the previous page (default: from the oldest change kept) */
+                after?: string;
+                /** @description At most this many changes (default 100, at most 1000) */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of the feed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChangesBody"];
+                };
+            };
+            /** @description Invalid input (INVALID_BODY, INVALID_USER_ID, ...) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing or unacceptable token (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A valid token without the presence:admin scope (FORBIDDEN) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such route or resource (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A cursor older than the feed's retention (CURSOR_EXPIRED) */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Internal error (INTERNAL) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The database is unavailable (DATABASE_UNAVAILABLE) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     online_at: {
         parameters: {
             query?: {

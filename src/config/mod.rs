@@ -64,6 +64,10 @@ pub struct Config {
     pub history_retention: Duration,
     /// A room membership not renewed for this long ends.
     pub room_timeout: Duration,
+    /// How long the change feed keeps a change.
+    pub feed_retention: Duration,
+    /// Where and how the feed is delivered by webhook, if anywhere.
+    pub webhook: Option<WebhookConfig>,
     /// How long `typing: true` shows unless renewed.
     pub typing_ttl: Duration,
     /// The most rooms one device is in at once.
@@ -220,6 +224,14 @@ impl Config {
                 "must be at most 1000",
             ));
         }
+        let feed_retention = vars.duration("PRESENCE_FEED_RETENTION")?;
+        if feed_retention < Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "PRESENCE_FEED_RETENTION",
+                "must be at least 1m",
+            ));
+        }
+        let webhook = webhook(&vars)?;
         let room_timeout = vars.duration("PRESENCE_ROOM_TIMEOUT")?;
         if room_timeout < Duration::from_secs(1) {
             return Err(ConfigError::new(
@@ -295,6 +307,8 @@ impl Config {
             prune_every: vars.duration("PRESENCE_PRUNE_EVERY")?,
             history_retention: vars.duration("PRESENCE_HISTORY_RETENTION")?,
             room_timeout,
+            feed_retention,
+            webhook,
             typing_ttl,
             max_rooms_per_device,
             put_burst: vars.count("PRESENCE_PUT_BURST")?,
@@ -461,6 +475,58 @@ fn jwks_url(text: &str) -> Result<Option<String>, ConfigError> {
     }
 }
 
+/// Where and how the change feed is delivered by webhook.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// The endpoint.
+    pub url: String,
+    /// What the batches are signed with.
+    pub secret: crate::webhooks::WebhookSecret,
+    /// A change not delivered this long after its instant is dropped.
+    pub max_age: Duration,
+    /// How long one POST may take.
+    pub timeout: Duration,
+}
+
+/// `PRESENCE_WEBHOOK_*`: none without a URL; a URL needs a valid secret.
+fn webhook<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<'_, F>,
+) -> Result<Option<WebhookConfig>, ConfigError> {
+    let max_age = vars.duration("PRESENCE_WEBHOOK_MAX_AGE")?;
+    let timeout = vars.duration("PRESENCE_WEBHOOK_TIMEOUT")?;
+    let secret = vars.text("PRESENCE_WEBHOOK_SECRET");
+    let url = vars.text("PRESENCE_WEBHOOK_URL");
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(None);
+    }
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {}
+        _ => {
+            return Err(ConfigError::new(
+                "PRESENCE_WEBHOOK_URL",
+                format!(
+                    "expected an http(s) URL such as https://backend.example/presence, not {url:?}"
+                ),
+            ));
+        }
+    }
+    let secret = crate::webhooks::WebhookSecret::parse(&secret)
+        .map_err(|error| ConfigError::new("PRESENCE_WEBHOOK_SECRET", error.to_string()))?;
+    if timeout.is_zero() {
+        return Err(ConfigError::new(
+            "PRESENCE_WEBHOOK_TIMEOUT",
+            "must be more than 0",
+        ));
+    }
+    Ok(Some(WebhookConfig {
+        url: url.to_owned(),
+        secret,
+        max_age,
+        timeout,
+    }))
+}
+
 /// A configured duration as a signed delta, saturating (settings are capped far below the limit).
 pub fn to_delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
@@ -546,6 +612,51 @@ mod tests {
             .map(secrecy::ExposeSecret::expose_secret)
             .collect();
         assert_eq!(urls, ["postgres://r1/presence", "postgres://r2/presence"]);
+    }
+
+    #[test]
+    fn webhooks_need_an_http_url_and_a_standard_secret() {
+        let config = config_with(&[]).expect("valid");
+        assert!(
+            config.webhook.is_none() && config.feed_retention == Duration::from_secs(7 * 86_400)
+        );
+        let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+        let config = config_with(&[
+            ("PRESENCE_WEBHOOK_URL", "https://backend.example/hook"),
+            ("PRESENCE_WEBHOOK_SECRET", secret),
+        ])
+        .expect("valid");
+        let webhook = config.webhook.expect("webhooks on");
+        assert_eq!(webhook.url, "https://backend.example/hook");
+        assert_eq!(webhook.max_age, Duration::from_secs(86_400));
+        assert_eq!(webhook.timeout, Duration::from_secs(10));
+        for (vars, variable) in [
+            (
+                vec![("PRESENCE_WEBHOOK_URL", "https://backend.example/hook")],
+                "PRESENCE_WEBHOOK_SECRET",
+            ),
+            (
+                vec![
+                    ("PRESENCE_WEBHOOK_URL", "https://backend.example/hook"),
+                    ("PRESENCE_WEBHOOK_SECRET", "hunter2"),
+                ],
+                "PRESENCE_WEBHOOK_SECRET",
+            ),
+            (
+                vec![
+                    ("PRESENCE_WEBHOOK_URL", "backend.example"),
+                    ("PRESENCE_WEBHOOK_SECRET", secret),
+                ],
+                "PRESENCE_WEBHOOK_URL",
+            ),
+            (
+                vec![("PRESENCE_FEED_RETENTION", "30s")],
+                "PRESENCE_FEED_RETENTION",
+            ),
+        ] {
+            let error = config_with(&vars).expect_err(variable);
+            assert_eq!(error.variable, variable, "{vars:?}");
+        }
     }
 
     #[test]

@@ -107,6 +107,31 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "the most rooms one device is in at once; joining one more is `400 TOO_MANY_ROOMS` (at most 1000)",
     },
     Setting {
+        name: "PRESENCE_FEED_RETENTION",
+        default: "7d",
+        meaning: "how long the change feed keeps a change; an older cursor is `410 CURSOR_EXPIRED` (at least 1m)",
+    },
+    Setting {
+        name: "PRESENCE_WEBHOOK_URL",
+        default: "",
+        meaning: "where the change feed is POSTed, in signed batches of at most 100 (empty: no webhooks)",
+    },
+    Setting {
+        name: "PRESENCE_WEBHOOK_SECRET",
+        default: "",
+        meaning: "the webhooks' signing secret, `whsec_` and the base64 of 24 to 64 bytes (Standard Webhooks); required with a URL",
+    },
+    Setting {
+        name: "PRESENCE_WEBHOOK_MAX_AGE",
+        default: "24h",
+        meaning: "a change not delivered by webhook this long after its instant is dropped, counted and logged",
+    },
+    Setting {
+        name: "PRESENCE_WEBHOOK_TIMEOUT",
+        default: "10s",
+        meaning: "a webhook POST not answered within this is a failure, sent again",
+    },
+    Setting {
         name: "PRESENCE_JWT_SECRET_PREVIOUS",
         default: "",
         meaning: "a second accepted secret, so tokens signed with the old one keep working during a rotation",

@@ -1,9 +1,11 @@
 //! Scheduled work the server runs beside the requests.
 
+mod feed;
 pub mod history;
 mod prune;
 mod user_counts;
 
+pub use feed::{FEED_EVERY, FeedRun, FeedSchedule, run_feed_job};
 pub use prune::{
     PRUNE_CHUNK, PRUNE_JOB, PruneSchedule, RETENTION_CHUNK, enforce_history_retention,
     run_scheduled_prune,

@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 mod api_doc;
 pub(crate) mod blocks;
+pub(crate) mod changes;
 mod client;
 mod conditional;
 pub(crate) mod devices;
@@ -22,9 +23,10 @@ use crate::error::ApiError;
 
 pub use admin::{BucketBody, OnlineBody, StatsBody};
 pub use blocks::BlocksBody;
+pub use changes::{ChangeBody, ChangesBody};
 pub use health::HealthBody;
 pub use history::{HistoryBody, SegmentBody, SessionBody};
-pub use responses::{AdminErrors, BodyErrors, CommonErrors, LimitErrors};
+pub use responses::{AdminErrors, BodyErrors, CommonErrors, FeedErrors, LimitErrors};
 pub use rooms::{CallerRoomBody, CallerRoomsBody, RoomBody, RoomMemberBody, RoomPresenceBody};
 pub use status::QueryBody;
 pub use status_body::{DeviceBody, StatusBody, StatusesBody};
@@ -143,6 +145,11 @@ pub fn configure(config: &mut web::ServiceConfig, dev_mode: bool) {
         .service(
             web::resource("/api/admin/stats")
                 .route(get_or_head().to(admin::stats))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/admin/changes")
+                .route(get_or_head().to(changes::changes))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -53,3 +53,11 @@ pub enum LimitErrors {
     #[response(status = 429, headers(("Retry-After" = u64, description = "Whole seconds to wait")))]
     RateLimited(ErrorResponse),
 }
+
+/// The error of the change feed.
+#[derive(IntoResponses)]
+pub enum FeedErrors {
+    /// A cursor older than the feed's retention (CURSOR_EXPIRED)
+    #[response(status = 410)]
+    Expired(ErrorResponse),
+}

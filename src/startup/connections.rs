@@ -158,9 +158,13 @@ pub async fn prepare_database(config: &Config) -> Result<PgPool, StartupError> {
         .run(&pool)
         .await
         .map_err(StartupError::Migrate)?;
-    store::install_sql_functions_with_history(&pool, &config.history_settings())
-        .await
-        .map_err(StartupError::Database)?;
+    store::install_sql_functions_with_settings(
+        &pool,
+        &config.history_settings(),
+        &config.thresholds,
+    )
+    .await
+    .map_err(StartupError::Database)?;
     Ok(pool)
 }
 

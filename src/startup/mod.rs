@@ -18,14 +18,16 @@ use tokio::task::JoinHandle;
 use crate::auth::JwksError;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, to_delta};
+use crate::feed::Feed;
 use crate::history::History;
-use crate::jobs::{PRUNE_CHUNK, PruneSchedule, UserCounts};
+use crate::jobs::{FEED_EVERY, FeedSchedule, PRUNE_CHUNK, PruneSchedule, UserCounts};
 use crate::metrics::Metrics;
 use crate::rate_limit::UserRateLimiter;
 use crate::rooms::{self, RoomCache, Rooms};
 use crate::state::AppState;
 use crate::statuses::{Statuses, StatusesConfig};
 use crate::store;
+use crate::webhooks::Webhooks;
 
 use connections::replicas;
 pub use connections::{connect, connect_options, own_connection, pool_options, prepare_database};
@@ -169,10 +171,12 @@ impl Application {
             config.thresholds,
             history_retention,
         );
+        let feed = Feed::new(statuses.database().clone());
         let state = web::Data::new(AppState {
             statuses,
             history,
             rooms,
+            feed,
             clock,
             thresholds: config.thresholds,
             ping_interval_seconds: config.ping_interval_seconds(),
@@ -187,6 +191,31 @@ impl Application {
         background.push(tokio::spawn(sweep_rate_limiter(state.clone())));
         if let Some((jwks, first_refresh)) = jwks {
             background.push(tokio::spawn(jwks.refresh_forever(first_refresh)));
+        }
+        background.push(tokio::spawn(
+            FeedSchedule {
+                pool: pool.clone(),
+                clock: state.clock.clone(),
+                every: FEED_EVERY,
+                retention: to_delta(config.feed_retention),
+                distributed,
+                metrics: Some(metrics.clone()),
+            }
+            .run_forever(),
+        ));
+        if let Some(webhook) = &config.webhook {
+            background.push(tokio::spawn(
+                Webhooks {
+                    pool: pool.clone(),
+                    url: webhook.url.clone(),
+                    secret: webhook.secret.clone(),
+                    max_age: to_delta(webhook.max_age),
+                    timeout: webhook.timeout,
+                    clock: state.clock.clone(),
+                    metrics: metrics.clone(),
+                }
+                .run_forever(),
+            ));
         }
         if !config.prune_every.is_zero() {
             let schedule = PruneSchedule {

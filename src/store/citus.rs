@@ -23,12 +23,13 @@ use crate::domain::UserId;
 use crate::presence::{Hidden, StoredStatus};
 
 /// The tables distributed by `user_id`, co-located with the first.
-pub const DISTRIBUTED_TABLES: [&str; 5] = [
+pub const DISTRIBUTED_TABLES: [&str; 6] = [
     "user_status",
     "device_sessions",
     "activity_spans",
     "settings_changes",
     "user_blocks",
+    "feed_staged",
 ];
 
 /// The tables distributed by `room_id`: one room's members on one shard, so
@@ -37,18 +38,35 @@ pub const ROOM_TABLES: [&str; 1] = ["room_members"];
 
 /// The tables copied to every node: settings every worker's trigger reads,
 /// and bookkeeping of the jobs (no user's data).
-pub const REFERENCE_TABLES: [&str; 3] = ["history_settings", "job_runs", "history_rollups"];
+pub const REFERENCE_TABLES: [&str; 4] = [
+    "history_settings",
+    "job_runs",
+    "history_rollups",
+    "feed_settings",
+];
+
+/// The tables left on the coordinator: the published change feed (one
+/// node's commit publishes a whole batch, so readers see its numbers in
+/// order), and where webhook delivery stands.
+pub const COORDINATOR_TABLES: [&str; 3] = ["status_feed", "feed_numbers", "webhook_deliveries"];
 
 /// The functions worker nodes run: the triggers of `user_status`, which run
 /// where its rows are (the history trigger writes the same user's rows of the
-/// co-located history tables, so it stays on that worker), and `ping_users`,
-/// whose distribution carries the type `ping_input` of the ping statements
-/// to the workers.
-pub const WORKER_FUNCTIONS: [&str; 4] = [
+/// co-located history tables, so it stays on that worker; the feed's stage
+/// the changes in the co-located `feed_staged`, with the functions they call),
+/// and `ping_users`, whose distribution carries the type `ping_input` of the
+/// ping statements to the workers.
+pub const WORKER_FUNCTIONS: [&str; 10] = [
     "user_status_summarize_devices()",
     "user_status_bump_version()",
     "user_status_track_history()",
     "ping_users(ping_input[])",
+    "feed_floor(timestamptz, interval)",
+    "feed_status(jsonb, timestamptz, text, timestamptz, boolean, boolean, timestamptz, feed_settings)",
+    "feed_instants(jsonb, timestamptz, timestamptz, feed_settings, timestamptz, timestamptz)",
+    "feed_stage(uuid, timestamptz, text, text, text, text, text)",
+    "user_status_feed()",
+    "user_status_feed_insert()",
 ];
 
 /// Whether the schema is distributed (`presence migrate --citus` has run).
@@ -89,6 +107,8 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
         ..history
     };
     super::record_history_settings(&mut *connection, &paused).await?;
+    // Nor are changes staged for the feed: a copied row is no change.
+    super::set_feed_enabled(&mut *connection, false).await?;
     // The reference tables first: the functions use their row types.
     for table in REFERENCE_TABLES {
         if !already_distributed(&mut *connection, table).await? {
@@ -127,6 +147,7 @@ pub async fn distribute(pool: &PgPool) -> Result<(), sqlx::Error> {
         }
     }
     super::record_history_settings(&mut *connection, &history).await?;
+    super::set_feed_enabled(&mut *connection, true).await?;
     // Every session on the database plans with its values unless it says
     // otherwise (psql, cron jobs, pools the server did not open): Citus
     // refuses the generic plans PostgreSQL picks after a statement's fifth
@@ -161,6 +182,7 @@ pub async fn tune_functions(connection: &mut PgConnection) -> Result<(), sqlx::E
         "leave_room",
         "leave_rooms_of_device",
         "prune_room_members",
+        "feed_advance",
     ] {
         // The names are this module's constants.
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -196,18 +218,7 @@ pub async fn apply_pings_by_shard(
     max_devices: u32,
 ) -> Result<Vec<Result<StoredStatus, sqlx::Error>>, sqlx::Error> {
     let users: Vec<Uuid> = writes.iter().map(|write| write.user.as_uuid()).collect();
-    let shards: Vec<i64> = sqlx::query_scalar(
-        "select get_shard_id_for_distribution_column('user_status', u.user_id)
-         from unnest($1::uuid[]) with ordinality as u(user_id, position)
-         order by u.position",
-    )
-    .bind(&users)
-    .fetch_all(&mut *connection)
-    .await?;
-    let mut by_shard: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-    for (index, shard) in shards.into_iter().enumerate() {
-        by_shard.entry(shard).or_default().push(index);
-    }
+    let by_shard = positions_by_shard(&mut *connection, &users).await?;
     let mut written: Vec<Option<Result<StoredStatus, sqlx::Error>>> =
         std::iter::repeat_with(|| None).take(writes.len()).collect();
     for indexes in by_shard.into_values() {
@@ -233,6 +244,39 @@ pub async fn apply_pings_by_shard(
     Ok(written
         .into_iter()
         .map(|row| row.unwrap_or(Err(sqlx::Error::RowNotFound)))
+        .collect())
+}
+
+/// The positions in `users` of each shard's users, shards in ascending order.
+async fn positions_by_shard(
+    connection: &mut PgConnection,
+    users: &[Uuid],
+) -> Result<BTreeMap<i64, Vec<usize>>, sqlx::Error> {
+    let shards: Vec<i64> = sqlx::query_scalar(
+        "select get_shard_id_for_distribution_column('user_status', u.user_id)
+         from unnest($1::uuid[]) with ordinality as u(user_id, position)
+         order by u.position",
+    )
+    .bind(users)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut by_shard: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (index, shard) in shards.into_iter().enumerate() {
+        by_shard.entry(shard).or_default().push(index);
+    }
+    Ok(by_shard)
+}
+
+/// `users` grouped by the shard that holds them, shards in ascending order
+/// (a statement locking rows on several shards is not one Citus runs).
+pub async fn users_by_shard(
+    connection: &mut PgConnection,
+    users: &[Uuid],
+) -> Result<Vec<Vec<Uuid>>, sqlx::Error> {
+    Ok(positions_by_shard(connection, users)
+        .await?
+        .into_values()
+        .map(|positions| positions.into_iter().map(|index| users[index]).collect())
         .collect())
 }
 

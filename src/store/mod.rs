@@ -2,6 +2,7 @@
 
 mod blocks;
 pub mod citus;
+mod feed;
 mod history;
 mod jobs;
 mod pg_cron;
@@ -12,6 +13,11 @@ mod status;
 
 pub use blocks::{
     BlockError, MAX_BLOCKS_PER_USER, add_block, in_any_block, list_blocks, remove_block,
+};
+pub use feed::{
+    FeedBounds, StoredChange, advance_feed, configure_feed, delete_expired_changes,
+    newest_change_at, publish_changes, read_changes, record_webhook_position, set_feed_enabled,
+    users_due, webhook_position,
 };
 pub use history::{
     BucketStats, HistoryDeleted, HistorySettings, active_since, compute_bucket_stats,
@@ -26,7 +32,7 @@ pub use rooms::{
     fetch_rooms_of_user, leave_room, leave_rooms_of_device, prune_room_members, room_ping,
 };
 pub use schema::{
-    MIGRATOR, install_sql_functions, install_sql_functions_with_history, pending_migrations,
+    MIGRATOR, install_sql_functions, install_sql_functions_with_settings, pending_migrations,
 };
 pub use status::{
     PingWrite, apply_ping, apply_pings, count_users_by_status, fetch_status, fetch_statuses,

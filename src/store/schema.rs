@@ -6,7 +6,7 @@ use sqlx::{PgExecutor, PgPool};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// The SQL functions in `sql/`, applied after the migrations.
-const SQL_FUNCTIONS: [&str; 7] = [
+const SQL_FUNCTIONS: [&str; 8] = [
     include_str!("../../sql/announce_changes.sql"),
     include_str!("../../sql/rooms.sql"),
     include_str!("../../sql/remove_device.sql"),
@@ -14,14 +14,17 @@ const SQL_FUNCTIONS: [&str; 7] = [
     include_str!("../../sql/apply_pings.sql"),
     include_str!("../../sql/history_stats.sql"),
     include_str!("../../sql/history_trigger.sql"),
+    include_str!("../../sql/feed.sql"),
 ];
 
-/// Applies the SQL functions and then the history settings, in one transaction under the lock.
-pub async fn install_sql_functions_with_history(
+/// Applies the SQL functions, then the history settings and the thresholds
+/// the change feed computes with, in one transaction under the lock.
+pub async fn install_sql_functions_with_settings(
     pool: &PgPool,
     history: &super::HistorySettings,
+    thresholds: &crate::presence::Thresholds,
 ) -> Result<(), sqlx::Error> {
-    install(pool, Some(history)).await
+    install(pool, Some((history, thresholds))).await
 }
 
 /// The advisory lock held while `sql/` is applied, so instances starting together do not collide.
@@ -34,7 +37,7 @@ pub async fn install_sql_functions(pool: &PgPool) -> Result<(), sqlx::Error> {
 
 async fn install(
     pool: &PgPool,
-    history: Option<&super::HistorySettings>,
+    settings: Option<(&super::HistorySettings, &crate::presence::Thresholds)>,
 ) -> Result<(), sqlx::Error> {
     let mut transaction = pool.begin().await?;
     sqlx::query!(
@@ -45,7 +48,7 @@ async fn install(
     .await?;
     let distributed = super::citus::is_distributed(&mut transaction).await?;
     if distributed {
-        // The history settings re-create a trigger of user_status, which runs on the workers.
+        // The history settings and sql/feed.sql re-create triggers of user_status, which run on the workers.
         sqlx::query("set local citus.enable_unsafe_triggers to on")
             .execute(&mut *transaction)
             .await?;
@@ -56,8 +59,9 @@ async fn install(
     if distributed {
         super::citus::tune_functions(&mut transaction).await?;
     }
-    if let Some(history) = history {
+    if let Some((history, thresholds)) = settings {
         super::record_history_settings(&mut *transaction, history).await?;
+        super::configure_feed(&mut *transaction, thresholds).await?;
     }
     transaction.commit().await
 }

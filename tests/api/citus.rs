@@ -11,7 +11,7 @@
 use std::str::FromStr;
 
 use presence::store::citus::{
-    self, DISTRIBUTED_TABLES, REFERENCE_TABLES, ROOM_TABLES, WORKER_FUNCTIONS,
+    self, COORDINATOR_TABLES, DISTRIBUTED_TABLES, REFERENCE_TABLES, ROOM_TABLES, WORKER_FUNCTIONS,
 };
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
@@ -196,6 +196,7 @@ async fn the_functions_the_plan_names_exist_and_take_their_settings(pool: PgPool
         tuned,
         [
             "apply_pings",
+            "feed_advance",
             "history_bucket_stats",
             "leave_room",
             "leave_rooms_of_device",
@@ -223,12 +224,13 @@ async fn every_table_is_keyed_by_its_user_or_shared_by_all(pool: PgPool) {
         .iter()
         .chain(REFERENCE_TABLES.iter())
         .chain(ROOM_TABLES.iter())
+        .chain(COORDINATOR_TABLES.iter())
         .map(|table| (*table).to_owned())
         .collect();
     planned.sort();
     assert_eq!(
         tables, planned,
-        "every table is distributed or a reference table"
+        "every table is distributed, a reference table or kept on the coordinator on purpose"
     );
 
     let keyed = DISTRIBUTED_TABLES
@@ -437,6 +439,17 @@ async fn a_single_node_database_with_users_blocks_and_history_keeps_every_row_on
         before.ping_ok(*user, json!({ "deviceId": "laptop" })).await;
     }
     let service = service_token("citus-suite");
+    // The feed job publishes the changes staged so far (its queue drains).
+    let started = std::time::Instant::now();
+    while sqlx::query_scalar::<_, i64>("select count(*) from feed_staged")
+        .fetch_one(&pool)
+        .await
+        .expect("counts the staged changes")
+        > 0
+    {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let rows_before = table_rows(&pool).await;
     let reads_before = observed(&before, &users, &service).await;
 
@@ -463,7 +476,11 @@ async fn a_single_node_database_with_users_blocks_and_history_keeps_every_row_on
 /// How many rows each table of the schema holds.
 async fn table_rows(pool: &PgPool) -> Vec<(String, i64)> {
     let mut rows = Vec::new();
-    for table in DISTRIBUTED_TABLES.iter().chain(REFERENCE_TABLES.iter()) {
+    for table in DISTRIBUTED_TABLES
+        .iter()
+        .chain(REFERENCE_TABLES.iter())
+        .chain(COORDINATOR_TABLES.iter())
+    {
         let count: i64 =
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
                 .fetch_one(pool)

@@ -13,7 +13,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    TestApp, new_user, spawn_app, spawn_app_on_clock, spawn_app_on_single_node, start_time,
+    TestApp, metric, new_user, spawn_app, spawn_app_on_clock, spawn_app_on_single_node, start_time,
 };
 
 #[sqlx::test]
@@ -384,17 +384,7 @@ async fn until_backends_wait(pool: &PgPool, count: i64) {
 
 /// The pings `app` has taken into its batches so far, from its metrics.
 async fn batched_pings(app: &TestApp) -> f64 {
-    let page = reqwest::get(format!("{}/metrics", app.metrics_address))
-        .await
-        .expect("the metrics listener answers")
-        .text()
-        .await
-        .expect("text");
-    page.lines()
-        .find(|line| line.starts_with("presence_pings_total{outcome=\"batched\"}"))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
+    metric(app, "presence_pings_total{outcome=\"batched\"}").await
 }
 
 /// A page that closes right after its first ping sends its sign-out while

@@ -14,7 +14,7 @@ use proptest::test_runner::{Config, TestRng, TestRunner};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, new_user, spawn_app_on_clock, spawn_app_with, start_time};
+use crate::helpers::{TestApp, metric, new_user, spawn_app_on_clock, spawn_app_with, start_time};
 
 /// Settings of instances whose cache would hide another instance's writes for a minute without notifications.
 const LONG_CACHE: [(&str, &str); 1] = [("PRESENCE_CACHE_TTL", "60s")];
@@ -174,17 +174,7 @@ async fn message_shown(
 
 /// The read cache's misses so far on `app`, from its metrics.
 async fn cache_misses(app: &TestApp) -> f64 {
-    let page = reqwest::get(format!("{}/metrics", app.metrics_address))
-        .await
-        .expect("the metrics listener answers")
-        .text()
-        .await
-        .expect("text");
-    page.lines()
-        .find(|line| line.starts_with("presence_cache_lookups_total{result=\"miss\"}"))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
+    metric(app, "presence_cache_lookups_total{result=\"miss\"}").await
 }
 
 #[sqlx::test]

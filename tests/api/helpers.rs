@@ -142,9 +142,13 @@ async fn serve(
     clock: Arc<dyn Clock>,
     distribute: bool,
 ) -> (String, String) {
-    presence::store::install_sql_functions_with_history(&pool, &config.history_settings())
-        .await
-        .expect("the sql/ functions and history settings apply");
+    presence::store::install_sql_functions_with_settings(
+        &pool,
+        &config.history_settings(),
+        &config.thresholds,
+    )
+    .await
+    .expect("the sql/ functions and history settings apply");
     if distribute {
         crate::citus::distribute_if_asked(&pool).await;
     }
@@ -417,4 +421,20 @@ fn parse_responses(mut bytes: &[u8]) -> Vec<RawResponse> {
         });
         bytes = &bytes[end..];
     }
+}
+
+/// The value of the first line of `app`'s metrics that starts with `series`
+/// (a name with its labels), 0 when there is none yet.
+pub async fn metric(app: &TestApp, series: &str) -> f64 {
+    let page = reqwest::get(format!("{}/metrics", app.metrics_address))
+        .await
+        .expect("the metrics listener answers")
+        .text()
+        .await
+        .expect("text");
+    page.lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
 }

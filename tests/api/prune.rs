@@ -28,6 +28,8 @@ async fn all_rows(pool: &PgPool) -> Vec<(String, Value)> {
     sqlx::query_as::<_, (String, Value)>(
         "select user_id::text,
                 to_jsonb(s) - 'devices' - 'updated_at' - 'oldest_ping_minute' - 'device_count' - 'version'
+                    - 'feed_status' - 'feed_public_status' - 'feed_as_of' - 'next_change_at'
+                    - 'next_change_minute'
          from user_status s order by user_id",
     )
     .fetch_all(pool)

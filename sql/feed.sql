@@ -1,0 +1,350 @@
+-- The change feed: every change of a user's self-view status or public status
+-- (what a viewer in no block sees), whatever made it: a write of the user's
+-- row (a ping, a setting, a sign-out) or the clock (online to idle to away, a
+-- manual status expiring, the last live device timing out).
+--
+-- How it holds together:
+-- - Every write of a user_status row runs user_status_feed() on the row:
+--   first the changes the clock made to the row as it stood since the feed
+--   last accounted for it, each at its exact instant, then the change the
+--   write makes, at the write's instant. They are staged in feed_staged, and
+--   the row keeps what the feed said (feed_status, feed_public_status,
+--   feed_as_of) and its next change by the clock (next_change_at, and the
+--   minute of it, indexed). A ping writes no other row unless it changes a
+--   status.
+-- - The feed job (src/jobs/feed.rs, every 250 ms, one instance at a time)
+--   finds the users whose next change is due through that index, and
+--   advances their feed_as_of to now (feed_advance): the same trigger stages
+--   the changes. Its cost follows the changes, not the users: a user whose
+--   heartbeats keep a device live is never due.
+-- - The job then numbers the staged changes and moves them into status_feed
+--   (publish_changes), in one transaction at a time: numbers become visible
+--   in order, so a reader that follows its cursor never passes a change that
+--   commits later.
+--
+-- The statuses follow the rules of the server (src/presence/rules.rs), with
+-- the thresholds the server stores in feed_settings at start-up.
+
+-- `p_at` floored to `p_step` as the server floors activity times for others
+-- (whole milliseconds since the epoch; a zero step leaves it as it is).
+create or replace function feed_floor(p_at timestamptz, p_step interval) returns timestamptz
+language sql
+immutable
+as $function$
+    select case
+        when p_at is null or p_step <= interval '0' then p_at
+        else p_at - make_interval(secs => (mod(floor(extract(epoch from p_at) * 1000)::bigint,
+                                               (extract(epoch from p_step) * 1000)::bigint)
+                                           / 1000.0)::double precision)
+    end
+$function$;
+
+-- The status of a user whose row holds these fields, at `p_at`: as the user
+-- sees it (`p_public` false) or as a viewer in no block does.
+create or replace function feed_status(
+    p_devices jsonb,
+    p_last_seen timestamptz,
+    p_manual_status text,
+    p_manual_status_until timestamptz,
+    p_invisible boolean,
+    p_public boolean,
+    p_at timestamptz,
+    p_settings feed_settings
+) returns text
+language sql
+stable
+as $function$
+    select case
+        when p_public and p_invisible then 'offline'
+        when not exists (
+            select 1 from jsonb_array_elements(p_devices) as e(device)
+            where p_at < (e.device ->> 'lastPing')::timestamptz + p_settings.offline_after)
+        then 'offline'
+        when p_manual_status is not null
+             and (p_manual_status_until is null or p_at < p_manual_status_until)
+        then p_manual_status
+        when p_last_seen is null then 'away'
+        when p_at - seen.at < p_settings.idle_after then 'online'
+        when p_at - seen.at < p_settings.away_after then 'idle'
+        else 'away'
+    end
+    from (select case when p_public then feed_floor(p_last_seen, p_settings.last_seen_precision)
+                      else p_last_seen end as at) as seen
+$function$;
+
+-- The instants in (p_after, p_through] at which the clock may change the
+-- statuses of a row holding these fields, each with what may happen then.
+create or replace function feed_instants(
+    p_devices jsonb,
+    p_last_seen timestamptz,
+    p_manual_status_until timestamptz,
+    p_settings feed_settings,
+    p_after timestamptz,
+    p_through timestamptz
+) returns table (at timestamptz, kind text)
+language sql
+stable
+as $function$
+    select c.at, c.kind
+    from (
+        select p_last_seen + p_settings.idle_after, 'idle'
+        union all
+        select p_last_seen + p_settings.away_after, 'away'
+        union all
+        select feed_floor(p_last_seen, p_settings.last_seen_precision) + p_settings.idle_after, 'idle'
+        union all
+        select feed_floor(p_last_seen, p_settings.last_seen_precision) + p_settings.away_after, 'away'
+        union all
+        select p_manual_status_until, 'manual-expired'
+        union all
+        -- Statuses go offline when the last live device times out.
+        select max((e.device ->> 'lastPing')::timestamptz) + p_settings.offline_after, 'timed-out'
+        from jsonb_array_elements(p_devices) as e(device)
+    ) as c(at, kind)
+    where c.at > p_after and c.at <= p_through
+$function$;
+
+-- Stages one change. (PL/pgSQL: on Citus the function reaches the workers
+-- before feed_staged does, and a SQL function's body is checked at creation.)
+create or replace function feed_stage(
+    p_user uuid,
+    p_at timestamptz,
+    p_status text,
+    p_previous_status text,
+    p_public_status text,
+    p_previous_public_status text,
+    p_cause text
+) returns void
+language plpgsql
+as $function$
+begin
+    insert into feed_staged (user_id, at, status, previous_status, public_status,
+                             previous_public_status, cause)
+    values (p_user, p_at, p_status, p_previous_status, p_public_status,
+            p_previous_public_status, p_cause);
+end
+$function$;
+
+-- Before each write of a user_status row: the clock's changes since the feed
+-- last accounted for the row, then the write's own; sets the row's feed
+-- columns. (An inserted row's first change is staged after the insert, by
+-- user_status_feed_insert(): an INSERT ... ON CONFLICT DO NOTHING runs the
+-- BEFORE triggers of rows it then skips.)
+create or replace function user_status_feed() returns trigger
+language plpgsql
+as $function$
+declare
+    settings feed_settings;
+    since timestamptz;
+    at timestamptz;
+    status text;
+    public_status text;
+    new_status text;
+    new_public_status text;
+    instant record;
+begin
+    select * into settings from feed_settings;
+    if not found or not settings.enabled then
+        return new;
+    end if;
+    if tg_op = 'INSERT' then
+        at := new.updated_at;
+    else
+        since := greatest(old.updated_at, old.feed_as_of);
+        -- The write's instant, or the feed job's (feed_advance sets feed_as_of
+        -- alone), never before what the feed has already said of the user.
+        at := greatest(new.updated_at, new.feed_as_of, since);
+        if old.feed_status is null then
+            -- A row from before the feed: the feed starts from what it shows now.
+            status := feed_status(old.devices, old.last_seen, old.manual_status,
+                                  old.manual_status_until, old.invisible, false, at, settings);
+            public_status := feed_status(old.devices, old.last_seen, old.manual_status,
+                                         old.manual_status_until, old.invisible, true, at, settings);
+        else
+            status := old.feed_status;
+            public_status := old.feed_public_status;
+            for instant in
+                select i.at, array_agg(i.kind) as kinds
+                from feed_instants(old.devices, old.last_seen, old.manual_status_until,
+                                   settings, since, at) as i
+                group by i.at
+                order by i.at
+            loop
+                new_status := feed_status(old.devices, old.last_seen, old.manual_status,
+                                          old.manual_status_until, old.invisible, false,
+                                          instant.at, settings);
+                new_public_status := feed_status(old.devices, old.last_seen, old.manual_status,
+                                                 old.manual_status_until, old.invisible, true,
+                                                 instant.at, settings);
+                if (new_status, new_public_status) is distinct from (status, public_status) then
+                    perform feed_stage(old.user_id, instant.at, new_status, status,
+                                       new_public_status, public_status,
+                                       case
+                                           when 'offline' in (new_status, new_public_status)
+                                                and 'timed-out' = any(instant.kinds)
+                                           then 'timed-out'
+                                           when 'manual-expired' = any(instant.kinds)
+                                           then 'manual-expired'
+                                           when 'away' in (new_status, new_public_status)
+                                                and 'away' = any(instant.kinds)
+                                           then 'away'
+                                           else 'idle'
+                                       end);
+                    status := new_status;
+                    public_status := new_public_status;
+                end if;
+            end loop;
+        end if;
+    end if;
+
+    new_status := feed_status(new.devices, new.last_seen, new.manual_status,
+                              new.manual_status_until, new.invisible, false, at, settings);
+    new_public_status := feed_status(new.devices, new.last_seen, new.manual_status,
+                                     new.manual_status_until, new.invisible, true, at, settings);
+    if tg_op = 'UPDATE'
+       and (new_status, new_public_status) is distinct from (status, public_status) then
+        perform feed_stage(new.user_id, at, new_status, status, new_public_status, public_status,
+                           case
+                               when old.invisible is distinct from new.invisible
+                               then case when new.invisible then 'invisible' else 'visible' end
+                               when (old.manual_status, old.manual_status_until)
+                                    is distinct from (new.manual_status, new.manual_status_until)
+                               then 'manual'
+                               when new_status = 'offline'
+                                    and jsonb_array_length(new.devices) < jsonb_array_length(old.devices)
+                               then 'signed-out'
+                               else 'activity'
+                           end);
+    end if;
+    new.feed_status := new_status;
+    new.feed_public_status := new_public_status;
+    new.feed_as_of := at;
+    new.next_change_at := (
+        select min(i.at)
+        from feed_instants(new.devices, new.last_seen, new.manual_status_until,
+                           settings, at, 'infinity') as i);
+    new.next_change_minute := date_trunc('minute', new.next_change_at);
+    return new;
+end
+$function$;
+
+-- After an insert of a user_status row: the user's first change (from offline).
+create or replace function user_status_feed_insert() returns trigger
+language plpgsql
+as $function$
+begin
+    if not coalesce((select f.enabled from feed_settings as f), false) then
+        return null;
+    end if;
+    if new.feed_status is not null
+       and (new.feed_status, new.feed_public_status) is distinct from ('offline', 'offline') then
+        perform feed_stage(new.user_id, new.feed_as_of, new.feed_status, 'offline',
+                           new.feed_public_status, 'offline',
+                           case when new.manual_status is not null then 'manual' else 'activity' end);
+    end if;
+    return null;
+end
+$function$;
+
+-- (In a block: on Citus, each statement then reaches the workers on its own.)
+do $block$
+begin
+    create or replace trigger user_status_feed
+        before insert or update on user_status
+        for each row execute function user_status_feed();
+    create or replace trigger user_status_feed_insert
+        after insert on user_status
+        for each row execute function user_status_feed_insert();
+end
+$block$;
+
+-- Stores the thresholds the feed computes statuses with (the server calls
+-- this at start-up with its own settings).
+create or replace function configure_feed(
+    p_idle_after interval,
+    p_away_after interval,
+    p_offline_after interval,
+    p_last_seen_precision interval
+) returns void
+language sql
+as $function$
+    update feed_settings
+    set idle_after = p_idle_after, away_after = p_away_after, offline_after = p_offline_after,
+        last_seen_precision = p_last_seen_precision, updated_at = now()
+    where idle_after <> p_idle_after or away_after <> p_away_after
+       or offline_after <> p_offline_after or last_seen_precision <> p_last_seen_precision
+$function$;
+
+-- Accounts for the clock's changes of `p_users` through `p_now` (the feed
+-- job's call for the users whose change is due): locks their rows in user id
+-- order, as the ping writer does, and advances their feed_as_of; the trigger
+-- stages the changes. On Citus the job calls it for one shard's users at a
+-- time. Returns how many rows it advanced.
+create or replace function feed_advance(p_users uuid[], p_now timestamptz) returns integer
+language plpgsql
+as $function$
+declare
+    advanced integer;
+begin
+    perform 1
+    from user_status as s
+    where s.user_id = any(p_users) and s.next_change_at <= p_now
+    order by s.user_id
+    for update;
+    update user_status as s
+    set feed_as_of = p_now
+    where s.user_id = any(p_users) and s.next_change_at <= p_now;
+    get diagnostics advanced = row_count;
+    return advanced;
+end
+$function$;
+
+-- Numbers up to `p_limit` staged changes, in the order of their instants, and
+-- moves them into the feed, published at `p_now`; returns the instant of each.
+-- The caller holds the feed job's lock: one publication at a time, so the
+-- numbers become visible in order. A user's changes are staged in order,
+-- their instants never going back, so they are published in order too.
+create or replace function publish_changes(p_now timestamptz, p_limit integer)
+returns table (at timestamptz)
+language plpgsql
+as $function$
+declare
+    last_given bigint;
+    picked feed_staged[];
+begin
+    select n.last_id into last_given from feed_numbers as n for update;
+    picked := array(select f from feed_staged as f order by f.at, f.seq limit p_limit);
+    if cardinality(picked) = 0 then
+        return;
+    end if;
+    insert into status_feed (id, user_id, at, status, previous_status, public_status,
+                             previous_public_status, cause, published_at)
+    select last_given + p.ordinality, p.user_id, p.at, p.status, p.previous_status,
+           p.public_status, p.previous_public_status, p.cause, p_now
+    from unnest(picked) with ordinality as p;
+    update feed_numbers set last_id = last_given + cardinality(picked);
+    delete from feed_staged as f
+    where f.user_id = any(array(select p.user_id from unnest(picked) as p))
+      and f.seq = any(array(select p.seq from unnest(picked) as p));
+    return query select p.at from unnest(picked) as p;
+end
+$function$;
+
+-- Deletes the changes published before `p_before` (the retention); returns how many.
+create or replace function delete_expired_changes(p_before timestamptz) returns integer
+language plpgsql
+as $function$
+declare
+    through bigint;
+    deleted integer;
+begin
+    select max(f.id) into through from status_feed as f where f.published_at < p_before;
+    if through is null then
+        return 0;
+    end if;
+    delete from status_feed as f where f.id <= through;
+    get diagnostics deleted = row_count;
+    update feed_numbers set deleted_through = greatest(deleted_through, through);
+    return deleted;
+end
+$function$;

@@ -1,0 +1,527 @@
+//! The change feed (`GET /api/admin/changes`): every change of a status,
+//! whatever made it, exactly once and in order, with cursors that expire.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use presence::clock::{Clock, ManualClock};
+use presence::domain::UserId;
+use proptest::prelude::RngExt;
+use proptest::test_runner::{RngAlgorithm, TestRng};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{
+    TestApp, error_code, new_user, spawn_app_on_clock, spawn_app_with, start_time, token_for,
+};
+use crate::history::service_token;
+
+/// `GET /api/admin/changes` with a service token: the status and the body.
+async fn read(app: &TestApp, query: &str) -> (StatusCode, Value) {
+    let token = service_token("feed-reader");
+    let response = app
+        .raw(
+            reqwest::Method::GET,
+            &format!("/api/admin/changes{query}"),
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .await;
+    let status = response.status();
+    (status, response.json().await.expect("a JSON body"))
+}
+
+/// A reader of the feed that follows `next`, keeping every change it was given.
+struct Reader {
+    next: Option<String>,
+    seen: Vec<Value>,
+}
+
+impl Reader {
+    fn new() -> Self {
+        Self {
+            next: None,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads one page (of at most `limit`); how many changes it held.
+    async fn poll(&mut self, app: &TestApp, limit: u32) -> usize {
+        let query = match &self.next {
+            Some(next) => format!("?after={next}&limit={limit}"),
+            None => format!("?limit={limit}"),
+        };
+        let (status, body) = read(app, &query).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let changes = body["changes"].as_array().cloned().unwrap_or_default();
+        self.next = Some(body["next"].as_str().expect("a next cursor").to_owned());
+        let count = changes.len();
+        self.seen.extend(changes);
+        count
+    }
+
+    /// Polls until a change of `user` is among those seen; the changes read by then.
+    async fn until_change_of(&mut self, app: &TestApp, user: UserId) -> &[Value] {
+        let started = std::time::Instant::now();
+        while !self
+            .seen
+            .iter()
+            .any(|change| change["userId"] == user.to_string())
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no change of {user} reached the feed"
+            );
+            if self.poll(app, 1000).await == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        &self.seen
+    }
+}
+
+/// The changes of `user` among `changes`, as (status, previous, public, previous public, cause, at).
+fn of_user(
+    changes: &[Value],
+    user: UserId,
+) -> Vec<(String, String, String, String, String, String)> {
+    changes
+        .iter()
+        .filter(|change| change["userId"] == user.to_string())
+        .map(|change| {
+            let field = |name: &str| change[name].as_str().expect(name).to_owned();
+            (
+                field("status"),
+                field("previousStatus"),
+                field("publicStatus"),
+                field("previousPublicStatus"),
+                field("cause"),
+                field("at"),
+            )
+        })
+        .collect()
+}
+
+/// The numbers of `changes`, in their order.
+pub fn ids(changes: &[Value]) -> Vec<u64> {
+    changes
+        .iter()
+        .map(|change| {
+            change["id"]
+                .as_str()
+                .expect("an id")
+                .parse()
+                .expect("a number")
+        })
+        .collect()
+}
+
+fn ms(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Makes one change of a fresh user, so that a reader can tell when the
+/// feed has published everything before it.
+async fn fence(app: &TestApp, reader: &mut Reader) {
+    let user = new_user();
+    app.ping_ok(user, json!({"deviceId": "fence"})).await;
+    reader.until_change_of(app, user).await;
+}
+
+#[sqlx::test]
+async fn every_write_that_changes_a_status_is_in_the_feed_with_its_cause(pool: PgPool) {
+    let app = spawn_app_with(pool, &[]).await;
+    let user = new_user();
+    let t0 = start_time();
+    let step = TimeDelta::seconds(1);
+    app.ping_ok(user, json!({"deviceId": "tab"})).await;
+    app.advance(step);
+    app.ping_ok(user, json!({"deviceId": "tab", "manualStatus": "dnd"}))
+        .await;
+    app.advance(step);
+    app.ping_ok(user, json!({"deviceId": "tab", "invisible": true}))
+        .await;
+    app.advance(step);
+    // A heartbeat changes nothing anyone sees: no change.
+    app.ping_ok(user, json!({"deviceId": "tab", "active": false}))
+        .await;
+    app.ping_ok(user, json!({"deviceId": "tab", "invisible": false}))
+        .await;
+    app.advance(step);
+    app.ping_ok(user, json!({"deviceId": "tab", "manualStatus": null}))
+        .await;
+    app.advance(step);
+    assert_eq!(app.delete_device(user, "tab").await.status(), 204);
+
+    let mut reader = Reader::new();
+    fence(&app, &mut reader).await;
+    let expected = [
+        ("online", "offline", "online", "offline", "activity", t0),
+        ("dnd", "online", "dnd", "online", "manual", t0 + step),
+        ("dnd", "dnd", "offline", "dnd", "invisible", t0 + step * 2),
+        ("dnd", "dnd", "dnd", "offline", "visible", t0 + step * 3),
+        ("online", "dnd", "online", "dnd", "manual", t0 + step * 4),
+        (
+            "offline",
+            "online",
+            "offline",
+            "online",
+            "signed-out",
+            t0 + step * 5,
+        ),
+    ]
+    .map(|(status, previous, public, previous_public, cause, at)| {
+        (
+            status.to_owned(),
+            previous.to_owned(),
+            public.to_owned(),
+            previous_public.to_owned(),
+            cause.to_owned(),
+            ms(at),
+        )
+    });
+    assert_eq!(of_user(&reader.seen, user), expected);
+    let ids = ids(&reader.seen);
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+}
+
+#[sqlx::test]
+async fn changes_by_the_clock_are_stamped_with_the_instant_the_rules_say(pool: PgPool) {
+    let settings = [
+        ("PRESENCE_IDLE_AFTER", "2m"),
+        ("PRESENCE_AWAY_AFTER", "4m"),
+        ("PRESENCE_OFFLINE_AFTER", "6m"),
+        ("PRESENCE_PRUNE_AFTER", "6m"),
+    ];
+    let app = spawn_app_with(pool, &settings).await;
+    let t0 = start_time();
+    let (quiet, pinging, expiring) = (new_user(), new_user(), new_user());
+    app.ping_ok(quiet, json!({"deviceId": "tab"})).await;
+    app.ping_ok(pinging, json!({"deviceId": "tab"})).await;
+    let until = t0 + TimeDelta::seconds(90);
+    app.ping_ok(
+        expiring,
+        json!({"deviceId": "tab", "manualStatus": "away",
+               "manualStatusUntil": until.to_rfc3339()}),
+    )
+    .await;
+    // One user's device keeps sending heartbeats: its changes come in
+    // through the writes; the others' through the feed job alone.
+    for _ in 0..7 {
+        app.advance(TimeDelta::minutes(1));
+        app.ping_ok(pinging, json!({"deviceId": "tab", "active": false}))
+            .await;
+    }
+
+    let mut reader = Reader::new();
+    fence(&app, &mut reader).await;
+    fence(&app, &mut reader).await;
+    let clock = |user, expected: &[(&str, &str, &str, TimeDelta)]| {
+        let changes: Vec<(String, String, String)> = of_user(&reader.seen, user)
+            .into_iter()
+            .skip(1)
+            .map(|(status, _, public, _, cause, at)| (status, format!("{public} {cause}"), at))
+            .collect();
+        let expected: Vec<(String, String, String)> = expected
+            .iter()
+            .map(|(status, public, cause, after)| {
+                (
+                    (*status).to_owned(),
+                    format!("{public} {cause}"),
+                    ms(t0 + *after),
+                )
+            })
+            .collect();
+        assert_eq!(changes, expected, "{user}");
+    };
+    let minutes = TimeDelta::minutes;
+    clock(
+        quiet,
+        &[
+            ("idle", "idle", "idle", minutes(2)),
+            ("away", "away", "away", minutes(4)),
+            ("offline", "offline", "timed-out", minutes(6)),
+        ],
+    );
+    clock(
+        pinging,
+        &[
+            ("idle", "idle", "idle", minutes(2)),
+            ("away", "away", "away", minutes(4)),
+        ],
+    );
+    clock(
+        expiring,
+        &[
+            ("online", "online", "manual-expired", TimeDelta::seconds(90)),
+            ("idle", "idle", "idle", minutes(2)),
+            ("away", "away", "away", minutes(4)),
+            ("offline", "offline", "timed-out", minutes(6)),
+        ],
+    );
+}
+
+#[sqlx::test]
+async fn cursors_go_on_from_an_empty_feed_and_expire_with_the_retention(pool: PgPool) {
+    let app = spawn_app_with(pool, &[("PRESENCE_FEED_RETENTION", "1m")]).await;
+    let (status, body) = read(&app, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["changes"], json!([]));
+    let empty = body["next"].as_str().expect("a cursor").to_owned();
+    let (status, body) = read(&app, &format!("?after={empty}")).await;
+    assert_eq!((status, &body["next"]), (StatusCode::OK, &json!(empty)));
+
+    let user = new_user();
+    app.ping_ok(user, json!({"deviceId": "tab"})).await;
+    let mut reader = Reader {
+        next: Some(empty.clone()),
+        seen: Vec::new(),
+    };
+    reader.until_change_of(&app, user).await;
+    assert_eq!(
+        reader.seen.len(),
+        1,
+        "the cursor of the empty feed misses nothing"
+    );
+
+    for (query, code) in [
+        ("?after=not-a-cursor", "INVALID_CURSOR"),
+        ("?after=", "INVALID_CURSOR"),
+        // A cursor past the end of the feed is none it gave.
+        ("?after=AAAAAAAAJxA", "INVALID_CURSOR"),
+        ("?limit=0", "INVALID_BODY"),
+        ("?limit=1001", "INVALID_BODY"),
+    ] {
+        let response = app
+            .raw(
+                reqwest::Method::GET,
+                &format!("/api/admin/changes{query}"),
+                &[(
+                    "Authorization",
+                    &format!("Bearer {}", service_token("feed-reader")),
+                )],
+                None,
+            )
+            .await;
+        assert_eq!(
+            error_code(response).await,
+            (StatusCode::BAD_REQUEST, code.to_owned()),
+            "{query}"
+        );
+    }
+    let response = app
+        .raw(
+            reqwest::Method::GET,
+            "/api/admin/changes",
+            &[("Authorization", &format!("Bearer {}", token_for(user)))],
+            None,
+        )
+        .await;
+    assert_eq!(
+        error_code(response).await,
+        (StatusCode::FORBIDDEN, "FORBIDDEN".to_owned())
+    );
+
+    // Past the retention, the first change is deleted: a cursor before it has expired.
+    app.advance(TimeDelta::minutes(2));
+    let later = new_user();
+    app.ping_ok(later, json!({"deviceId": "tab"})).await;
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = read(&app, &format!("?after={empty}")).await;
+        if status == StatusCode::GONE {
+            assert_eq!(body["error"]["code"], "CURSOR_EXPIRED");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the old cursor never expired: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A reader that kept up goes on.
+    reader.until_change_of(&app, later).await;
+}
+
+/// What one step of the randomized test does to one user.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Active,
+    Heartbeat,
+    Dnd,
+    Clear,
+    Invisible(bool),
+    SignOut,
+}
+
+fn random_step(rng: &mut TestRng) -> Step {
+    match rng.random_range(0..10) {
+        0..=2 => Step::Active,
+        3..=4 => Step::Heartbeat,
+        5 => Step::Dnd,
+        6 => Step::Clear,
+        7 => Step::Invisible(true),
+        8 => Step::Invisible(false),
+        _ => Step::SignOut,
+    }
+}
+
+/// A user's (self, public) status just after `at`, by replaying their changes from offline.
+fn replayed(changes: &[Value], user: UserId, at: DateTime<Utc>) -> (String, String) {
+    let mut state = ("offline".to_owned(), "offline".to_owned());
+    for (status, previous, public, previous_public, _, when) in of_user(changes, user) {
+        let when: DateTime<Utc> = when.parse().expect("an instant");
+        if when > at {
+            break;
+        }
+        assert_eq!(
+            (&previous, &previous_public),
+            (&state.0, &state.1),
+            "{user}: each change starts where the one before ended"
+        );
+        state = (status, public);
+    }
+    state
+}
+
+#[sqlx::test]
+async fn a_reader_sees_every_change_of_two_instances_once_in_order_as_the_rules_imply(
+    pool: PgPool,
+) {
+    let settings = [
+        ("PRESENCE_IDLE_AFTER", "20s"),
+        ("PRESENCE_AWAY_AFTER", "40s"),
+        ("PRESENCE_OFFLINE_AFTER", "30s"),
+        ("PRESENCE_PRUNE_AFTER", "30s"),
+    ];
+    let clock = ManualClock::starting_at(start_time());
+    let first = spawn_app_on_clock(pool.clone(), &settings, clock.clone()).await;
+    let second = spawn_app_on_clock(pool, &settings, clock.clone()).await;
+    let users: Vec<UserId> = (0..12).map(|_| new_user()).collect();
+    let stranger = new_user();
+    let mut rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+
+    // A reader follows the feed all along, on the first instance.
+    let reading = {
+        let app = first.clone();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut reader = Reader::new();
+            loop {
+                let read = reader.poll(&app, 7).await;
+                if read == 0 {
+                    if *stopped.borrow() {
+                        return reader;
+                    }
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(20), stopped.changed()).await;
+                }
+            }
+        });
+        (stop, task)
+    };
+
+    // Rounds: all users write at once (each on a random instance) at one
+    // instant; what each write answered, and what a stranger then saw, is
+    // what the feed must replay to at that instant.
+    let mut observed: Vec<(UserId, DateTime<Utc>, String, String)> = Vec::new();
+    let apps = [&first, &second];
+    let mut wrote_on: HashMap<UserId, usize> = HashMap::new();
+    for _ in 0..25 {
+        // Between writes, the clock alone changes statuses: what the user
+        // and a stranger see then (on the instance that last wrote the user,
+        // which has seen that write) is what the feed must replay to.
+        clock.advance(TimeDelta::seconds(rng.random_range(1..25)));
+        let at = clock.now();
+        for user in &users {
+            let app = apps[wrote_on.get(user).copied().unwrap_or_default()];
+            let own = app.status_of(*user, *user).await["status"].clone();
+            let public = app.status_of(stranger, *user).await["status"].clone();
+            let text = |value: Value| value.as_str().expect("a status").to_owned();
+            observed.push((*user, at, text(own), text(public)));
+        }
+        clock.advance(TimeDelta::seconds(rng.random_range(1..25)));
+        let at = clock.now();
+        let writes = users.iter().map(|user| {
+            let step = random_step(&mut rng);
+            let index = usize::from(rng.random_bool(0.5));
+            wrote_on.insert(*user, index);
+            let app = apps[index];
+            let user = *user;
+            async move {
+                let own = match step {
+                    Step::SignOut => {
+                        let status = app.delete_device(user, "tab").await.status();
+                        assert!([204, 404].contains(&status.as_u16()), "{status}");
+                        "offline".to_owned()
+                    }
+                    _ => {
+                        let body = match step {
+                            Step::Heartbeat => json!({"deviceId": "tab", "active": false}),
+                            Step::Dnd => json!({"deviceId": "tab", "manualStatus": "dnd"}),
+                            Step::Clear => json!({"deviceId": "tab", "manualStatus": null}),
+                            Step::Invisible(on) => json!({"deviceId": "tab", "invisible": on}),
+                            Step::Active | Step::SignOut => json!({"deviceId": "tab"}),
+                        };
+                        let view = app.ping_ok(user, body).await;
+                        view["status"].as_str().expect("a status").to_owned()
+                    }
+                };
+                // Read on the instance that wrote: it sees its own writes at once.
+                let public = app.status_of(stranger, user).await["status"]
+                    .as_str()
+                    .expect("a status")
+                    .to_owned();
+                (user, own, public)
+            }
+        });
+        for (user, own, public) in futures::future::join_all(writes).await {
+            observed.push((user, at, own, public));
+        }
+    }
+    // Everything due by the last instant is published before these fences.
+    let mut fences = Reader::new();
+    fence(&second, &mut fences).await;
+    fence(&second, &mut fences).await;
+    let (stop, task) = reading;
+    let _ = stop.send(true);
+    let reader = task.await.expect("the reader ran");
+
+    // Once, in order, and nothing skipped: the reader's list is the whole feed.
+    let mut whole = Reader::new();
+    while whole.poll(&first, 1000).await > 0 {}
+    assert_eq!(
+        reader.seen, whole.seen,
+        "the reader saw what the feed holds"
+    );
+    let ids = ids(&whole.seen);
+    assert!(ids.windows(2).all(|pair| pair[1] == pair[0] + 1), "{ids:?}");
+
+    // As the rules imply: replayed to each instant a write was answered at,
+    // the feed says what the write answered and what a stranger then saw.
+    let mut checked = HashMap::new();
+    for (user, at, own, public) in &observed {
+        let (status, public_status) = replayed(&whole.seen, *user, *at);
+        assert_eq!(&status, own, "{user} at {at}");
+        assert_eq!(&public_status, public, "{user} at {at}, to a stranger");
+        *checked.entry(*user).or_insert(0) += 1;
+    }
+    assert_eq!(checked.len(), users.len());
+    // And at the end, after the clock's last changes: what each user shows now.
+    let now = clock.now();
+    for user in &users {
+        let (status, public) = replayed(&whole.seen, *user, now);
+        let own = first.status_of(*user, *user).await;
+        let seen = first.status_of(stranger, *user).await;
+        assert_eq!(
+            (status.as_str(), public.as_str()),
+            (
+                own["status"].as_str().expect("a status"),
+                seen["status"].as_str().expect("a status")
+            ),
+            "{user} now"
+        );
+    }
+}
