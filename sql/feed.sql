@@ -27,20 +27,26 @@
 
 -- `p_at` floored to `p_step` as the server floors activity times for others
 -- (whole milliseconds since the epoch; a zero step leaves it as it is).
+-- PL/pgSQL: a SQL function here was not inlined, and planning it on each of
+-- its eleven calls a ping made the feed's trigger cost three times the ping.
 create or replace function feed_floor(p_at timestamptz, p_step interval) returns timestamptz
-language sql
+language plpgsql
 immutable
 as $function$
-    select case
-        when p_at is null or p_step <= interval '0' then p_at
-        else p_at - make_interval(secs => (mod(floor(extract(epoch from p_at) * 1000)::bigint,
-                                               (extract(epoch from p_step) * 1000)::bigint)
-                                           / 1000.0)::double precision)
-    end
+begin
+    if p_at is null or p_step <= interval '0' then
+        return p_at;
+    end if;
+    return p_at - make_interval(secs => (mod(floor(extract(epoch from p_at) * 1000)::bigint,
+                                             (extract(epoch from p_step) * 1000)::bigint)
+                                         / 1000.0)::double precision);
+end
 $function$;
 
 -- The status of a user whose row holds these fields, at `p_at`: as the user
--- sees it (`p_public` false) or as a viewer in no block does.
+-- sees it (`p_public` false) or as a viewer in no block does. (PL/pgSQL,
+-- as feed_instants: its plan is kept, where a SQL function called from the
+-- trigger was planned again on every call, four times a ping.)
 create or replace function feed_status(
     p_devices jsonb,
     p_last_seen timestamptz,
@@ -51,10 +57,11 @@ create or replace function feed_status(
     p_at timestamptz,
     p_settings feed_settings
 ) returns text
-language sql
+language plpgsql
 stable
 as $function$
-    select case
+begin
+    return (select case
         when p_public and p_invisible then 'offline'
         when not exists (
             select 1 from jsonb_array_elements(p_devices) as e(device)
@@ -69,7 +76,8 @@ as $function$
         else 'away'
     end
     from (select case when p_public then feed_floor(p_last_seen, p_settings.last_seen_precision)
-                      else p_last_seen end as at) as seen
+                      else p_last_seen end as at) as seen);
+end
 $function$;
 
 -- The instants in (p_after, p_through] at which the clock may change the
@@ -82,9 +90,11 @@ create or replace function feed_instants(
     p_after timestamptz,
     p_through timestamptz
 ) returns table (at timestamptz, kind text)
-language sql
+language plpgsql
 stable
 as $function$
+begin
+    return query
     select c.at, c.kind
     from (
         select p_last_seen + p_settings.idle_after, 'idle'
@@ -101,7 +111,8 @@ as $function$
         select max((e.device ->> 'lastPing')::timestamptz) + p_settings.offline_after, 'timed-out'
         from jsonb_array_elements(p_devices) as e(device)
     ) as c(at, kind)
-    where c.at > p_after and c.at <= p_through
+    where c.at > p_after and c.at <= p_through;
+end
 $function$;
 
 -- Stages one change. (PL/pgSQL: on Citus the function reaches the workers
