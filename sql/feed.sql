@@ -43,13 +43,22 @@ begin
 end
 $function$;
 
--- The status of a user whose row holds these fields, at `p_at`: as the user
--- sees it (`p_public` false) or as a viewer in no block does. (PL/pgSQL,
--- as feed_instants: its plan is kept, where a SQL function called from the
--- trigger was planned again on every call, four times a ping.)
+-- The functions of the feed's earlier shape, which took the device list
+-- (each call read it again; now the trigger reads the latest ping once).
+drop function if exists feed_status(jsonb, timestamptz, text, timestamptz, boolean, boolean,
+                                    timestamptz, feed_settings);
+drop function if exists feed_instants(jsonb, timestamptz, timestamptz, feed_settings,
+                                      timestamptz, timestamptz);
+
+-- The status at `p_at` of a user whose devices last pinged at `p_last_ping`
+-- (null: none) and whose row holds these fields (`p_shown_seen`: last_seen
+-- floored as others see it): as the user sees it (`p_public` false) or as a
+-- viewer in no block does. Arithmetic alone, no query: the trigger calls it
+-- twice a write.
 create or replace function feed_status(
-    p_devices jsonb,
+    p_last_ping timestamptz,
     p_last_seen timestamptz,
+    p_shown_seen timestamptz,
     p_manual_status text,
     p_manual_status_until timestamptz,
     p_invisible boolean,
@@ -58,60 +67,61 @@ create or replace function feed_status(
     p_settings feed_settings
 ) returns text
 language plpgsql
-stable
+immutable
 as $function$
+declare
+    seen timestamptz := case when p_public then p_shown_seen else p_last_seen end;
 begin
-    return (select case
-        when p_public and p_invisible then 'offline'
-        when not exists (
-            select 1 from jsonb_array_elements(p_devices) as e(device)
-            where p_at < (e.device ->> 'lastPing')::timestamptz + p_settings.offline_after)
-        then 'offline'
-        when p_manual_status is not null
-             and (p_manual_status_until is null or p_at < p_manual_status_until)
-        then p_manual_status
-        when p_last_seen is null then 'away'
-        when p_at - seen.at < p_settings.idle_after then 'online'
-        when p_at - seen.at < p_settings.away_after then 'idle'
-        else 'away'
-    end
-    from (select case when p_public then feed_floor(p_last_seen, p_settings.last_seen_precision)
-                      else p_last_seen end as at) as seen);
+    if p_public and p_invisible then
+        return 'offline';
+    end if;
+    -- Offline once the last live device has timed out.
+    if p_last_ping is null or p_at >= p_last_ping + p_settings.offline_after then
+        return 'offline';
+    end if;
+    if p_manual_status is not null
+       and (p_manual_status_until is null or p_at < p_manual_status_until) then
+        return p_manual_status;
+    end if;
+    if seen is null then
+        return 'away';
+    elsif p_at - seen < p_settings.idle_after then
+        return 'online';
+    elsif p_at - seen < p_settings.away_after then
+        return 'idle';
+    end if;
+    return 'away';
 end
 $function$;
 
--- The instants in (p_after, p_through] at which the clock may change the
--- statuses of a row holding these fields, each with what may happen then.
-create or replace function feed_instants(
-    p_devices jsonb,
+-- The first instant after `p_after` at which the clock may change the
+-- statuses of a row holding these fields (null: none); what may happen at
+-- each is listed where the trigger catches up.
+create or replace function feed_next_change(
+    p_last_ping timestamptz,
     p_last_seen timestamptz,
+    p_shown_seen timestamptz,
     p_manual_status_until timestamptz,
     p_settings feed_settings,
-    p_after timestamptz,
-    p_through timestamptz
-) returns table (at timestamptz, kind text)
+    p_after timestamptz
+) returns timestamptz
 language plpgsql
-stable
+immutable
 as $function$
+declare
+    instant timestamptz;
+    first timestamptz;
 begin
-    return query
-    select c.at, c.kind
-    from (
-        select p_last_seen + p_settings.idle_after, 'idle'
-        union all
-        select p_last_seen + p_settings.away_after, 'away'
-        union all
-        select feed_floor(p_last_seen, p_settings.last_seen_precision) + p_settings.idle_after, 'idle'
-        union all
-        select feed_floor(p_last_seen, p_settings.last_seen_precision) + p_settings.away_after, 'away'
-        union all
-        select p_manual_status_until, 'manual-expired'
-        union all
-        -- Statuses go offline when the last live device times out.
-        select max((e.device ->> 'lastPing')::timestamptz) + p_settings.offline_after, 'timed-out'
-        from jsonb_array_elements(p_devices) as e(device)
-    ) as c(at, kind)
-    where c.at > p_after and c.at <= p_through;
+    foreach instant in array array[
+        p_last_seen + p_settings.idle_after, p_last_seen + p_settings.away_after,
+        p_shown_seen + p_settings.idle_after, p_shown_seen + p_settings.away_after,
+        p_manual_status_until, p_last_ping + p_settings.offline_after]
+    loop
+        if instant > p_after and (first is null or instant < first) then
+            first := instant;
+        end if;
+    end loop;
+    return first;
 end
 $function$;
 
@@ -141,11 +151,19 @@ $function$;
 -- columns. (An inserted row's first change is staged after the insert, by
 -- user_status_feed_insert(): an INSERT ... ON CONFLICT DO NOTHING runs the
 -- BEFORE triggers of rows it then skips.)
+--
+-- It runs on every ping, so it reads each device list once (for its latest
+-- ping) and computes by arithmetic; only a write that comes after one of the
+-- clock's instants runs the catch-up query.
 create or replace function user_status_feed() returns trigger
 language plpgsql
 as $function$
 declare
     settings feed_settings;
+    old_last_ping timestamptz;
+    new_last_ping timestamptz;
+    old_shown_seen timestamptz;
+    new_shown_seen timestamptz;
     since timestamptz;
     at timestamptz;
     status text;
@@ -158,60 +176,82 @@ begin
     if not found or not settings.enabled then
         return new;
     end if;
+    -- (OLD is null in an insert.)
+    select (select max((e.device ->> 'lastPing')::timestamptz)
+            from jsonb_array_elements(old.devices) as e(device)),
+           (select max((e.device ->> 'lastPing')::timestamptz)
+            from jsonb_array_elements(new.devices) as e(device))
+    into old_last_ping, new_last_ping;
+    new_shown_seen := feed_floor(new.last_seen, settings.last_seen_precision);
     if tg_op = 'INSERT' then
         at := new.updated_at;
     else
+        old_shown_seen := feed_floor(old.last_seen, settings.last_seen_precision);
         since := greatest(old.updated_at, old.feed_as_of);
         -- The write's instant, or the feed job's (feed_advance sets feed_as_of
         -- alone), never before what the feed has already said of the user.
         at := greatest(new.updated_at, new.feed_as_of, since);
         if old.feed_status is null then
             -- A row from before the feed: the feed starts from what it shows now.
-            status := feed_status(old.devices, old.last_seen, old.manual_status,
+            status := feed_status(old_last_ping, old.last_seen, old_shown_seen, old.manual_status,
                                   old.manual_status_until, old.invisible, false, at, settings);
-            public_status := feed_status(old.devices, old.last_seen, old.manual_status,
-                                         old.manual_status_until, old.invisible, true, at, settings);
+            public_status := feed_status(old_last_ping, old.last_seen, old_shown_seen,
+                                         old.manual_status, old.manual_status_until,
+                                         old.invisible, true, at, settings);
         else
             status := old.feed_status;
             public_status := old.feed_public_status;
-            for instant in
-                select i.at, array_agg(i.kind) as kinds
-                from feed_instants(old.devices, old.last_seen, old.manual_status_until,
-                                   settings, since, at) as i
-                group by i.at
-                order by i.at
-            loop
-                new_status := feed_status(old.devices, old.last_seen, old.manual_status,
-                                          old.manual_status_until, old.invisible, false,
-                                          instant.at, settings);
-                new_public_status := feed_status(old.devices, old.last_seen, old.manual_status,
-                                                 old.manual_status_until, old.invisible, true,
-                                                 instant.at, settings);
-                if (new_status, new_public_status) is distinct from (status, public_status) then
-                    perform feed_stage(old.user_id, instant.at, new_status, status,
-                                       new_public_status, public_status,
-                                       case
-                                           when 'offline' in (new_status, new_public_status)
-                                                and 'timed-out' = any(instant.kinds)
-                                           then 'timed-out'
-                                           when 'manual-expired' = any(instant.kinds)
-                                           then 'manual-expired'
-                                           when 'away' in (new_status, new_public_status)
-                                                and 'away' = any(instant.kinds)
-                                           then 'away'
-                                           else 'idle'
-                                       end);
-                    status := new_status;
-                    public_status := new_public_status;
-                end if;
-            end loop;
+            -- The clock's changes of the row as it stood, in (since, at]: nearly
+            -- every write finds none, and skips the query.
+            if feed_next_change(old_last_ping, old.last_seen, old_shown_seen,
+                                old.manual_status_until, settings, since) <= at then
+                for instant in
+                    select c.moment as at, array_agg(c.kind) as kinds
+                    from (values (old.last_seen + settings.idle_after, 'idle'),
+                                 (old.last_seen + settings.away_after, 'away'),
+                                 (old_shown_seen + settings.idle_after, 'idle'),
+                                 (old_shown_seen + settings.away_after, 'away'),
+                                 (old.manual_status_until, 'manual-expired'),
+                                 (old_last_ping + settings.offline_after, 'timed-out'))
+                         as c(moment, kind)
+                    where c.moment > since and c.moment <= at
+                    group by c.moment
+                    order by c.moment
+                loop
+                    new_status := feed_status(old_last_ping, old.last_seen, old_shown_seen,
+                                              old.manual_status, old.manual_status_until,
+                                              old.invisible, false, instant.at, settings);
+                    new_public_status := feed_status(old_last_ping, old.last_seen, old_shown_seen,
+                                                     old.manual_status, old.manual_status_until,
+                                                     old.invisible, true, instant.at, settings);
+                    if (new_status, new_public_status)
+                       is distinct from (status, public_status) then
+                        perform feed_stage(old.user_id, instant.at, new_status, status,
+                                           new_public_status, public_status,
+                                           case
+                                               when 'offline' in (new_status, new_public_status)
+                                                    and 'timed-out' = any(instant.kinds)
+                                               then 'timed-out'
+                                               when 'manual-expired' = any(instant.kinds)
+                                               then 'manual-expired'
+                                               when 'away' in (new_status, new_public_status)
+                                                    and 'away' = any(instant.kinds)
+                                               then 'away'
+                                               else 'idle'
+                                           end);
+                        status := new_status;
+                        public_status := new_public_status;
+                    end if;
+                end loop;
+            end if;
         end if;
     end if;
 
-    new_status := feed_status(new.devices, new.last_seen, new.manual_status,
+    new_status := feed_status(new_last_ping, new.last_seen, new_shown_seen, new.manual_status,
                               new.manual_status_until, new.invisible, false, at, settings);
-    new_public_status := feed_status(new.devices, new.last_seen, new.manual_status,
-                                     new.manual_status_until, new.invisible, true, at, settings);
+    new_public_status := feed_status(new_last_ping, new.last_seen, new_shown_seen,
+                                     new.manual_status, new.manual_status_until, new.invisible,
+                                     true, at, settings);
     if tg_op = 'UPDATE'
        and (new_status, new_public_status) is distinct from (status, public_status) then
         perform feed_stage(new.user_id, at, new_status, status, new_public_status, public_status,
@@ -230,10 +270,8 @@ begin
     new.feed_status := new_status;
     new.feed_public_status := new_public_status;
     new.feed_as_of := at;
-    new.next_change_at := (
-        select min(i.at)
-        from feed_instants(new.devices, new.last_seen, new.manual_status_until,
-                           settings, at, 'infinity') as i);
+    new.next_change_at := feed_next_change(new_last_ping, new.last_seen, new_shown_seen,
+                                           new.manual_status_until, settings, at);
     new.next_change_minute := date_trunc('minute', new.next_change_at);
     return new;
 end
