@@ -71,7 +71,9 @@ pub async fn set_feed_enabled(
 }
 
 /// Up to `limit` users whose next change by the clock is due at `now`,
-/// found through the index on its minute.
+/// found through the index on its minute; none while the feed is switched
+/// off (advancing them would write their rows and stage nothing, on every
+/// run: they are advanced once it is on again, their changes at their instants).
 pub async fn users_due(
     executor: impl PgExecutor<'_>,
     now: DateTime<Utc>,
@@ -81,6 +83,7 @@ pub async fn users_due(
         "select user_id from user_status
          where next_change_minute <= date_trunc('minute', $1::timestamptz)
            and next_change_at <= $1
+           and (select f.enabled from feed_settings as f)
          order by next_change_minute
          limit $2",
         now,

@@ -2,11 +2,13 @@
 //! whatever made it, exactly once and in order, with cursors that expire.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use presence::clock::{Clock, ManualClock};
 use presence::domain::UserId;
+use presence::jobs::{FeedSchedule, run_feed_job};
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use reqwest::StatusCode;
@@ -17,6 +19,7 @@ use crate::helpers::{
     TestApp, error_code, new_user, spawn_app_on_clock, spawn_app_with, start_time, token_for,
 };
 use crate::history::service_token;
+use crate::model::{Event, Rules};
 
 /// `GET /api/admin/changes` with a service token: the status and the body.
 async fn read(app: &TestApp, query: &str) -> (StatusCode, Value) {
@@ -264,6 +267,75 @@ async fn changes_by_the_clock_are_stamped_with_the_instant_the_rules_say(pool: P
 }
 
 #[sqlx::test]
+async fn a_switched_off_feed_writes_nothing_and_catches_up_when_on_again(pool: PgPool) {
+    let app = spawn_app_with(pool.clone(), &[]).await;
+    let user = new_user();
+    let t0 = start_time();
+    app.ping_ok(user, json!({"deviceId": "tab"})).await;
+    let mut reader = Reader::new();
+    reader.until_change_of(&app, user).await;
+    let xmin = || async {
+        sqlx::query_scalar::<_, String>("select xmin::text from user_status where user_id = $1")
+            .bind(user.as_uuid())
+            .fetch_one(&pool)
+            .await
+            .expect("the row")
+    };
+    // The feed's switch (the Citus distribution turns it off while rows are
+    // copied): while it is off, the user's device times out and the feed job
+    // runs, but writes nothing, however often it runs.
+    presence::store::set_feed_enabled(&pool, false)
+        .await
+        .expect("the switch");
+    app.advance(TimeDelta::minutes(2));
+    let before = xmin().await;
+    let schedule = FeedSchedule {
+        pool: pool.clone(),
+        clock: Arc::new(app.clock.clone()),
+        every: Duration::from_millis(250),
+        retention: TimeDelta::days(1),
+        distributed: false,
+        metrics: None,
+    };
+    for _ in 0..3 {
+        let run = run_feed_job(&schedule, app.clock.now(), false)
+            .await
+            .expect("the job runs")
+            .expect("it holds the lock");
+        assert_eq!(
+            run.advanced, 0,
+            "the job advanced a row while the feed was off"
+        );
+    }
+    assert_eq!(
+        xmin().await,
+        before,
+        "the row was written while the feed was off"
+    );
+
+    // On again: the change the clock made meanwhile comes in, at its instant.
+    presence::store::set_feed_enabled(&pool, true)
+        .await
+        .expect("the switch");
+    let mut reader = Reader::new();
+    let started = std::time::Instant::now();
+    while of_user(&reader.seen, user).len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no timeout came in"
+        );
+        if reader.poll(&app, 1000).await == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (status, _, _, _, cause, at) = of_user(&reader.seen, user)[1].clone();
+    assert_eq!(
+        (status.as_str(), cause.as_str(), at),
+        ("offline", "timed-out", ms(t0 + TimeDelta::seconds(60)))
+    );
+}
+
+#[sqlx::test]
 async fn cursors_go_on_from_an_empty_feed_and_expire_with_the_retention(pool: PgPool) {
     let app = spawn_app_with(pool, &[("PRESENCE_FEED_RETENTION", "1m")]).await;
     let (status, body) = read(&app, "").await;
@@ -395,7 +467,14 @@ async fn a_reader_sees_every_change_of_two_instances_once_in_order_as_the_rules_
         ("PRESENCE_AWAY_AFTER", "40s"),
         ("PRESENCE_OFFLINE_AFTER", "30s"),
         ("PRESENCE_PRUNE_AFTER", "30s"),
+        ("PRESENCE_LAST_SEEN_PRECISION", "10s"),
     ];
+    let rules = Rules {
+        idle_after: TimeDelta::seconds(20),
+        away_after: TimeDelta::seconds(40),
+        offline_after: TimeDelta::seconds(30),
+        precision: TimeDelta::seconds(10),
+    };
     let clock = ManualClock::starting_at(start_time());
     let first = spawn_app_on_clock(pool.clone(), &settings, clock.clone()).await;
     let second = spawn_app_on_clock(pool, &settings, clock.clone()).await;
@@ -427,6 +506,8 @@ async fn a_reader_sees_every_change_of_two_instances_once_in_order_as_the_rules_
     // instant; what each write answered, and what a stranger then saw, is
     // what the feed must replay to at that instant.
     let mut observed: Vec<(UserId, DateTime<Utc>, String, String)> = Vec::new();
+    // And what each user did, which the model of the rules computes from.
+    let mut events: HashMap<UserId, Vec<(DateTime<Utc>, Event)>> = HashMap::new();
     let apps = [&first, &second];
     let mut wrote_on: HashMap<UserId, usize> = HashMap::new();
     for _ in 0..25 {
@@ -474,11 +555,34 @@ async fn a_reader_sees_every_change_of_two_instances_once_in_order_as_the_rules_
                     .as_str()
                     .expect("a status")
                     .to_owned();
-                (user, own, public)
+                (user, step, own, public)
             }
         });
-        for (user, own, public) in futures::future::join_all(writes).await {
+        for (user, step, own, public) in futures::future::join_all(writes).await {
             observed.push((user, at, own, public));
+            let done = events.entry(user).or_default();
+            let ping = Event::Ping {
+                device: 0,
+                active: !matches!(step, Step::Heartbeat),
+            };
+            match step {
+                Step::SignOut => done.push((at, Event::Gone { device: 0 })),
+                Step::Active | Step::Heartbeat => done.push((at, ping)),
+                Step::Dnd | Step::Clear => {
+                    let status = matches!(step, Step::Dnd).then_some("dnd");
+                    done.extend([
+                        (at, ping),
+                        (
+                            at,
+                            Event::Manual {
+                                status,
+                                until: None,
+                            },
+                        ),
+                    ]);
+                }
+                Step::Invisible(on) => done.extend([(at, ping), (at, Event::Invisible(on))]),
+            }
         }
     }
     // Everything due by the last instant is published before these fences.
@@ -509,6 +613,26 @@ async fn a_reader_sees_every_change_of_two_instances_once_in_order_as_the_rules_
         *checked.entry(*user).or_insert(0) += 1;
     }
     assert_eq!(checked.len(), users.len());
+    // And as the model of the rules implies, written apart from the server
+    // (the history tests' truth): at every instant where a status may change
+    // and a millisecond either side, replayed from the feed.
+    let end = clock.now();
+    for user in &users {
+        let done = &events[user];
+        let first_write = done.first().map(|(at, _)| *at).expect("a user wrote");
+        let instants = rules.instants(done, first_write, end);
+        assert!(instants.len() > 25, "{user}: {} instants", instants.len());
+        for t in instants {
+            let (status, public) = replayed(&whole.seen, *user, t);
+            assert_eq!(
+                (status.as_str(), public.as_str()),
+                (rules.status(done, t, false), rules.status(done, t, true)),
+                "{user} at {}: {done:?}\n{:#?}",
+                ms(t),
+                of_user(&whole.seen, *user)
+            );
+        }
+    }
     // And at the end, after the clock's last changes: what each user shows now.
     let now = clock.now();
     for user in &users {

@@ -19,6 +19,7 @@ use crate::helpers::{
     TEST_SECRET, TestApp, error_code, iso, new_user, spawn_app, spawn_app_on_single_node,
     spawn_app_with, start_time, token_for,
 };
+use crate::model::{Event, Rules};
 
 /// A service token (scope `presence:admin`) named `name`.
 pub fn service_token(name: &str) -> String {
@@ -533,59 +534,6 @@ async fn with_retention_zero_nothing_is_recorded(pool: PgPool) {
     assert_eq!(history_rows(&pool).await, (0, 0, 0));
 }
 
-/// What one user did, in order: the ground truth the model computes the self view from.
-#[derive(Debug, Clone)]
-enum Event {
-    Ping {
-        device: u8,
-        active: bool,
-    },
-    Gone {
-        device: u8,
-    },
-    Manual {
-        status: Option<&'static str>,
-        until: Option<DateTime<Utc>>,
-    },
-}
-
-/// The self view of a user at `t` by the contract's rules, from the events up to `t`.
-fn model_status(events: &[(DateTime<Utc>, Event)], t: DateTime<Utc>) -> &'static str {
-    let offline_after = TimeDelta::seconds(60);
-    let mut last_ping: [Option<DateTime<Utc>>; 3] = [None; 3];
-    let mut last_activity = None;
-    let mut manual: (Option<&'static str>, Option<DateTime<Utc>>) = (None, None);
-    for (at, event) in events.iter().take_while(|(at, _)| *at <= t) {
-        match event {
-            Event::Ping { device, active } => {
-                if *active || last_ping[*device as usize].is_none() {
-                    last_activity = Some(*at);
-                }
-                last_ping[*device as usize] = Some(*at);
-            }
-            Event::Gone { device } => last_ping[*device as usize] = None,
-            Event::Manual { status, until } => manual = (*status, *until),
-        }
-    }
-    if !last_ping
-        .iter()
-        .flatten()
-        .any(|ping| t - *ping < offline_after)
-    {
-        return "offline";
-    }
-    if let (Some(status), until) = manual
-        && until.is_none_or(|until| t < until)
-    {
-        return status;
-    }
-    match last_activity.map(|at| t - at) {
-        Some(age) if age < TimeDelta::minutes(5) => "online",
-        Some(age) if age < TimeDelta::minutes(30) => "idle",
-        _ => "away",
-    }
-}
-
 #[sqlx::test]
 async fn history_and_online_at_agree_with_a_model_of_the_self_view_at_every_instant(pool: PgPool) {
     let app = spawn_app(pool.clone()).await;
@@ -674,6 +622,7 @@ async fn history_and_online_at_agree_with_a_model_of_the_self_view_at_every_inst
                             active: false,
                         },
                     ));
+                    events.push((now, Event::Invisible(invisible)));
                     devices[device as usize] = Some(now);
                 }
             }
@@ -692,31 +641,7 @@ async fn history_and_online_at_agree_with_a_model_of_the_self_view_at_every_inst
         };
 
         // Every instant where the model's view may change, and a millisecond either side.
-        let mut instants: Vec<DateTime<Utc>> = Vec::new();
-        for (at, event) in &events {
-            let mut marks = vec![*at];
-            match event {
-                Event::Ping { .. } => marks.extend([
-                    *at + TimeDelta::seconds(60),
-                    *at + TimeDelta::minutes(5),
-                    *at + TimeDelta::minutes(30),
-                ]),
-                Event::Manual {
-                    until: Some(until), ..
-                } => marks.push(*until),
-                _ => {}
-            }
-            for mark in marks {
-                instants.extend([
-                    mark - TimeDelta::milliseconds(1),
-                    mark,
-                    mark + TimeDelta::milliseconds(1),
-                ]);
-            }
-        }
-        instants.retain(|t| (first..end).contains(t));
-        instants.sort();
-        instants.dedup();
+        let instants = Rules::TESTS.instants(&events, first, end);
 
         let body = get_ok(
             &app,
@@ -755,7 +680,7 @@ async fn history_and_online_at_agree_with_a_model_of_the_self_view_at_every_inst
                 .iter()
                 .find(|s| instant(&s["from"]) <= *t && *t < instant(&s["to"]))
                 .map(|s| s["status"].as_str().expect("status"));
-            let expected = model_status(&events, *t);
+            let expected = Rules::TESTS.status(&events, *t, false);
             assert_eq!(
                 shown,
                 Some(expected),
@@ -777,7 +702,7 @@ async fn history_and_online_at_agree_with_a_model_of_the_self_view_at_every_inst
                 .contains(&json!(user.to_string()));
             assert_eq!(
                 listed,
-                model_status(&events, *t) != "offline",
+                Rules::TESTS.status(&events, *t, false) != "offline",
                 "online?at={} for {user}: {events:?}",
                 iso(*t)
             );

@@ -18,6 +18,7 @@ mod helpers;
 mod history;
 mod identity;
 mod load_balancer;
+mod model;
 mod operations;
 mod pg_cron;
 mod ping;
