@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::history::no_store;
+use super::paging::parse_limit;
 use super::responses::{AdminErrors, CommonErrors, FeedErrors};
 use crate::auth::Service;
 use crate::domain::Timestamp;
@@ -98,18 +99,7 @@ pub async fn changes(
     query: web::Query<ChangesQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = match &query.limit {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-            .ok_or_else(|| {
-                ApiError::InvalidBody(format!(
-                    "limit must be a whole number from 1 to {MAX_LIMIT}, not {text:?}"
-                ))
-            })?,
-    };
+    let limit = parse_limit(query.limit.as_deref(), 1, DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = query
         .after
         .as_deref()

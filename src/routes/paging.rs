@@ -31,18 +31,7 @@ impl PageQuery {
     /// The page asked for, `limit` from `min` to `max` (a room's `limit=0`
     /// asks for its occupancy alone); otherwise as [`PageQuery::page`].
     pub fn page_from(&self, min: i64, default: i64, max: i64) -> Result<Page, ApiError> {
-        let limit = match &self.limit {
-            None => default,
-            Some(text) => text
-                .parse::<i64>()
-                .ok()
-                .filter(|limit| (min..=max).contains(limit))
-                .ok_or_else(|| {
-                    ApiError::InvalidBody(format!(
-                        "limit must be a whole number from {min} to {max}, not {text:?}"
-                    ))
-                })?,
-        };
+        let limit = parse_limit(self.limit.as_deref(), min, default, max)?;
         let after = self
             .after
             .as_deref()
@@ -51,6 +40,21 @@ impl PageQuery {
             .map_err(ApiError::InvalidUserId)?;
         Ok(Page { limit, after })
     }
+}
+
+/// A list's `limit`: from `min` to `max`, `default` when absent, else `400 INVALID_BODY`.
+pub fn parse_limit(text: Option<&str>, min: i64, default: i64, max: i64) -> Result<i64, ApiError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    text.parse::<i64>()
+        .ok()
+        .filter(|limit| (min..=max).contains(limit))
+        .ok_or_else(|| {
+            ApiError::InvalidBody(format!(
+                "limit must be a whole number from {min} to {max}, not {text:?}"
+            ))
+        })
 }
 
 impl Page {
