@@ -27,20 +27,23 @@
 
 -- `p_at` floored to `p_step` as the server floors activity times for others
 -- (whole milliseconds since the epoch; a zero step leaves it as it is).
--- PL/pgSQL: a SQL function here was not inlined, and planning it on each of
--- its eleven calls a ping made the feed's trigger cost three times the ping.
+--
+-- This and the two functions below are SQL expressions the planner inlines
+-- where they are called (STABLE, as the interval arithmetic is; an IMMUTABLE
+-- SQL function over STABLE operators is not inlined, but run as a function
+-- and planned again on every call: that made the trigger cost three times
+-- the ping, and as PL/pgSQL each call still cost a function call).
 create or replace function feed_floor(p_at timestamptz, p_step interval) returns timestamptz
-language plpgsql
-immutable
+language sql
+stable
 as $function$
-begin
-    if p_at is null or p_step <= interval '0' then
-        return p_at;
-    end if;
-    return p_at - make_interval(secs => (mod(floor(extract(epoch from p_at) * 1000)::bigint,
-                                             (extract(epoch from p_step) * 1000)::bigint)
-                                         / 1000.0)::double precision);
-end
+    select case
+        when p_step > interval '0'
+        then p_at - make_interval(secs => (mod(floor(extract(epoch from p_at) * 1000)::bigint,
+                                               (extract(epoch from p_step) * 1000)::bigint)
+                                           / 1000.0)::double precision)
+        else p_at
+    end
 $function$;
 
 -- The functions of the feed's earlier shape, which took the device list
@@ -66,32 +69,25 @@ create or replace function feed_status(
     p_at timestamptz,
     p_settings feed_settings
 ) returns text
-language plpgsql
-immutable
+language sql
+stable
 as $function$
-declare
-    seen timestamptz := case when p_public then p_shown_seen else p_last_seen end;
-begin
-    if p_public and p_invisible then
-        return 'offline';
-    end if;
-    -- Offline once the last live device has timed out.
-    if p_last_ping is null or p_at >= p_last_ping + p_settings.offline_after then
-        return 'offline';
-    end if;
-    if p_manual_status is not null
-       and (p_manual_status_until is null or p_at < p_manual_status_until) then
-        return p_manual_status;
-    end if;
-    if seen is null then
-        return 'away';
-    elsif p_at - seen < p_settings.idle_after then
-        return 'online';
-    elsif p_at - seen < p_settings.away_after then
-        return 'idle';
-    end if;
-    return 'away';
-end
+    select case
+        when p_public and p_invisible then 'offline'
+        -- Offline once the last live device has timed out.
+        when p_last_ping is null or p_at >= p_last_ping + p_settings.offline_after then 'offline'
+        when p_manual_status is not null
+             and (p_manual_status_until is null or p_at < p_manual_status_until)
+        then p_manual_status
+        when case when p_public then p_shown_seen else p_last_seen end is null then 'away'
+        when p_at - case when p_public then p_shown_seen else p_last_seen end
+             < p_settings.idle_after
+        then 'online'
+        when p_at - case when p_public then p_shown_seen else p_last_seen end
+             < p_settings.away_after
+        then 'idle'
+        else 'away'
+    end
 $function$;
 
 -- The first instant after `p_after` at which the clock may change the
@@ -105,24 +101,22 @@ create or replace function feed_next_change(
     p_settings feed_settings,
     p_after timestamptz
 ) returns timestamptz
-language plpgsql
-immutable
+language sql
+stable
 as $function$
-declare
-    instant timestamptz;
-    first timestamptz;
-begin
-    foreach instant in array array[
-        p_last_seen + p_settings.idle_after, p_last_seen + p_settings.away_after,
-        p_shown_seen + p_settings.idle_after, p_shown_seen + p_settings.away_after,
-        p_manual_status_until, p_last_ping + p_settings.offline_after]
-    loop
-        if instant > p_after and (first is null or instant < first) then
-            first := instant;
-        end if;
-    end loop;
-    return first;
-end
+    -- (least() passes over nulls: the instants not after p_after.)
+    select least(
+        case when p_last_seen + p_settings.idle_after > p_after
+             then p_last_seen + p_settings.idle_after end,
+        case when p_last_seen + p_settings.away_after > p_after
+             then p_last_seen + p_settings.away_after end,
+        case when p_shown_seen + p_settings.idle_after > p_after
+             then p_shown_seen + p_settings.idle_after end,
+        case when p_shown_seen + p_settings.away_after > p_after
+             then p_shown_seen + p_settings.away_after end,
+        case when p_manual_status_until > p_after then p_manual_status_until end,
+        case when p_last_ping + p_settings.offline_after > p_after
+             then p_last_ping + p_settings.offline_after end)
 $function$;
 
 -- Stages one change. (PL/pgSQL: on Citus the function reaches the workers
@@ -152,9 +146,10 @@ $function$;
 -- user_status_feed_insert(): an INSERT ... ON CONFLICT DO NOTHING runs the
 -- BEFORE triggers of rows it then skips.)
 --
--- It runs on every ping, so it reads each device list once (for its latest
--- ping) and computes by arithmetic; only a write that comes after one of the
--- clock's instants runs the catch-up query.
+-- It runs on every ping, so it reads no device list (the latest ping is a
+-- column the device summary keeps) and computes by arithmetic, in expressions
+-- the planner inlines; only a write that comes after one of the clock's
+-- instants runs the catch-up query.
 create or replace function user_status_feed() returns trigger
 language plpgsql
 as $function$
@@ -176,12 +171,10 @@ begin
     if not found or not settings.enabled then
         return new;
     end if;
-    -- (OLD is null in an insert.)
-    select (select max((e.device ->> 'lastPing')::timestamptz)
-            from jsonb_array_elements(old.devices) as e(device)),
-           (select max((e.device ->> 'lastPing')::timestamptz)
-            from jsonb_array_elements(new.devices) as e(device))
-    into old_last_ping, new_last_ping;
+    -- The device summary's trigger, which runs before this one, has set
+    -- the new row's latest ping. (OLD is null in an insert.)
+    old_last_ping := old.last_ping;
+    new_last_ping := new.last_ping;
     new_shown_seen := feed_floor(new.last_seen, settings.last_seen_precision);
     if tg_op = 'INSERT' then
         at := new.updated_at;
@@ -296,9 +289,13 @@ end
 $function$;
 
 -- (In a block: on Citus, each statement then reaches the workers on its own.)
+-- BEFORE triggers run in the order of their names: user_status_track_feed
+-- after user_status_summarize_devices, whose latest ping it reads. (It was
+-- user_status_feed, which ran before it.)
 do $block$
 begin
-    create or replace trigger user_status_feed
+    drop trigger if exists user_status_feed on user_status;
+    create or replace trigger user_status_track_feed
         before insert or update on user_status
         for each row execute function user_status_feed();
     create or replace trigger user_status_feed_insert

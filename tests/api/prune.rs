@@ -27,7 +27,8 @@ fn device_ids(me: &Value) -> Vec<String> {
 async fn all_rows(pool: &PgPool) -> Vec<(String, Value)> {
     sqlx::query_as::<_, (String, Value)>(
         "select user_id::text,
-                to_jsonb(s) - 'devices' - 'updated_at' - 'oldest_ping_minute' - 'device_count' - 'version'
+                to_jsonb(s) - 'devices' - 'updated_at' - 'oldest_ping_minute' - 'last_ping' - 'device_count'
+                    - 'version'
                     - 'feed_status' - 'feed_public_status' - 'feed_as_of' - 'next_change_at'
                     - 'next_change_minute'
          from user_status s order by user_id",
