@@ -188,7 +188,8 @@ async fn connection(address: SocketAddr, jobs: flume::Receiver<Job>, done: Unbou
     }
 }
 
-async fn connect(address: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
+/// A new keep-alive connection to `address` (`None` when it fails).
+pub async fn connect(address: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(address).await.ok()?;
     stream.set_nodelay(true).ok()?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;

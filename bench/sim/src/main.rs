@@ -16,8 +16,13 @@
 //! bursts, and the figures add the room polls and how soon typing shows to
 //! the other members. `--large-room 10000` runs one room of that many members
 //! instead, some of them polling its occupancy (`large_room.rs`).
+//!
+//! With `--feed`, a backend follows the change feed all along, and with
+//! `--webhook-listen` receives the server's webhooks; each step then adds how
+//! many changes the feed carried and how soon each was had (`feed.rs`).
 
 mod client;
+mod feed;
 mod large_room;
 mod model;
 mod report;
@@ -123,6 +128,18 @@ struct Args {
     /// How many members of the large room poll its occupancy.
     #[arg(long, default_value_t = 1000)]
     large_room_pollers: usize,
+    /// Follow the change feed (a service token polling the first instance).
+    #[arg(long)]
+    feed: bool,
+    /// How often the feed's reader polls once it has caught up.
+    #[arg(long, default_value = "100ms", value_parser = duration)]
+    feed_poll: Duration,
+    /// Receive the servers' webhooks on this address (their `PRESENCE_WEBHOOK_URL`); needs `--feed`.
+    #[arg(long, requires = "feed")]
+    webhook_listen: Option<SocketAddr>,
+    /// The servers' webhook secret, to check each signature.
+    #[arg(long, env = "PRESENCE_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -172,6 +189,24 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .await;
         return Ok(());
     }
+    let follower = if args.feed {
+        let listen = match (args.webhook_listen, &args.webhook_secret) {
+            (Some(at), Some(secret)) => Some((at, secret.clone())),
+            (Some(_), None) => return Err("--webhook-listen needs --webhook-secret".into()),
+            (None, _) => None,
+        };
+        Some(
+            feed::FeedFollower::start(
+                addresses[0],
+                &SecretString::from(args.jwt_secret.clone()),
+                args.feed_poll,
+                listen,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let mut steps = Vec::new();
     for (index, users) in args.users.iter().enumerate() {
         let setup = Setup {
@@ -204,6 +239,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         drop(done_tx);
         let simulation = Simulation::new(setup, senders);
         let started = Instant::now();
+        let wall_started = chrono::Utc::now();
         let (from, to) = simulation.window();
         let resources = tokio::spawn(Resources::measure(
             started + from,
@@ -219,10 +255,29 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         let resources = resources.await.unwrap_or_default();
         let step = Step::new(*users, addresses.len(), args.duration, &figures, resources);
+        // The window's changes by the clock are due within a second of its
+        // end; the follower has them a moment later.
+        let feed = match &follower {
+            Some(follower) => {
+                tokio::time::sleep(FEED_GRACE).await;
+                let wall = |offset: Duration| {
+                    wall_started + chrono::TimeDelta::from_std(offset).unwrap_or_default()
+                };
+                Some(follower.figures(wall(from), wall(to)))
+            }
+            None => None,
+        };
         if args.json {
-            println!("{}", serde_json::to_string(&step.json(args.max_p99_ms))?);
+            let mut json = step.json(args.max_p99_ms);
+            if let Some(feed) = &feed {
+                json["feed"] = feed.json();
+            }
+            println!("{}", serde_json::to_string(&json)?);
         } else {
             step.print(args.max_p99_ms);
+            if let Some(feed) = &feed {
+                feed.print();
+            }
         }
         steps.push(step);
     }
@@ -231,6 +286,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     Ok(())
 }
+
+/// How long after a step the feed's figures are taken.
+const FEED_GRACE: Duration = Duration::from_secs(3);
 
 /// `NAME=PID` of `--postgres-node`.
 fn node(text: &str) -> Result<(String, u32), String> {
