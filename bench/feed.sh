@@ -6,7 +6,7 @@
 # 1. Ping throughput with the feed on against off: wrk sends heartbeats
 #    (lua/ping.lua: random tabs of TOKENS users, group-committed) as fast as
 #    the server takes them, in rounds that alternate the feed's switch
-#    (feed_settings.enabled, which the trigger reads on each write), so that
+#    (feed_switch(), which the trigger sees at its next write), so that
 #    neither side gets all the later, bigger tables.
 # 2. The same pings with webhooks on, the endpoint answering at once, then
 #    the endpoint accepting connections and never answering (a hung backend):
@@ -76,7 +76,7 @@ fresh_database() {
         -c "drop database if exists $DB with (force)" -c "create database $DB"
     DATABASE_URL="$URL" RUST_LOG=warn "$BIN" migrate
 }
-feed() { psql -q "$URL" -c "update feed_settings set enabled = $1"; }
+feed() { psql -qAt "$URL" -c "select feed_switch($1)" >/dev/null; }
 
 # start_server [NAME=VALUE...]: the server, pings limited by nothing but the machine.
 start_server() {

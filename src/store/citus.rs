@@ -56,7 +56,7 @@ pub const COORDINATOR_TABLES: [&str; 3] = ["status_feed", "feed_numbers", "webho
 /// the changes in the co-located `feed_staged`, with the functions they call),
 /// and `ping_users`, whose distribution carries the type `ping_input` of the
 /// ping statements to the workers.
-pub const WORKER_FUNCTIONS: [&str; 10] = [
+pub const WORKER_FUNCTIONS: [&str; 11] = [
     "user_status_summarize_devices()",
     "user_status_bump_version()",
     "user_status_track_history()",
@@ -65,6 +65,7 @@ pub const WORKER_FUNCTIONS: [&str; 10] = [
     "feed_status(timestamptz, timestamptz, timestamptz, text, timestamptz, boolean, boolean, timestamptz, feed_settings)",
     "feed_next_change(timestamptz, timestamptz, timestamptz, timestamptz, feed_settings, timestamptz)",
     "feed_stage(uuid, timestamptz, text, text, text, text, text)",
+    "feed_current_settings()",
     "user_status_feed()",
     "user_status_feed_insert()",
 ];

@@ -64,7 +64,7 @@ pub async fn set_feed_enabled(
     executor: impl PgExecutor<'_>,
     enabled: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query!("update feed_settings set enabled = $1", enabled)
+    sqlx::query!("select feed_switch($1)", enabled)
         .execute(executor)
         .await
         .map(|_| ())
