@@ -22,7 +22,8 @@
 #        CONNECTIONS (64), HANG_CONNECTIONS (16), ROUNDS (4), SIM_USERS (10000),
 #        RAMP (30s), WARMUP (6m: users start going idle 5 min after their
 #        last activity, so a shorter run would see few changes by the clock),
-#        SIM_DURATION (60s). About 25 minutes.
+#        SIM_DURATION (60s), SIMULATE (1; 0 skips part 3). About 25 minutes
+#        (4 without part 3).
 # PostgreSQL logs its checkpoints and autovacuum runs; the script prints them
 # at the end, to lay beside the seconds the simulator found slow.
 source "$(dirname "$0")/lib.sh"
@@ -34,6 +35,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 HANG_CONNECTIONS=${HANG_CONNECTIONS:-16}
 ROUNDS=${ROUNDS:-4}
 SIM_USERS=${SIM_USERS:-10000}
+SIMULATE=${SIMULATE:-1}
 RAMP=${RAMP:-30s}
 WARMUP=${WARMUP:-6m}
 SIM_DURATION=${SIM_DURATION:-60s}
@@ -148,14 +150,8 @@ stop_changing() { kill "$CHANGING_PID"; wait "$CHANGING_PID" 2>/dev/null || true
 run_wrk() {
     local out="$WORK/$1.txt"
     wrk -t1 -c"${4:-$CONNECTIONS}" -d"$DURATION" --latency -s "bench/lua/$2" "$BASE$3" > "$out"
-    awk '
-        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-        /Requests\/sec/ { rps = $2 }
-        $1 == "50.000%" || ($1 == "50%") { p50 = ms($2) }
-        $1 == "99.000%" || ($1 == "99%") { p99 = ms($2) }
-        END { printf "%.0f %.2f %.2f\n", rps, p50, p99 }' "$out"
+    wrk_figures "$out"
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
 say "seeding $USERS users, signing $TOKENS tokens..."
 # Seeded with the feed off, so that the feed holds no change of theirs and
@@ -218,12 +214,14 @@ simulate() {
         --server-pid "$SERVER_PID" --postgres-node "postgres=$PG_PID" "${hooks[@]}"
     stop_server
 }
-say "presence-sim, $SIM_USERS users, the feed off..."
-printf '\n== presence-sim, %s users, the feed off ==\n' "$SIM_USERS"
-simulate false
-say "presence-sim, $SIM_USERS users, the feed on, a backend following it..."
-printf '\n== presence-sim, %s users, the feed on, a reader and a webhook receiver ==\n' "$SIM_USERS"
-simulate true
+if [ "$SIMULATE" = 1 ]; then
+    say "presence-sim, $SIM_USERS users, the feed off..."
+    printf '\n== presence-sim, %s users, the feed off ==\n' "$SIM_USERS"
+    simulate false
+    say "presence-sim, $SIM_USERS users, the feed on, a backend following it..."
+    printf '\n== presence-sim, %s users, the feed on, a reader and a webhook receiver ==\n' "$SIM_USERS"
+    simulate true
+fi
 
 sum() { local total=0; for value in "$@"; do total=$((total + value)); done; echo "$total"; }
 off=$(sum "${off_rounds[@]}"); on=$(sum "${on_rounds[@]}")

@@ -127,12 +127,7 @@ run_wrk() {
     local out="$WORK/$1.txt"
     BENCH_TOKEN=$TOKEN BENCH_END=$END BENCH_DAYS=$DAYS \
         wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s "bench/lua/$2" "$BASE/" > "$out"
-    awk '
-        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-        /Requests\/sec/ { rps = $2 }
-        $1 == "50.000%" || ($1 == "50%") { p50 = ms($2) }
-        $1 == "99.000%" || ($1 == "99%") { p99 = ms($2) }
-        END { printf "%.0f %.2f %.2f\n", rps, p50, p99 }' "$out"
+    wrk_figures "$out"
 }
 
 # The busiest instant: 14:00, when nearly every laptop session is open.
@@ -148,7 +143,6 @@ read -r online online50 online99 < <(run_wrk online history-online.lua)
 read -r stats stats50 stats99 < <(run_wrk stats history-stats.lua)
 kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 printf '\n%-52s %10s %8s %8s %6s %s\n' "history figure ($(nproc) cores, $USERS users x $DAYS days)" "req/s" "p50 ms" "p99 ms" "ratio" "ceiling"
 printf '%-52s %10s %8s %8s %6s %s\n' \
     "GET /api/admin/online?at= (random instant)" "$online" "$online50" "$online99" "$(ratio "$online50" 50)" "of 50 ms p50 (target < 1.00)" \

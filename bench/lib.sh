@@ -54,3 +54,16 @@ stop_private_postgres() {
     as_postgres "$PG_BIN/pg_ctl" -D "$1" -m fast -w stop >/dev/null 2>&1 || true
     rm -rf "$1"
 }
+
+# wrk_figures FILE: "requests/s p50_ms p99_ms" of wrk's --latency output in FILE.
+wrk_figures() {
+    awk '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /Requests\/sec/ { rps = $2 }
+        $1 == "50.000%" || ($1 == "50%") { p50 = ms($2) }
+        $1 == "99.000%" || ($1 == "99%") { p99 = ms($2) }
+        END { printf "%.0f %.2f %.2f\n", rps, p50, p99 }' "$1"
+}
+
+# ratio A B: A / B to two decimals (0 when B is 0).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }

@@ -80,12 +80,7 @@ stop_server() {
 run_wrk() {
     local out="$WORK/$1.txt"
     wrk -t1 -c"${4:-$CONNECTIONS}" -d"$DURATION" --latency ${2:+-s "bench/lua/$2"} "$BASE$3" > "$out"
-    awk '
-        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-        /Requests\/sec/ { rps = $2 }
-        $1 == "50.000%" || ($1 == "50%") { p50 = ms($2) }
-        $1 == "99.000%" || ($1 == "99%") { p99 = ms($2) }
-        END { printf "%.0f %.2f %.2f\n", rps, p50, p99 }' "$out"
+    wrk_figures "$out"
 }
 ROWS=()
 row() { ROWS+=("$(printf '%-44s %12s %8s %8s %10s %s' "$@")"); }
@@ -97,8 +92,6 @@ pgbench -q -i -s 10 "$SERVER/presence_pgbench" >/dev/null 2>&1
 pg_select=$(pgbench -n -S -M prepared -c "$CONNECTIONS" -j 1 -T "${DURATION%s}" "$SERVER/presence_pgbench" 2>/dev/null | awk '/^tps/ { printf "%.0f", $3 }')
 pg_write=$(pgbench -n -N -M prepared -c "$CONNECTIONS" -j 1 -T "${DURATION%s}" "$SERVER/presence_pgbench" 2>/dev/null | awk '/^tps/ { printf "%.0f", $3 }')
 psql -q "$SERVER/postgres" -c "drop database presence_pgbench with (force)"
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
 say "HTTP floor and reads..."
 start_server PRESENCE_CACHE_TTL=0
