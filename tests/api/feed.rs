@@ -335,6 +335,43 @@ async fn a_switched_off_feed_writes_nothing_and_catches_up_when_on_again(pool: P
     );
 }
 
+/// A setting changed while the feed was off, then a heartbeat once it is on:
+/// the heartbeat's write is the feed's first look at the row since, and the
+/// change comes in with it (a heartbeat is otherwise taken as changing
+/// nothing the rules read but the latest ping).
+#[sqlx::test]
+async fn a_setting_changed_while_the_feed_was_off_comes_in_with_the_next_heartbeat(pool: PgPool) {
+    let app = spawn_app_with(pool.clone(), &[]).await;
+    let user = new_user();
+    app.ping_ok(user, json!({"deviceId": "tab"})).await;
+    presence::store::set_feed_enabled(&pool, false)
+        .await
+        .expect("the switch");
+    app.advance(TimeDelta::seconds(5));
+    app.ping_ok(
+        user,
+        json!({"deviceId": "tab", "active": false, "manualStatus": "dnd"}),
+    )
+    .await;
+    presence::store::set_feed_enabled(&pool, true)
+        .await
+        .expect("the switch");
+    app.advance(TimeDelta::seconds(5));
+    let heartbeat = app.clock.now();
+    app.ping_ok(user, json!({"deviceId": "tab", "active": false}))
+        .await;
+    // A fence after the heartbeat: everything before it is then published.
+    let mut reader = Reader::new();
+    fence(&app, &mut reader).await;
+    let changes = of_user(&reader.seen, user);
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    let (status, previous, public, _, _, at) = changes[1].clone();
+    assert_eq!(
+        (status.as_str(), previous.as_str(), public.as_str(), at),
+        ("dnd", "online", "dnd", ms(heartbeat))
+    );
+}
+
 #[sqlx::test]
 async fn cursors_go_on_from_an_empty_feed_and_expire_with_the_retention(pool: PgPool) {
     let app = spawn_app_with(pool, &[("PRESENCE_FEED_RETENTION", "1m")]).await;
@@ -527,6 +564,14 @@ async fn a_reader_sees_every_change_of_two_instances_once_in_order_as_the_rules_
         let at = clock.now();
         let writes = users.iter().map(|user| {
             let step = random_step(&mut rng);
+            // A setting comes with activity or, as half of them do here, with
+            // a heartbeat: a write where only the setting changes what the
+            // rules say (the trigger's quick path for heartbeats must see it).
+            let active = match step {
+                Step::Heartbeat => false,
+                Step::Active | Step::SignOut => true,
+                _ => rng.random_bool(0.5),
+            };
             let index = usize::from(rng.random_bool(0.5));
             wrote_on.insert(*user, index);
             let app = apps[index];
@@ -541,9 +586,15 @@ async fn a_reader_sees_every_change_of_two_instances_once_in_order_as_the_rules_
                     _ => {
                         let body = match step {
                             Step::Heartbeat => json!({"deviceId": "tab", "active": false}),
-                            Step::Dnd => json!({"deviceId": "tab", "manualStatus": "dnd"}),
-                            Step::Clear => json!({"deviceId": "tab", "manualStatus": null}),
-                            Step::Invisible(on) => json!({"deviceId": "tab", "invisible": on}),
+                            Step::Dnd => {
+                                json!({"deviceId": "tab", "active": active, "manualStatus": "dnd"})
+                            }
+                            Step::Clear => {
+                                json!({"deviceId": "tab", "active": active, "manualStatus": null})
+                            }
+                            Step::Invisible(on) => {
+                                json!({"deviceId": "tab", "active": active, "invisible": on})
+                            }
                             Step::Active | Step::SignOut => json!({"deviceId": "tab"}),
                         };
                         let view = app.ping_ok(user, body).await;
@@ -555,16 +606,13 @@ async fn a_reader_sees_every_change_of_two_instances_once_in_order_as_the_rules_
                     .as_str()
                     .expect("a status")
                     .to_owned();
-                (user, step, own, public)
+                (user, step, active, own, public)
             }
         });
-        for (user, step, own, public) in futures::future::join_all(writes).await {
+        for (user, step, active, own, public) in futures::future::join_all(writes).await {
             observed.push((user, at, own, public));
             let done = events.entry(user).or_default();
-            let ping = Event::Ping {
-                device: 0,
-                active: !matches!(step, Step::Heartbeat),
-            };
+            let ping = Event::Ping { device: 0, active };
             match step {
                 Step::SignOut => done.push((at, Event::Gone { device: 0 })),
                 Step::Active | Step::Heartbeat => done.push((at, ping)),
