@@ -278,6 +278,11 @@ pub struct Step {
     pub slow: u64,
     pub slow_in_seconds: usize,
     pub slowest_seconds: Vec<(i64, u64, f64)>,
+    /// The seconds in which clients wanted the most requests (Unix second,
+    /// how many, of them polls answered in full), most first, and the mean
+    /// of a second: a bunch of timers firing together shows here.
+    pub busiest_seconds: Vec<(i64, u64, u64)>,
+    pub wanted_per_second: (f64, f64),
     /// Rooms, when the step had them: room polls answered `304`, and typing
     /// start to its showing in a member's poll (s), with what was never seen.
     pub not_modified_rooms: Option<f64>,
@@ -340,6 +345,23 @@ impl Step {
             .collect();
         slowest_seconds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         slowest_seconds.truncate(SLOWEST_SECONDS);
+        let mut busiest_seconds: Vec<(i64, u64, u64)> = figures
+            .wanted_seconds
+            .iter()
+            .map(|(second, (count, full))| (*second, *count, *full))
+            .collect();
+        let wanted_seconds = busiest_seconds.len().max(1) as f64;
+        let wanted_per_second =
+            busiest_seconds
+                .iter()
+                .fold((0.0, 0.0), |(n, full), (_, count, f)| {
+                    (
+                        n + *count as f64 / wanted_seconds,
+                        full + *f as f64 / wanted_seconds,
+                    )
+                });
+        busiest_seconds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        busiest_seconds.truncate(SLOWEST_SECONDS);
         let share = |(n, nm, _): (u64, u64, u64)| nm as f64 / n.max(1) as f64;
         let all_polls = polls(&[Kind::Poll, Kind::HiddenPoll]);
         Step {
@@ -363,6 +385,8 @@ impl Step {
             slow: figures.slow_seconds.values().map(|(count, _)| count).sum(),
             slow_in_seconds: figures.slow_seconds.len(),
             slowest_seconds,
+            busiest_seconds,
+            wanted_per_second,
             not_modified_rooms: {
                 let rooms = polls(&[Kind::RoomPoll]);
                 (rooms.0 > 0).then(|| share(rooms))
@@ -567,6 +591,25 @@ impl Step {
                 crate::model::SLOW_MICROS / 1000,
                 self.slow,
                 self.slow_in_seconds,
+                seconds.join(", ")
+            );
+        }
+        if !self.busiest_seconds.is_empty() {
+            let seconds: Vec<String> = self
+                .busiest_seconds
+                .iter()
+                .map(|(second, count, full)| {
+                    let at = chrono::DateTime::from_timestamp(*second, 0).map_or_else(
+                        || second.to_string(),
+                        |at| at.format("%H:%M:%S").to_string(),
+                    );
+                    format!("{at} {count} ({full} full polls)")
+                })
+                .collect();
+            println!(
+                "requests wanted per second: mean {:.0} ({:.0} full polls); most in (UTC): {}",
+                self.wanted_per_second.0,
+                self.wanted_per_second.1,
                 seconds.join(", ")
             );
         }

@@ -76,6 +76,16 @@ impl Simulation {
             figures.errors += u64::from(!ok);
             let latency = (at - wanted).min(u32::MAX as u64) as u32;
             figures.latencies.push(latency);
+            let wanted_ms = chrono::Utc::now().timestamp_millis()
+                - i64::try_from(job.wanted_at.elapsed().as_millis()).unwrap_or(i64::MAX);
+            let bunch = self
+                .figures
+                .wanted_seconds
+                .entry(wanted_ms.div_euclid(1000))
+                .or_default();
+            bunch.0 += 1;
+            bunch.1 +=
+                u64::from(matches!(job.kind, Kind::Poll | Kind::HiddenPoll) && code == Some(200));
             if latency > SLOW_MICROS {
                 let second = chrono::Utc::now().timestamp();
                 let slow = self.figures.slow_seconds.entry(second).or_default();

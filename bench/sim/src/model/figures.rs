@@ -42,6 +42,10 @@ pub struct Figures {
     /// they were answered in: (how many, the slowest µs). Shows whether slow
     /// answers are spread out or come in stalls, and when.
     pub slow_seconds: BTreeMap<i64, (u64, u32)>,
+    /// Measured requests by the Unix second their client wanted them in:
+    /// (how many, how many were polls answered in full, not `304`). Shows
+    /// whether clients' timers bunch up, as before a stall.
+    pub wanted_seconds: BTreeMap<i64, (u64, u64)>,
 }
 
 /// A request slower than this (µs) counts in [`Figures::slow_seconds`]: the
