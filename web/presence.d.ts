@@ -127,13 +127,22 @@ export class PresenceClient {
      */
     joinRoom(roomId: string, options?: RoomOptions): RoomHandle;
     /**
-     * How long until the next poll: the interval, or sooner when a status will change by itself.
-     * `nextChangeAt` is judged on the server's clock, so a browser clock that is off
-     * neither polls too often nor too late.
+     * How long until the next poll: the interval (jittered), or sooner when a status will
+     * change by itself, within a second after its `nextChangeAt`. `nextChangeAt` is judged
+     * on the server's clock, so a browser clock that is off neither polls too often nor too late.
      * @param {UserStatus[]} statuses
      * @returns {number} milliseconds
      */
     nextPollIn(statuses: UserStatus[]): number;
+    /**
+     * A poll interval, up to a tenth shorter at random (never longer, so that a
+     * change still shows within the interval): clients that once polled together
+     * (after a burst, or a `nextChangeAt` they shared) drift apart instead of
+     * polling in step for ever.
+     * @param {number} ms
+     * @returns {number} milliseconds
+     */
+    jittered(ms: number): number;
     /**
      * Exponential backoff with jitter: about 1 s, 2 s, 4 s... up to `maxBackoffMs`.
      * @param {number} failures how many requests failed in a row

@@ -52,6 +52,8 @@
  */
 
 const STORAGE_KEY = "presence.deviceId";
+// How long after a `nextChangeAt` the poll it brings forward may come (see nextPollIn).
+const CHANGE_SPREAD_MS = 1_000;
 // Interactions; the frequent ones (pointermove, wheel, touchstart) cost nothing
 // between pings: activity() returns at once within the throttle window.
 const INPUT_EVENTS = ["pointerdown", "keydown", "focus", "pointermove", "wheel", "touchstart"];
@@ -296,22 +298,37 @@ export class PresenceClient {
   }
 
   /**
-   * How long until the next poll: the interval, or sooner when a status will change by itself.
-   * `nextChangeAt` is judged on the server's clock, so a browser clock that is off
-   * neither polls too often nor too late.
+   * How long until the next poll: the interval (jittered), or sooner when a status will
+   * change by itself, within a second after its `nextChangeAt`. `nextChangeAt` is judged
+   * on the server's clock, so a browser clock that is off neither polls too often nor too late.
    * @param {UserStatus[]} statuses
    * @returns {number} milliseconds
    */
   nextPollIn(statuses) {
-    let wait = this.pollIntervalMs;
     const serverNow = this.now() + this.clockOffsetMs;
+    let soonest = Infinity;
     for (const status of statuses) {
       if (!status.nextChangeAt) continue;
       const due = Date.parse(status.nextChangeAt) - serverNow + 50;
       // A time the browser cannot read (NaN) schedules nothing.
-      if (Number.isFinite(due)) wait = Math.min(wait, Math.max(due, 250));
+      if (Number.isFinite(due)) soonest = Math.min(soonest, Math.max(due, 250));
     }
-    return wait;
+    // Spread over the second after the instant: others see activity floored
+    // to the minute, so everyone who paused in one minute goes idle at the
+    // same instant, and every watcher of each of them would poll at once.
+    return Math.min(this.jittered(this.pollIntervalMs), soonest + this.random() * CHANGE_SPREAD_MS);
+  }
+
+  /**
+   * A poll interval, up to a tenth shorter at random (never longer, so that a
+   * change still shows within the interval): clients that once polled together
+   * (after a burst, or a `nextChangeAt` they shared) drift apart instead of
+   * polling in step for ever.
+   * @param {number} ms
+   * @returns {number} milliseconds
+   */
+  jittered(ms) {
+    return ms * (1 - 0.1 * this.random());
   }
 
   /**
@@ -522,7 +539,7 @@ export class RoomHandle {
     }
     if (response.status === 304) {
       this.failures = 0;
-      return this.schedulePoll(this.pollIntervalMs);
+      return this.schedulePoll(this.client.jittered(this.pollIntervalMs));
     }
     if (!response.ok) {
       this.failures += 1;
@@ -536,7 +553,7 @@ export class RoomHandle {
     if (this.left) return;
     this.room = room;
     this.onChange?.(room);
-    this.schedulePoll(this.pollIntervalMs);
+    this.schedulePoll(this.client.jittered(this.pollIntervalMs));
   }
 }
 

@@ -83,7 +83,47 @@ test("a poll comes sooner when a status will change by itself", async () => {
   presence.watch(["a"], () => {});
   await time.next();
   const waited = await time.next();
-  assert.ok(waited <= 1_100 && waited >= 1_000, `polled after ${waited} ms, not the 3 s interval`);
+  // 50 ms after the instant, and half of the second's spread (random() is 0.5 here).
+  assert.equal(waited, 1_550, `polled after ${waited} ms, not the 3 s interval`);
+});
+
+// A seeded generator, so that the spread below is the same in every run.
+function seeded(seed) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test("watchers of users who go idle at one instant do not all poll at once", () => {
+  // Others see activity floored to the minute: everyone who paused in one
+  // minute goes idle at the same instant, and each of their watchers is told so.
+  const instant = new Date(60_000).toISOString();
+  const watchers = Array.from({ length: 1_000 }, (_, i) => new PresenceClient({
+    token: "t0ken", deviceId: `tab-${i}`, fetch: async () => response(304), now: () => 59_000, random: seeded(i + 1),
+  }));
+  const waits = watchers.map((watcher) => watcher.nextPollIn([status("a", { nextChangeAt: instant })]));
+  for (const wait of waits) {
+    assert.ok(wait >= 1_050 && wait <= 2_050, `a poll ${wait} ms on: within the second after the instant`);
+  }
+  // Spread evenly over that second: no tenth of it takes more than twice its share.
+  const tenths = new Array(10).fill(0);
+  for (const wait of waits) tenths[Math.min(9, Math.floor((wait - 1_050) / 100))] += 1;
+  assert.ok(Math.max(...tenths) <= 200, `polls per tenth of the second: ${tenths}`);
+});
+
+test("regular polls drift apart, so clients that polled together do not stay in step", () => {
+  const clients = [1, 2].map((seed) => new PresenceClient({
+    token: "t0ken", deviceId: `tab-${seed}`, fetch: async () => response(304), now: () => 0, random: seeded(seed),
+  }));
+  const intervals = clients.map((client) => Array.from({ length: 20 }, () => client.nextPollIn([])));
+  for (const interval of intervals.flat()) {
+    assert.ok(interval >= 2_700 && interval <= 3_000, `an interval of ${interval} ms: 3 s, or up to a tenth less`);
+  }
+  const drift = intervals[0].reduce((a, b) => a + b) - intervals[1].reduce((a, b) => a + b);
+  assert.ok(Math.abs(drift) >= 150, `after 20 polls the two are ${drift} ms apart`);
 });
 
 test("a nextChangeAt the browser cannot read never makes a NaN delay", async () => {
@@ -95,7 +135,7 @@ test("a nextChangeAt the browser cannot read never makes a NaN delay", async () 
   presence.watch(["a"], () => {});
   await time.next();
   const waited = await time.next();
-  assert.equal(waited, 3_000, "the regular interval, not NaN");
+  assert.equal(waited, 2_850, "the regular interval (a twentieth less, random() being 0.5), not NaN");
 });
 
 test("errors back off exponentially with jitter, and Retry-After is honoured", async () => {
@@ -121,7 +161,7 @@ test("errors back off exponentially with jitter, and Retry-After is honoured", a
   assert.equal(first, 500, "1 s × 0.5 jitter");
   assert.ok(Math.abs(second - 2_980) < 1, `2 s × 1.49 jitter, got ${second}`);
   assert.equal(afterRetryAfter, 7_000, "Retry-After in seconds");
-  assert.equal(afterSuccess, 3_000, "back to the interval after a success");
+  assert.equal(afterSuccess, 2_850, "back to the interval (less a twentieth) after a success");
 });
 
 test("watching stops when asked", async () => {
@@ -182,7 +222,7 @@ test("nextChangeAt is judged on the server's clock, whatever the browser's says"
   await time.next();
   const waited = await time.next();
   // Date has whole seconds: the guess may be half a second early, never a minute.
-  assert.ok(waited >= 500 && waited <= 1_600, `polled after ${waited} ms, not every 250 ms`);
+  assert.ok(waited >= 1_000 && waited <= 2_100, `polled after ${waited} ms, not every 250 ms`);
 });
 
 test("every kind of interaction counts, throttled", async () => {

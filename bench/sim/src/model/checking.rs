@@ -200,16 +200,18 @@ impl Simulation {
                 self.figures.propagation_missed += u64::from(settled.missed);
             }
         }
+        // The shipped client's nextPollIn: the interval or up to a tenth
+        // less, at random, or within the second after the next scheduled
+        // change (on the server's clock), but not within 250 ms.
+        let mut wait = model.jittered(model.poll_interval, self.rng.f64());
+        let spread = (self.rng.f64() * CHANGE_SPREAD as f64) as Micros;
         let user = &mut self.users[u as usize];
         let t = &mut user.tabs[tab as usize];
         t.known = known;
-        // The shipped client's nextPollIn: the interval, or soon after the next
-        // scheduled change (on the server's clock), but not within 250 ms.
-        let mut wait = model.poll_interval;
         if let Some(next) = t.next_change_ms {
             let server_now = chrono::Utc::now().timestamp_millis() + user.clock_offset_ms;
             let due = (next - server_now + 50).max(250) as Micros * 1000;
-            wait = wait.min(due);
+            wait = wait.min(due + spread);
         }
         if t.hidden {
             wait = wait.max(model.hidden_timer);

@@ -27,6 +27,10 @@ pub use figures::{Figures, KindFigures, SLOW_MICROS};
 
 const SECOND: Micros = 1_000_000;
 
+/// How long after a `nextChangeAt` the poll it brings forward may come, at
+/// random (the shipped client's `CHANGE_SPREAD_MS`).
+const CHANGE_SPREAD: Micros = SECOND;
+
 /// How simulated people use the app. Means of exponential waits; the rare
 /// events (sessions, tabs, settings, blocks) are sped up by `churn`.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +64,14 @@ pub struct Model {
     pub block_mean: Micros,
     /// Speeds up the rare events (1 = the rates above).
     pub churn: f64,
+}
+
+impl Model {
+    /// The shipped client's `jittered`: `interval`, or up to a tenth less, by
+    /// `random` (uniform in 0..1), so that clients do not poll in step.
+    pub fn jittered(&self, interval: Micros, random: f64) -> Micros {
+        (interval as f64 * (1.0 - 0.1 * random)) as Micros
+    }
 }
 
 impl Default for Model {

@@ -200,7 +200,8 @@ impl Simulation {
         user.room_poll_timer += 1;
         let timer = user.room_poll_timer;
         let now = self.now();
-        self.at(now + model.poll_interval, u, Event::RoomPoll { timer });
+        let wait = model.jittered(model.poll_interval, self.rng.f64());
+        self.at(now + wait, u, Event::RoomPoll { timer });
     }
 
     /// The shipped client's backoff, as for status polls.
