@@ -131,9 +131,21 @@ export class PresenceClient {
      * change by itself, within a second after its `nextChangeAt`. `nextChangeAt` is judged
      * on the server's clock, so a browser clock that is off neither polls too often nor too late.
      * @param {UserStatus[]} statuses
+     * @param {number} [elapsedMs] how long the poll that answered them took
      * @returns {number} milliseconds
      */
-    nextPollIn(statuses: UserStatus[]): number;
+    nextPollIn(statuses: UserStatus[], elapsedMs?: number): number;
+    /**
+     * The wait before the next regular poll, counted from when the last one was
+     * sent, not answered: a slow answer (the server paused) then does not set
+     * every client that waited on it polling at the same moment from then on.
+     * At least half the interval, so that a client of an overloaded server
+     * does not poll again at once.
+     * @param {number} intervalMs
+     * @param {number} elapsedMs how long the last poll took
+     * @returns {number} milliseconds
+     */
+    afterPoll(intervalMs: number, elapsedMs: number): number;
     /**
      * A poll interval, up to a tenth shorter at random (never longer, so that a
      * change still shows within the interval): clients that once polled together

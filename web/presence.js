@@ -245,6 +245,7 @@ export class PresenceClient {
     };
     const poll = async () => {
       timer = null;
+      const sentAt = this.now();
       let response;
       try {
         response = await this.request("POST", "/api/status/query", { userIds: ids }, {}, etag);
@@ -254,7 +255,7 @@ export class PresenceClient {
       }
       if (response.status === 304) {
         failures = 0;
-        return schedule(this.nextPollIn([...known.values()]));
+        return schedule(this.nextPollIn([...known.values()], this.now() - sentAt));
       }
       if (!response.ok) {
         failures += 1;
@@ -268,7 +269,7 @@ export class PresenceClient {
       const changed = statuses.filter((status) => JSON.stringify(known.get(status.userId)) !== JSON.stringify(status));
       known = new Map(statuses.map((status) => [status.userId, status]));
       if (changed.length > 0 && !stopped) onChange(changed, statuses);
-      schedule(this.nextPollIn(statuses));
+      schedule(this.nextPollIn(statuses, this.now() - sentAt));
     };
     const pollNow = () => {
       if (timer !== null) this.clearTimeout(timer);
@@ -302,9 +303,10 @@ export class PresenceClient {
    * change by itself, within a second after its `nextChangeAt`. `nextChangeAt` is judged
    * on the server's clock, so a browser clock that is off neither polls too often nor too late.
    * @param {UserStatus[]} statuses
+   * @param {number} [elapsedMs] how long the poll that answered them took
    * @returns {number} milliseconds
    */
-  nextPollIn(statuses) {
+  nextPollIn(statuses, elapsedMs = 0) {
     const serverNow = this.now() + this.clockOffsetMs;
     let soonest = Infinity;
     for (const status of statuses) {
@@ -316,7 +318,22 @@ export class PresenceClient {
     // Spread over the second after the instant: others see activity floored
     // to the minute, so everyone who paused in one minute goes idle at the
     // same instant, and every watcher of each of them would poll at once.
-    return Math.min(this.jittered(this.pollIntervalMs), soonest + this.random() * CHANGE_SPREAD_MS);
+    return Math.min(this.afterPoll(this.pollIntervalMs, elapsedMs), soonest + this.random() * CHANGE_SPREAD_MS);
+  }
+
+  /**
+   * The wait before the next regular poll, counted from when the last one was
+   * sent, not answered: a slow answer (the server paused) then does not set
+   * every client that waited on it polling at the same moment from then on.
+   * At least half the interval, so that a client of an overloaded server
+   * does not poll again at once.
+   * @param {number} intervalMs
+   * @param {number} elapsedMs how long the last poll took
+   * @returns {number} milliseconds
+   */
+  afterPoll(intervalMs, elapsedMs) {
+    const interval = this.jittered(intervalMs);
+    return Math.max(interval - elapsedMs, interval / 2);
   }
 
   /**
@@ -530,6 +547,7 @@ export class RoomHandle {
   /** One conditional read of the room; `onChange` when its answer changed. */
   async poll() {
     this.pollTimer = null;
+    const sentAt = this.client.now();
     let response;
     try {
       response = await this.client.request("GET", `${this.path}?limit=${this.limit}`, undefined, {}, this.etag);
@@ -539,7 +557,7 @@ export class RoomHandle {
     }
     if (response.status === 304) {
       this.failures = 0;
-      return this.schedulePoll(this.client.jittered(this.pollIntervalMs));
+      return this.schedulePoll(this.client.afterPoll(this.pollIntervalMs, this.client.now() - sentAt));
     }
     if (!response.ok) {
       this.failures += 1;
@@ -553,7 +571,7 @@ export class RoomHandle {
     if (this.left) return;
     this.room = room;
     this.onChange?.(room);
-    this.schedulePoll(this.client.jittered(this.pollIntervalMs));
+    this.schedulePoll(this.client.afterPoll(this.pollIntervalMs, this.client.now() - sentAt));
   }
 }
 

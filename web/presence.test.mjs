@@ -114,6 +114,26 @@ test("watchers of users who go idle at one instant do not all poll at once", () 
   assert.ok(Math.max(...tenths) <= 200, `polls per tenth of the second: ${tenths}`);
 });
 
+test("the next poll counts from when the last was sent, so a slow answer does not put clients in step", async () => {
+  const time = fakeTime();
+  // Each answer comes a second after its request: the server paused.
+  let lag = 0;
+  const presence = new PresenceClient({
+    token: "t0ken", deviceId: "tab-1", now: () => time.now() + lag, setTimeout: time.setTimeout,
+    clearTimeout: time.clearTimeout, random: () => 0.5,
+    fetch: async () => {
+      lag += 1_000;
+      return response(304);
+    },
+  });
+  presence.watch(["a"], () => {});
+  await time.next();
+  const waited = await time.next();
+  assert.equal(waited, 1_850, "the interval (2,850 ms with random() at 0.5) less the second the poll took");
+  // Never less than half the interval, however slow: an overloaded server is not polled at once.
+  assert.equal(presence.afterPoll(3_000, 10_000), 1_425);
+});
+
 test("regular polls drift apart, so clients that polled together do not stay in step", () => {
   const clients = [1, 2].map((seed) => new PresenceClient({
     token: "t0ken", deviceId: `tab-${seed}`, fetch: async () => response(304), now: () => 0, random: seeded(seed),

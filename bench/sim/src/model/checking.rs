@@ -126,6 +126,7 @@ impl Simulation {
 
     pub(super) fn poll_answered(&mut self, done: Done, at: Micros, measured: bool) {
         let (u, tab, kind) = (done.job.user, done.job.tab, done.job.kind);
+        let sent = done.job.wanted_at.duration_since(self.started).as_micros() as Micros;
         let model = self.setup.model;
         let rules = self.setup.rules;
         let Some(answer) = done.answer else {
@@ -201,9 +202,11 @@ impl Simulation {
             }
         }
         // The shipped client's nextPollIn: the interval or up to a tenth
-        // less, at random, or within the second after the next scheduled
-        // change (on the server's clock), but not within 250 ms.
-        let mut wait = model.jittered(model.poll_interval, self.rng.f64());
+        // less, at random, counted from when the poll was sent (afterPoll),
+        // or within the second after the next scheduled change (on the
+        // server's clock), but not within 250 ms.
+        let elapsed = self.now().saturating_sub(sent);
+        let mut wait = model.after_poll(model.poll_interval, self.rng.f64(), elapsed);
         let spread = (self.rng.f64() * CHANGE_SPREAD as f64) as Micros;
         let user = &mut self.users[u as usize];
         let t = &mut user.tabs[tab as usize];

@@ -148,6 +148,7 @@ impl Simulation {
 
     pub(super) fn room_poll_answered(&mut self, done: Done, at: Micros, measured: bool) {
         let u = done.job.user;
+        let sent = done.job.wanted_at.duration_since(self.started).as_micros() as Micros;
         let model = self.setup.model;
         let lag = self
             .setup
@@ -200,7 +201,8 @@ impl Simulation {
         user.room_poll_timer += 1;
         let timer = user.room_poll_timer;
         let now = self.now();
-        let wait = model.jittered(model.poll_interval, self.rng.f64());
+        let elapsed = now.saturating_sub(sent);
+        let wait = model.after_poll(model.poll_interval, self.rng.f64(), elapsed);
         self.at(now + wait, u, Event::RoomPoll { timer });
     }
 
