@@ -68,7 +68,8 @@ as $function$
 declare
     offline_after interval;
     history_enabled boolean;
-    pinged_users uuid[] := ping_users(p_pings);
+    -- Not ping_users(p_pings): a call of an SQL function is planned again at each call.
+    pinged_users uuid[] := array(select p.user_id from unnest(p_pings) as p);
     existing_users uuid[];
     inserted_users uuid[] := '{}';
     announced text[] := '{}';
@@ -80,48 +81,54 @@ begin
     from user_status as s
     where s.user_id = any(pinged_users);
 
-    for ordinal, user_id, manual_status, manual_status_until, invisible, last_seen_before_invisible,
-        last_seen, status_message, status_message_until, devices, version in
-        insert into user_status as s (
-            user_id, manual_status, manual_status_until, invisible, last_seen,
-            status_message, status_message_until, devices, updated_at, active_since)
-        select p.user_id,
-               case when p.set_manual then p.manual_status end,
-               case when p.set_manual then p.manual_until end,
-               coalesce(p.invisible, false),
-               p.at,
-               case when p.set_message then p.message end,
-               case when p.set_message then p.message_until end,
-               jsonb_build_array(jsonb_build_object(
-                   'id', p.device_id,
-                   'platform', coalesce(p.platform, 'web'),
-                   'lastPing', p.at,
-                   'lastActive', p.at,
-                   'liveSince', p.at)),
-               p.at,
-               -- The span of activity history records opens with the row.
-               case when history_enabled then p.at end
-        from unnest(p_pings) with ordinality as p
-        where not p.user_id = any(existing_users)
-        order by p.user_id
-        on conflict do nothing
-        -- No parameter in RETURNING: Citus runs this INSERT ... SELECT through
-        -- the coordinator and sends the RETURNING list to the workers unbound.
-        returning 0, s.user_id, s.manual_status,
-                  s.manual_status_until, s.invisible, s.last_seen_before_invisible, s.last_seen,
-                  s.status_message, s.status_message_until, s.devices, s.version
-    loop
-        ordinal := array_position(pinged_users, user_id);
-        inserted_users := array_append(inserted_users, user_id);
-        announced := array_append(announced, 'u:' || user_id || ':' || version);
-        return next;
-    end loop;
+    -- Nearly every call pings only users who have a row: then no insert is tried.
+    if cardinality(existing_users) < cardinality(pinged_users) then
+        for ordinal, user_id, manual_status, manual_status_until, invisible, last_seen_before_invisible,
+            last_seen, status_message, status_message_until, devices, version in
+            insert into user_status as s (
+                user_id, manual_status, manual_status_until, invisible, last_seen,
+                status_message, status_message_until, devices, updated_at, active_since)
+            select p.user_id,
+                   case when p.set_manual then p.manual_status end,
+                   case when p.set_manual then p.manual_until end,
+                   coalesce(p.invisible, false),
+                   p.at,
+                   case when p.set_message then p.message end,
+                   case when p.set_message then p.message_until end,
+                   jsonb_build_array(jsonb_build_object(
+                       'id', p.device_id,
+                       'platform', coalesce(p.platform, 'web'),
+                       'lastPing', p.at,
+                       'lastActive', p.at,
+                       'liveSince', p.at)),
+                   p.at,
+                   -- The span of activity history records opens with the row.
+                   case when history_enabled then p.at end
+            from unnest(p_pings) with ordinality as p
+            where not p.user_id = any(existing_users)
+            order by p.user_id
+            on conflict do nothing
+            -- No parameter in RETURNING: Citus runs this INSERT ... SELECT through
+            -- the coordinator and sends the RETURNING list to the workers unbound.
+            returning 0, s.user_id, s.manual_status,
+                      s.manual_status_until, s.invisible, s.last_seen_before_invisible, s.last_seen,
+                      s.status_message, s.status_message_until, s.devices, s.version
+        loop
+            ordinal := array_position(pinged_users, user_id);
+            inserted_users := array_append(inserted_users, user_id);
+            announced := array_append(announced, 'u:' || user_id || ':' || version);
+            return next;
+        end loop;
+    end if;
 
-    perform 1
-    from user_status as s
-    where s.user_id = any(pinged_users) and not s.user_id = any(inserted_users)
-    order by s.user_id
-    for update;
+    -- One row to update needs no order: the update locks it.
+    if cardinality(pinged_users) - cardinality(inserted_users) > 1 then
+        perform 1
+        from user_status as s
+        where s.user_id = any(pinged_users) and not s.user_id = any(inserted_users)
+        order by s.user_id
+        for update;
+    end if;
 
     for ordinal, user_id, manual_status, manual_status_until, invisible, last_seen_before_invisible,
         last_seen, status_message, status_message_until, devices, version in
