@@ -22,6 +22,8 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// Pings written, by path: `batched` by the ping writer, or `direct` (settings changes).
     pub pings: IntCounterVec,
+    /// Batches of pings the ping writer wrote (`pings_total{outcome="batched"}` over this: pings a commit).
+    pub ping_batches: IntCounter,
     /// Requests refused by a rate limit, by limit: `ping` or `settings`.
     pub rate_limited: IntCounterVec,
     /// Read cache lookups, by result: `hit` or `miss`.
@@ -79,6 +81,11 @@ impl Metrics {
             pings: IntCounterVec::new(
                 Opts::new("pings_total", "Pings taken, by outcome"),
                 &["outcome"],
+            )
+            .expect("a valid metric definition"),
+            ping_batches: IntCounter::new(
+                "ping_batches_total",
+                "Batches of pings written by the ping writer, each one call and one commit",
             )
             .expect("a valid metric definition"),
             rate_limited: IntCounterVec::new(
@@ -169,10 +176,11 @@ impl Metrics {
             .expect("a valid metric definition"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_duration.clone()),
             Box::new(metrics.pings.clone()),
+            Box::new(metrics.ping_batches.clone()),
             Box::new(metrics.rate_limited.clone()),
             Box::new(metrics.cache_lookups.clone()),
             Box::new(metrics.devices_pruned.clone()),

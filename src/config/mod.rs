@@ -82,6 +82,8 @@ pub struct Config {
     pub put_per_second: f64,
     /// The most devices a user keeps; a new one beyond replaces the least recently seen.
     pub max_devices: NonZeroU32,
+    /// How long the ping writer holds a batch open for more pings.
+    pub ping_batch_wait: Duration,
     /// How long a status read may be served from the in-process cache; zero disables it.
     pub cache_ttl: Duration,
     /// How many users' rows the read cache holds at most.
@@ -208,6 +210,13 @@ impl Config {
                 "must be longer than 0",
             ));
         }
+        let ping_batch_wait = vars.duration("PRESENCE_PING_BATCH_WAIT")?;
+        if ping_batch_wait >= db_deadline {
+            return Err(ConfigError::new(
+                "PRESENCE_PING_BATCH_WAIT",
+                "must be shorter than PRESENCE_DB_DEADLINE: every ping would time out",
+            ));
+        }
         let request_timeout = vars.duration("PRESENCE_REQUEST_TIMEOUT")?;
         if request_timeout < Duration::from_millis(100) {
             return Err(ConfigError::new(
@@ -316,6 +325,7 @@ impl Config {
             settings_per_second,
             put_per_second,
             max_devices,
+            ping_batch_wait,
             cache_ttl: vars.duration("PRESENCE_CACHE_TTL")?,
             cache_capacity: vars.count("PRESENCE_CACHE_CAPACITY")?,
             // Unset: the default; set but empty: no metrics listener.

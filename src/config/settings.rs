@@ -177,6 +177,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "devices kept per user (1 to 1000)",
     },
     Setting {
+        name: "PRESENCE_PING_BATCH_WAIT",
+        default: "5ms",
+        meaning: "how long the ping writer holds a batch open for more pings before writing them in one call and one commit: at most this much added to a ping's answer, for a fraction of PostgreSQL's cost per ping under load (docs/architecture.md); `0` writes what has queued at once",
+    },
+    Setting {
         name: "PRESENCE_CACHE_TTL",
         default: "1s",
         meaning: "how stale a row served from the in-process read cache may be: for this long after it was read, and for as long as the change listener shows it missed no write (docs/architecture.md); `0` disables the cache",

@@ -3,6 +3,7 @@
 mod feed;
 pub mod history;
 mod prune;
+mod statistics;
 mod user_counts;
 
 pub use feed::{FEED_EVERY, FeedRun, FeedSchedule, run_feed_job};
@@ -10,4 +11,5 @@ pub use prune::{
     PRUNE_CHUNK, PRUNE_JOB, PruneSchedule, RETENTION_CHUNK, enforce_history_retention,
     run_scheduled_prune,
 };
+pub use statistics::{STATISTICS_EVERY, keep_statistics_current};
 pub use user_counts::UserCounts;

@@ -20,7 +20,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, to_delta};
 use crate::feed::Feed;
 use crate::history::History;
-use crate::jobs::{FEED_EVERY, FeedSchedule, PRUNE_CHUNK, PruneSchedule, UserCounts};
+use crate::jobs::{
+    FEED_EVERY, FeedSchedule, PRUNE_CHUNK, PruneSchedule, STATISTICS_EVERY, UserCounts,
+    keep_statistics_current,
+};
 use crate::metrics::Metrics;
 use crate::rate_limit::UserRateLimiter;
 use crate::rooms::{self, RoomCache, Rooms};
@@ -148,6 +151,7 @@ impl Application {
                 cache_ttl: config.cache_ttl,
                 cache_capacity: u64::from(config.cache_capacity.get()),
                 max_devices: config.max_devices.get(),
+                ping_batch_wait: config.ping_batch_wait,
                 db_deadline: config.db_deadline,
                 distributed,
             },
@@ -189,6 +193,13 @@ impl Application {
             draining: AtomicBool::new(false),
         });
         background.push(tokio::spawn(sweep_rate_limiter(state.clone())));
+        // On Citus the shards live on the workers, whose autovacuum keeps their statistics.
+        if !distributed {
+            background.push(tokio::spawn(keep_statistics_current(
+                pool.clone(),
+                STATISTICS_EVERY,
+            )));
+        }
         if let Some((jwks, first_refresh)) = jwks {
             background.push(tokio::spawn(jwks.refresh_forever(first_refresh)));
         }

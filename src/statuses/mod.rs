@@ -43,7 +43,7 @@ pub use crate::store::BlockError;
 use crate::store::{self, PingWrite};
 use order::WriteOrder;
 use shared_reads::SharedReads;
-use writer::PingWriter;
+use writer::{PingWriter, WriterConfig};
 
 /// A user's stored row as last read or written, `None` for a user who never pinged.
 type Row = Option<Arc<StoredStatus>>;
@@ -57,6 +57,8 @@ pub struct StatusesConfig {
     pub cache_capacity: u64,
     /// The most devices a user keeps.
     pub max_devices: u32,
+    /// How long the ping writer holds a batch open for more pings.
+    pub ping_batch_wait: Duration,
     /// The longest one database call of a request may take.
     pub db_deadline: Duration,
     /// Whether the tables are distributed on Citus (pings are then written a shard at a time).
@@ -129,8 +131,15 @@ impl Statuses {
             config.db_deadline,
             metrics.pool_connections.with_label_values(&["waiting"]),
         );
-        let (writer, mut tasks) =
-            PingWriter::start(db.clone(), config.max_devices, config.distributed);
+        let (writer, mut tasks) = PingWriter::start(
+            db.clone(),
+            WriterConfig {
+                max_devices: config.max_devices,
+                distributed: config.distributed,
+                batch_wait: config.ping_batch_wait,
+            },
+            metrics.ping_batches.clone(),
+        );
         let freshness = Arc::new(Freshness::new(config.cache_ttl));
         let caches = (!config.cache_ttl.is_zero()).then(|| Caches {
             freshness: freshness.clone(),

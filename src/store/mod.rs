@@ -9,6 +9,7 @@ mod pg_cron;
 mod replication;
 mod rooms;
 mod schema;
+mod statistics;
 mod status;
 
 pub use blocks::{
@@ -34,6 +35,7 @@ pub use rooms::{
 pub use schema::{
     MIGRATOR, install_sql_functions, install_sql_functions_with_settings, pending_migrations,
 };
+pub use statistics::{KEYED_TABLES, analyze_grown_tables};
 pub use status::{
     PingWrite, apply_ping, apply_pings, count_users_by_status, fetch_status, fetch_statuses,
     fetch_statuses_for_viewer, remove_device,

@@ -459,3 +459,46 @@ async fn a_sign_out_right_after_a_ping_signs_the_device_out(pool: PgPool) {
     assert_eq!(me["devices"], json!([]), "{me}");
     assert_eq!(me["status"], "offline", "{me}");
 }
+
+/// Pings that come within the batch wait of each other go to PostgreSQL in
+/// one call and one commit, each answered with its own row. Before the wait,
+/// a ping arriving while no batch was being gathered went alone: ten pings
+/// 20 ms apart were ten batches.
+#[sqlx::test]
+async fn pings_within_the_batch_wait_are_written_together_each_answered_its_own(pool: PgPool) {
+    let app = crate::helpers::spawn_app_with(
+        pool,
+        &[
+            ("PRESENCE_PING_BATCH_WAIT", "2s"),
+            ("PRESENCE_DB_DEADLINE", "10s"),
+        ],
+    )
+    .await;
+    let users: Vec<UserId> = (0..10).map(|_| new_user()).collect();
+    // Sent 20 ms apart, none waiting for an answer before the next.
+    let answers = join_all(users.iter().enumerate().map(|(n, user)| {
+        let app = &app;
+        async move {
+            tokio::time::sleep(Duration::from_millis(20) * u32::try_from(n).expect("small")).await;
+            app.ping_ok(*user, json!({"deviceId": format!("tab-{n}")}))
+                .await
+        }
+    }))
+    .await;
+
+    for (n, (user, answer)) in users.iter().zip(&answers).enumerate() {
+        assert_eq!(
+            answer["userId"],
+            json!(user.to_string()),
+            "ping {n}'s own row"
+        );
+        assert_eq!(answer["devices"][0]["deviceId"], json!(format!("tab-{n}")));
+        assert_eq!(answer["status"], "online");
+    }
+    assert_eq!(batched_pings(&app).await, 10.0);
+    let batches = metric(&app, "presence_ping_batches_total").await;
+    assert!(
+        (1.0..=2.0).contains(&batches),
+        "ten pings within the wait went in {batches} batches"
+    );
+}

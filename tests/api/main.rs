@@ -31,5 +31,6 @@ mod replicas;
 mod rooms;
 mod simulator;
 mod stampede;
+mod statistics;
 mod status_rules;
 mod webhooks;

@@ -325,8 +325,10 @@ async fn metrics_count_exactly_a_known_sequence_of_requests(pool: PgPool) {
         sample(page, "presence_users", &[("status", "online")]) == 1.0
     })
     .await;
-    let expectations: [Expectation; 11] = [
+    let expectations: [Expectation; 12] = [
         ("presence_pings_total", &[("outcome", "batched")], 3.0),
+        // Each ping was answered before the next was sent: a batch each.
+        ("presence_ping_batches_total", &[], 3.0),
         ("presence_pings_total", &[("outcome", "direct")], 0.0),
         ("presence_rate_limited_total", &[("limit", "ping")], 1.0),
         ("presence_rate_limited_total", &[("limit", "settings")], 0.0),

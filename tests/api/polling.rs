@@ -332,6 +332,7 @@ fn config(cache_ttl: Duration, cache_capacity: u64, distributed: bool) -> Status
         cache_ttl,
         cache_capacity,
         max_devices: 10,
+        ping_batch_wait: Duration::from_millis(5),
         db_deadline: Duration::from_secs(2),
         distributed,
     }
