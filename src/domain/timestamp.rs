@@ -1,9 +1,18 @@
+use std::hash::{Hash, Hasher};
+
 use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Timelike, Utc};
 use serde::{Serialize, Serializer};
 
 /// An instant as the API shows it: RFC 3339, UTC with a `Z`, millisecond precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timestamp(pub DateTime<Utc>);
+
+/// Hashed as it is shown, to the millisecond: instants one body shows alike hash alike.
+impl Hash for Timestamp {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.timestamp_millis().hash(state);
+    }
+}
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -62,6 +71,30 @@ mod tests {
         let instant = parse_timestamp("at", "2026-11-23T11:15:02.120456+01:00").expect("valid");
         let json = serde_json::to_string(&Timestamp(instant)).expect("serializes");
         assert_eq!(json, "\"2026-11-23T10:15:02.120Z\"");
+    }
+
+    /// A status body's ETag hashes its values: instants shown alike must hash
+    /// alike (else a `200` with an unchanged body), instants shown apart apart.
+    #[test]
+    fn instants_hash_as_they_are_shown() {
+        let hash = |text: &str| {
+            let instant: DateTime<Utc> = text.parse().expect("valid");
+            let mut hasher = std::hash::DefaultHasher::new();
+            Timestamp(instant).hash(&mut hasher);
+            (
+                serde_json::to_string(&Timestamp(instant)).expect("serializes"),
+                hasher.finish(),
+            )
+        };
+        let (shown, hashed) = hash("2026-11-23T10:15:02.120001Z");
+        let (shown_alike, hashed_alike) = hash("2026-11-23T10:15:02.120999Z");
+        let (shown_apart, hashed_apart) = hash("2026-11-23T10:15:02.121Z");
+        assert_eq!(
+            (shown.as_str(), hashed),
+            (shown_alike.as_str(), hashed_alike)
+        );
+        assert_ne!(shown, shown_apart);
+        assert_ne!(hashed, hashed_apart);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Conditional polling: the `ETag` of a status body and `If-None-Match`.
 
-use std::hash::{DefaultHasher, Hasher};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use actix_web::http::header::{self, CacheControl, CacheDirective, ETag, EntityTag, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
@@ -21,7 +21,31 @@ pub fn conditional_json<T: Serialize>(
     let bytes = serde_json::to_vec(body).map_err(|error| ApiError::Internal(Box::new(error)))?;
     let mut hasher = DefaultHasher::new();
     hasher.write(&bytes);
-    let tag = EntityTag::new_strong(format!("{:016x}", hasher.finish()));
+    answer(request, hasher.finish(), || Ok(bytes))
+}
+
+/// [`conditional_json`] for a body whose `Hash` covers exactly what it shows
+/// (status bodies): the tag is a hash of the body's values, so a `304`, most
+/// polls' answer, costs no JSON. It changes exactly when the body does, as
+/// the other's, and is the same on every instance of one build.
+pub fn conditional_view<T: Serialize + Hash>(
+    request: &HttpRequest,
+    body: &T,
+) -> Result<HttpResponse, ApiError> {
+    let mut hasher = DefaultHasher::new();
+    body.hash(&mut hasher);
+    answer(request, hasher.finish(), || {
+        serde_json::to_vec(body).map_err(|error| ApiError::Internal(Box::new(error)))
+    })
+}
+
+/// `304` when `If-None-Match` names the tag of `hash`, else `200` with the body `bytes` makes.
+fn answer(
+    request: &HttpRequest,
+    hash: u64,
+    bytes: impl FnOnce() -> Result<Vec<u8>, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let tag = EntityTag::new_strong(format!("{hash:016x}"));
     let cache_control = CacheControl(vec![CacheDirective::Private, CacheDirective::NoCache]);
     if already_has(request, &tag) {
         return Ok(HttpResponse::NotModified()
@@ -36,7 +60,7 @@ pub fn conditional_json<T: Serialize>(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         ))
-        .body(bytes))
+        .body(bytes()?))
 }
 
 /// Whether `If-None-Match` lists `tag` (weakly compared, as RFC 9110 asks) or is `*`.

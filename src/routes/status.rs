@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::conditional::conditional_json;
+use super::conditional::conditional_view;
 use super::responses::{BodyErrors, CommonErrors, LimitErrors};
 use super::status_body::{StatusBody, StatusesBody};
 use crate::auth::Viewer;
@@ -82,7 +82,7 @@ pub async fn get_status(
         state.clock.now(),
         &state.thresholds,
     );
-    conditional_json(&request, &StatusBody::new(&view))
+    conditional_view(&request, &StatusBody::new(&view))
 }
 
 /// The query string of `GET /api/status`.
@@ -202,7 +202,7 @@ async fn batch_response(
             )
         })
         .collect();
-    conditional_json(
+    conditional_view(
         request,
         &StatusesBody {
             statuses: views.iter().map(StatusBody::new).collect(),

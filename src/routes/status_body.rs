@@ -8,7 +8,7 @@ use crate::presence::{EffectiveStatus, Status, StoredDevice};
 
 /// One user's status as the caller may see it; the self view adds the optional fields,
 /// and the answer to a ping adds `pingIntervalSeconds`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = StatusView)]
 pub struct StatusBody<'a> {
@@ -56,7 +56,7 @@ pub struct StatusBody<'a> {
 }
 
 /// One stored device (self view only).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = Device)]
 pub struct DeviceBody<'a> {
@@ -111,7 +111,7 @@ impl<'a> DeviceBody<'a> {
 }
 
 /// Several users' statuses, one per distinct id, in the order first asked.
-#[derive(Serialize, ToSchema)]
+#[derive(Hash, Serialize, ToSchema)]
 #[schema(as = StatusesResponse)]
 pub struct StatusesBody<'a> {
     /// The statuses.
