@@ -138,7 +138,7 @@ impl Statuses {
                 distributed: config.distributed,
                 batch_wait: config.ping_batch_wait,
             },
-            metrics.ping_batches.clone(),
+            &metrics.ping_batches,
         );
         let freshness = Arc::new(Freshness::new(config.cache_ttl));
         let caches = (!config.cache_ttl.is_zero()).then(|| Caches {

@@ -57,7 +57,7 @@ impl PingWriter {
     pub fn start(
         db: Database,
         config: WriterConfig,
-        batches: IntCounter,
+        batches: &IntCounter,
     ) -> (Self, Vec<JoinHandle<()>>) {
         let (queue, queued) = mpsc::channel(QUEUE);
         let queued = Arc::new(Mutex::new(queued));
