@@ -9,6 +9,11 @@
 # Usage (from the repository root): bash bench/simulate.sh
 # Knobs: STEPS ("10000,15000,20000,25000,30000"), TWO_INSTANCES (10000 users),
 #        RAMP (30s), WARMUP (30s), DURATION (60s), CONNECTIONS (64 per instance).
+# DIAGNOSE=1: PostgreSQL also keeps pg_stat_statements, logs a sample of plans
+# (auto_explain), autovacuum, checkpoints and statements over 200 ms; at the
+# end the tables' scan and update counts, the costliest statements and those
+# log lines go to stderr. Its own overhead is in the figures: compare such
+# runs with each other only.
 # CITUS=1: instead, steps of CITUS_USERS ("2500,5000") users on that private
 # PostgreSQL, then the same on a private Citus cluster (a coordinator and two
 # workers, fsync on, CITUS_SHARD_COUNT (8) shards, bench/citus-cluster.sh;
@@ -36,11 +41,38 @@ PG_DATA=$(mktemp -d)
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [ "${DIAGNOSE:-}" = 1 ]; then diagnosis >&2 || true; fi
     stop_private_postgres "$PG_DATA"
+}
+# diagnosis: what DIAGNOSE=1 prints at the end.
+diagnosis() {
+    psql "$URL" -c "select relname, seq_scan, seq_tup_read, idx_scan, n_tup_upd, n_tup_hot_upd,
+                           last_autovacuum, last_autoanalyze
+                    from pg_stat_user_tables order by seq_tup_read desc limit 8"
+    psql "$URL" -c "select calls, round(total_exec_time) as ms, round((total_exec_time / calls)::numeric, 3) as ms_a_call,
+                           rows, left(regexp_replace(query, '\s+', ' ', 'g'), 120) as statement
+                    from pg_stat_statements order by total_exec_time desc limit 20"
+    grep -E 'automatic (vacuum|analyze) of table|checkpoint (starting|complete)|duration: [0-9]{3,}\.[0-9]+ ms  statement' \
+        "$PG_DATA/server.log" || true
+    say "plans sampled that scan user_status whole: $(grep -c 'Seq Scan on user_status' "$PG_DATA/server.log")"
 }
 trap cleanup EXIT
 private_postgres "$PG_DATA" "$PG_PORT"
+if [ "${DIAGNOSE:-}" = 1 ]; then
+    cat >> "$PG_DATA/postgresql.conf" <<'CONF'
+shared_preload_libraries = 'pg_stat_statements,auto_explain'
+pg_stat_statements.track = all
+auto_explain.log_min_duration = 0
+auto_explain.sample_rate = 0.0003
+auto_explain.log_nested_statements = on
+log_autovacuum_min_duration = 0
+log_checkpoints = on
+log_min_duration_statement = 200
+CONF
+    as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w restart >/dev/null
+fi
 psql -q "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c "create database $DB"
+if [ "${DIAGNOSE:-}" = 1 ]; then psql -q "$URL" -c "create extension pg_stat_statements"; fi
 DATABASE_URL="$URL" RUST_LOG=warn "$BIN" migrate
 
 # start PORT: a server with the default settings; its pid is appended to PIDS.
