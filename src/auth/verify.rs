@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
@@ -15,9 +14,10 @@ use serde_json::{Map, Value};
 use super::{ADMIN_SCOPE, ClaimRules, Jwks, PublicKey, TokenSettings, VerificationKeys};
 use crate::domain::{RoomGrants, UserId};
 use crate::error::ApiError;
+use crate::statuses::sharded::ShardedMap;
 
-/// How many bytes of verified tokens the verifier remembers (tokens weigh their length).
-const VERIFIED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// How many verified tokens the verifier remembers (about 32 MiB of tokens).
+const VERIFIED_TOKENS: u64 = 128 * 1024;
 
 /// Why a token was not verified.
 pub(super) enum Unverified {
@@ -50,26 +50,13 @@ struct Verified {
     until: u64,
 }
 
-/// Forgets a verified token when it expires.
-struct UntilExpiry;
-
-impl moka::Expiry<String, Verified> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _token: &String,
-        verified: &Verified,
-        _now: std::time::Instant,
-    ) -> Option<Duration> {
-        let now = jsonwebtoken::get_current_timestamp();
-        Some(Duration::from_secs(verified.until.saturating_sub(now)))
-    }
-}
-
 /// Checks bearer tokens: HS256 against the secrets, RS/ES/EdDSA against the
 /// public keys of their own family (chosen by `kid` and `alg`); `exp`
 /// required, `nbf` honoured, `iss`/`aud` when configured, the user claim
 /// present. Tokens it verified are remembered until they expire, so a poll
-/// with the same token does not redo the signature check.
+/// with the same token does not redo the signature check. (A map whose
+/// lookup is one read lock: an LRU cache's bookkeeping on every request cost
+/// more than the lookup, see `statuses/sharded.rs`.)
 #[derive(Clone)]
 pub struct TokenVerifier {
     secrets: Vec<DecodingKey>,
@@ -81,7 +68,7 @@ pub struct TokenVerifier {
     user_claim: Arc<str>,
     rooms_claim: Arc<str>,
     leeway: u64,
-    verified: moka::sync::Cache<String, Verified>,
+    verified: Arc<ShardedMap<String, Verified>>,
 }
 
 impl fmt::Debug for TokenVerifier {
@@ -152,11 +139,7 @@ impl TokenVerifier {
             user_claim: rules.user_claim.as_str().into(),
             rooms_claim: rules.rooms_claim.as_str().into(),
             leeway: rules.leeway.as_secs(),
-            verified: moka::sync::Cache::builder()
-                .max_capacity(VERIFIED_CACHE_BYTES)
-                .weigher(|token: &String, _| u32::try_from(token.len()).unwrap_or(u32::MAX))
-                .expire_after(UntilExpiry)
-                .build(),
+            verified: Arc::new(ShardedMap::new(VERIFIED_TOKENS)),
         }
     }
 
@@ -188,12 +171,14 @@ impl TokenVerifier {
 
     /// The token's caller, from the remembered tokens or by checking it.
     pub(super) fn check(&self, token: &str) -> Result<Caller, Unverified> {
-        if let Some(verified) = self.verified.get(token) {
+        if let Some(verified) = self.verified.get(token)
+            && jsonwebtoken::get_current_timestamp() <= verified.until
+        {
             return Ok(verified.caller);
         }
         let verified = self.check_signature_and_claims(token)?;
         let caller = verified.caller.clone();
-        self.verified.insert(token.to_owned(), verified);
+        self.verified.update(token.to_owned(), |_| Some(verified));
         Ok(caller)
     }
 
@@ -401,6 +386,8 @@ impl Caller {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     use super::*;
@@ -453,21 +440,30 @@ mod tests {
 
     #[test]
     fn a_verified_token_is_remembered_until_it_expires_and_a_refused_one_never() {
-        use moka::Expiry;
         let user = UserId::parse("0b6c3f1e-8f4a-4e55-9a2b-1c2d3e4f5a6b").expect("uuid");
         let verifier = TokenVerifier::new(&secret("s3cret"));
         let token = issue_token(&secret("s3cret"), user, Duration::from_secs(60)).expect("signs");
         verifier.verify(&token).expect("valid");
-        let remembered = verifier.verified.get(&token).expect("remembered");
-        let kept = UntilExpiry
-            .expire_after_create(&token, &remembered, std::time::Instant::now())
-            .expect("expires");
+        let remembered = verifier.verified.get(token.as_str()).expect("remembered");
+        let kept = remembered
+            .until
+            .saturating_sub(jsonwebtoken::get_current_timestamp());
         // 60 s of validity plus the default 5 s of leeway, give or take the second ticking over.
-        assert!(
-            (Duration::from_secs(63)..=Duration::from_secs(65)).contains(&kept),
-            "{kept:?}"
-        );
+        assert!((63..=65).contains(&kept), "{kept} s");
         assert_eq!(verifier.verify(&token).expect("still valid"), user);
+
+        // Past its time, a remembered entry is not used: the token is checked again.
+        let other = UserId::parse("5d4a1c52-3f0e-4b8e-9a57-3c1b2d7e8f90").expect("uuid");
+        verifier.verified.update(token.clone(), |held| {
+            held.map(|held| Verified {
+                caller: Caller {
+                    subject: other.to_string(),
+                    ..held.caller.clone()
+                },
+                until: jsonwebtoken::get_current_timestamp() - 1,
+            })
+        });
+        assert_eq!(verifier.verify(&token).expect("checked again"), user);
 
         let forged = issue_token(&secret("other"), user, Duration::from_secs(60)).expect("signs");
         verifier.verify(&forged).expect_err("refused");

@@ -9,6 +9,7 @@
 //! sharded by the key's hash, each shard behind its own `RwLock`, and at its
 //! capacity a new entry takes the place of another entry of its shard.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,11 +46,12 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         }
     }
 
-    fn shard(&self, key: &K) -> &RwLock<HashMap<K, V, RandomState>> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, V, RandomState>> {
         &self.shards[self.shard_index(key)]
     }
 
-    fn shard_index(&self, key: &K) -> usize {
+    /// The shard of a key; a key and what it borrows as (`String`, `str`) hash alike.
+    fn shard_index<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
         usize::try_from(self.hasher.hash_one(key)).unwrap_or_default() % self.shards.len()
     }
 
@@ -74,8 +76,12 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         found
     }
 
-    /// A copy of the entry of `key`.
-    pub fn get(&self, key: &K) -> Option<V> {
+    /// A copy of the entry of `key` (or of what it borrows as: a `String` key by `&str`).
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
