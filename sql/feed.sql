@@ -216,6 +216,10 @@ begin
        and old.feed_as_of >= old.updated_at
        and new.feed_as_of = old.feed_as_of
        and greatest(new.updated_at, old.feed_as_of) < old.next_change_at
+       -- A device was still live: a heartbeat after every device timed out
+       -- brings the user back (the feed may have accounted for the timeout
+       -- already, and its next instant then lies ahead).
+       and greatest(new.updated_at, old.feed_as_of) < old.last_ping + settings.offline_after
        and new.last_ping >= old.last_ping
        and (new.last_seen, new.manual_status, new.manual_status_until, new.invisible)
            is not distinct from

@@ -372,6 +372,61 @@ async fn a_setting_changed_while_the_feed_was_off_comes_in_with_the_next_heartbe
     );
 }
 
+/// A heartbeat from a device that timed out brings the user back: the change
+/// out of offline is in the feed at the heartbeat, even when the feed had
+/// already accounted for the timeout (the next instant it keeps, the user's
+/// activity turning away, then lies ahead). The trigger's quick path took
+/// such a heartbeat as changing nothing, and the randomized test above caught
+/// it once in a while.
+#[sqlx::test]
+async fn a_heartbeat_after_the_timeout_brings_the_user_back_in_the_feed(pool: PgPool) {
+    let app = spawn_app_with(
+        pool,
+        &[
+            ("PRESENCE_IDLE_AFTER", "20s"),
+            ("PRESENCE_AWAY_AFTER", "40s"),
+            ("PRESENCE_OFFLINE_AFTER", "30s"),
+            ("PRESENCE_PRUNE_AFTER", "30s"),
+        ],
+    )
+    .await;
+    let user = new_user();
+    let t0 = app.clock.now();
+    app.ping_ok(user, json!({"deviceId": "tab"})).await;
+    app.advance(TimeDelta::seconds(35));
+    // Online, idle at 20 s, offline at 30 s: the feed job accounts for both.
+    let mut reader = Reader::new();
+    let started = std::time::Instant::now();
+    while of_user(&reader.seen, user).len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the timeout never came in"
+        );
+        if reader.poll(&app, 1000).await == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (status, _, _, _, _, at) = of_user(&reader.seen, user)[2].clone();
+    assert_eq!(
+        (status.as_str(), at),
+        ("offline", ms(t0 + TimeDelta::seconds(30)))
+    );
+
+    let heartbeat = app.clock.now();
+    let view = app
+        .ping_ok(user, json!({"deviceId": "tab", "active": false}))
+        .await;
+    assert_eq!(view["status"], "idle");
+    fence(&app, &mut reader).await;
+    let changes = of_user(&reader.seen, user);
+    assert_eq!(changes.len(), 4, "{changes:?}");
+    let (status, previous, public, _, _, at) = changes[3].clone();
+    assert_eq!(
+        (status.as_str(), previous.as_str(), public.as_str(), at),
+        ("idle", "offline", "idle", ms(heartbeat))
+    );
+}
+
 #[sqlx::test]
 async fn cursors_go_on_from_an_empty_feed_and_expire_with_the_retention(pool: PgPool) {
     let app = spawn_app_with(pool, &[("PRESENCE_FEED_RETENTION", "1m")]).await;
