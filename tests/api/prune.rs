@@ -390,3 +390,67 @@ async fn a_run_prunes_every_stale_user_in_chunks_of_short_transactions(pool: PgP
     let left: i64 = with_devices().await.expect("counts");
     assert_eq!(left, 1, "only the live user keeps a device");
 }
+
+/// The device summary the prune job finds its candidates by (and the feed's
+/// latest ping) follows every shape of list a write leaves: empty, one
+/// device, several out of order, one without a ping, set by any statement.
+#[sqlx::test]
+async fn the_device_summary_follows_every_write_of_the_list(pool: PgPool) {
+    let user = new_user();
+    sqlx::query(
+        "insert into user_status (user_id, last_seen, updated_at) values ($1, now(), now())",
+    )
+    .bind(user.as_uuid())
+    .execute(&pool)
+    .await
+    .expect("inserts a row without devices");
+    let lists = [
+        json!([]),
+        json!([{"id": "a", "platform": "web", "lastPing": "2026-01-01T10:00:30Z"}]),
+        json!([
+            {"id": "a", "platform": "web", "lastPing": "2026-01-01T10:05:00Z"},
+            {"id": "b", "platform": "web", "lastPing": "2026-01-01T09:58:59.999Z"},
+            {"id": "c", "platform": "web", "lastPing": "2026-01-01T10:07:00Z"}
+        ]),
+        json!([{"id": "a", "platform": "web"}, {"id": "b", "platform": "web", "lastPing": "2026-01-01T11:00:00Z"}]),
+        json!([{"id": "a", "platform": "web"}]),
+        json!([]),
+    ];
+    for list in lists {
+        let (count, latest, oldest_minute): (i32, Option<String>, Option<String>) = sqlx::query_as(
+            "update user_status set devices = $2 where user_id = $1
+                 returning device_count,
+                           to_char(last_ping at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'),
+                           to_char(oldest_ping_minute at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS')",
+        )
+        .bind(user.as_uuid())
+        .bind(&list)
+        .fetch_one(&pool)
+        .await
+        .expect("writes the list");
+        let pings: Vec<chrono::DateTime<Utc>> = list
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|device| device["lastPing"].as_str())
+            .map(|ping| ping.parse().expect("an instant"))
+            .collect();
+        let expected_latest = pings
+            .iter()
+            .max()
+            .map(|at| at.format("%Y-%m-%d %H:%M:%S%.3f").to_string());
+        let expected_oldest = pings
+            .iter()
+            .min()
+            .map(|at| at.format("%Y-%m-%d %H:%M:00").to_string());
+        assert_eq!(
+            (count, latest, oldest_minute),
+            (
+                i32::try_from(list.as_array().expect("a list").len()).expect("small"),
+                expected_latest,
+                expected_oldest
+            ),
+            "{list}"
+        );
+    }
+}
