@@ -67,21 +67,33 @@ impl Reader {
 
     /// Polls until a change of `user` is among those seen; the changes read by then.
     async fn until_change_of(&mut self, app: &TestApp, user: UserId) -> &[Value] {
+        self.until_changes_of(app, user, 1).await;
+        &self.seen
+    }
+
+    /// Polls until at least `count` changes of `user` are among those seen;
+    /// those changes (see [`of_user`]).
+    async fn until_changes_of(
+        &mut self,
+        app: &TestApp,
+        user: UserId,
+        count: usize,
+    ) -> Vec<(String, String, String, String, String, String)> {
         let started = std::time::Instant::now();
-        while !self
-            .seen
-            .iter()
-            .any(|change| change["userId"] == user.to_string())
-        {
+        loop {
+            let changes = of_user(&self.seen, user);
+            if changes.len() >= count {
+                return changes;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(20),
-                "no change of {user} reached the feed"
+                "{} of {count} changes of {user} reached the feed",
+                changes.len()
             );
             if self.poll(app, 1000).await == 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        &self.seen
     }
 }
 
@@ -318,17 +330,7 @@ async fn a_switched_off_feed_writes_nothing_and_catches_up_when_on_again(pool: P
         .await
         .expect("the switch");
     let mut reader = Reader::new();
-    let started = std::time::Instant::now();
-    while of_user(&reader.seen, user).len() < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no timeout came in"
-        );
-        if reader.poll(&app, 1000).await == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    let (status, _, _, _, cause, at) = of_user(&reader.seen, user)[1].clone();
+    let (status, _, _, _, cause, at) = reader.until_changes_of(&app, user, 2).await[1].clone();
     assert_eq!(
         (status.as_str(), cause.as_str(), at),
         ("offline", "timed-out", ms(t0 + TimeDelta::seconds(60)))
@@ -396,17 +398,7 @@ async fn a_heartbeat_after_the_timeout_brings_the_user_back_in_the_feed(pool: Pg
     app.advance(TimeDelta::seconds(35));
     // Online, idle at 20 s, offline at 30 s: the feed job accounts for both.
     let mut reader = Reader::new();
-    let started = std::time::Instant::now();
-    while of_user(&reader.seen, user).len() < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the timeout never came in"
-        );
-        if reader.poll(&app, 1000).await == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    let (status, _, _, _, _, at) = of_user(&reader.seen, user)[2].clone();
+    let (status, _, _, _, _, at) = reader.until_changes_of(&app, user, 3).await[2].clone();
     assert_eq!(
         (status.as_str(), at),
         ("offline", ms(t0 + TimeDelta::seconds(30)))
