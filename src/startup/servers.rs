@@ -26,6 +26,8 @@ use super::StartupError;
 
 /// The largest body `PUT /api/status` accepts.
 const BODY_LIMIT_BYTES: usize = 16 * 1024;
+/// Where tracing-actix-web's request spans come from (the target a log filter names).
+const REQUEST_SPAN_TARGET: &str = "tracing_actix_web::root_span_builder";
 /// How long in-flight requests may take to finish after SIGTERM.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 
@@ -60,6 +62,10 @@ pub(super) fn public_server(
     let token_settings = config.token_settings().map(web::Data::new);
     let (dev_mode, cors_origins) = (config.dev_mode, config.cors_origins.clone());
     let request_timeout = config.request_timeout;
+    // The request span costs work on every request (a request id drawn at
+    // random, the connection's details parsed, a route formatted) even when
+    // the log filter then drops it: it is built only when the filter keeps it.
+    let request_spans = tracing::enabled!(target: REQUEST_SPAN_TARGET, tracing::Level::INFO);
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let connections_per_worker = usize::try_from(config.max_connections.get())
         .unwrap_or(usize::MAX)
@@ -101,7 +107,7 @@ pub(super) fn public_server(
                     !cors_origins.is_empty(),
                     cors(&cors_origins),
                 ))
-                .wrap(TracingLogger::default())
+                .wrap(Condition::new(request_spans, TracingLogger::default()))
                 .app_data(state.clone())
                 .app_data(verifier.clone())
                 .app_data(

@@ -194,12 +194,40 @@ fn start_up_retries_an_unreachable_database_then_gives_up_clearly() {
 
 #[tokio::test]
 async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
+    let (stderr, token) = json_log_of_a_ping("info").await;
+    let request_lines = request_lines(&stderr);
+    assert!(!request_lines.is_empty(), "{stderr}");
+    for line in request_lines {
+        assert!(
+            line["span"]["request_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{line}"
+        );
+    }
+    assert!(!stderr.contains(&token), "the token is never logged");
+}
+
+#[tokio::test]
+async fn the_request_log_follows_a_filter_that_names_it_alone() {
+    // The server builds request spans only when the filter keeps them: a
+    // filter that keeps them by the request logger's name alone still logs
+    // each request, and one that keeps only warnings logs none.
+    let (stderr, _) = json_log_of_a_ping("warn,tracing_actix_web=info").await;
+    assert!(!request_lines(&stderr).is_empty(), "{stderr}");
+    let (stderr, _) = json_log_of_a_ping("warn").await;
+    assert!(request_lines(&stderr).is_empty(), "{stderr}");
+}
+
+/// What a server logging JSON lines under the filter `rust_log` wrote to
+/// stderr for one ping, and the ping's token.
+async fn json_log_of_a_ping(rust_log: &str) -> (String, String) {
     let bin = newest_server().expect("a PostgreSQL server is installed");
     let cluster = Cluster::start(bin, "");
     let port = crate::helpers::free_port();
     let mut server = crate::process::presence_server(&cluster.url("presence"), port)
         .env("PRESENCE_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -225,25 +253,16 @@ async fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut server.stderr.take().expect("stderr"), &mut stderr)
         .expect("reads");
+    (stderr, token)
+}
 
-    let lines: Vec<Value> = stderr
+/// The JSON lines of `stderr` written inside a request to `PUT /api/status`.
+fn request_lines(stderr: &str) -> Vec<Value> {
+    stderr
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
-        .collect();
-    let request_lines: Vec<&Value> = lines
-        .iter()
-        .filter(|line| line["span"]["http.route"] == "/api/status")
-        .collect();
-    assert!(!request_lines.is_empty(), "{stderr}");
-    for line in request_lines {
-        assert!(
-            line["span"]["request_id"]
-                .as_str()
-                .is_some_and(|id| !id.is_empty()),
-            "{line}"
-        );
-    }
-    assert!(!stderr.contains(&token), "the token is never logged");
+        .filter(|line: &Value| line["span"]["http.route"] == "/api/status")
+        .collect()
 }
 
 /// A sample's name, labels and expected value.
