@@ -20,7 +20,7 @@ use crate::store;
 pub const FEED_EVERY: Duration = Duration::from_millis(250);
 
 /// The advisory lock a run holds, so one instance publishes at a time.
-const FEED_LOCK: i64 = 0x7072_6573_656e_6303;
+pub const FEED_LOCK: i64 = 0x7072_6573_656e_6303;
 
 /// The most due users one run advances, and the most changes it publishes.
 const DUE_CHUNK: i64 = 5_000;
@@ -110,34 +110,45 @@ fn seconds(delta: TimeDelta) -> f64 {
     delta.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
 }
 
-/// One run at `now`: the due users' changes by the clock, a transaction per
-/// shard (all in one on plain PostgreSQL), then the publication and (with
-/// `retain`) the retention, in one more. Each holds the job's lock and no
-/// two hold rows of two shards, so the job takes part in no deadlock with
-/// the ping writer or the prune job, which lock a shard's rows at a time in
-/// user id order too. `None` when another instance holds the job's lock.
+/// One run at `now`: the due users' changes by the clock, then the
+/// publication and (with `retain`) the retention, in one more transaction.
+/// On plain PostgreSQL the due users are found and advanced in one
+/// transaction; on Citus they are found in one, then advanced a shard at a
+/// time, a transaction each. Each holds the job's lock, taken before anything
+/// else (an instance that does not get it reads nothing), and no two hold
+/// rows of two shards, so the job takes part in no deadlock with the ping
+/// writer or the prune job, which lock a shard's rows at a time in user id
+/// order too. `None` when another instance holds the job's lock.
 pub async fn run_feed_job(
     schedule: &FeedSchedule,
     now: DateTime<Utc>,
     retain: bool,
 ) -> Result<Option<FeedRun>, sqlx::Error> {
     let mut run = FeedRun::default();
-    let due = store::users_due(&schedule.pool, now, DUE_CHUNK).await?;
-    if !due.is_empty() {
-        let groups = if schedule.distributed {
+    let mut transaction = schedule.pool.begin().await?;
+    if !store::try_job_lock(&mut *transaction, FEED_LOCK).await? {
+        return Ok(None);
+    }
+    let due = store::users_due(&mut *transaction, now, DUE_CHUNK).await?;
+    if schedule.distributed {
+        transaction.commit().await?;
+        if !due.is_empty() {
             let mut connection = schedule.pool.acquire().await?;
-            store::citus::users_by_shard(&mut connection, &due).await?
-        } else {
-            vec![due]
-        };
-        for users in groups {
-            let mut transaction = schedule.pool.begin().await?;
-            if !store::try_job_lock(&mut *transaction, FEED_LOCK).await? {
-                return Ok(None);
+            let groups = store::citus::users_by_shard(&mut connection, &due).await?;
+            for users in groups {
+                let mut transaction = schedule.pool.begin().await?;
+                if !store::try_job_lock(&mut *transaction, FEED_LOCK).await? {
+                    return Ok(None);
+                }
+                run.advanced += store::advance_feed(&mut *transaction, &users, now).await?;
+                transaction.commit().await?;
             }
-            run.advanced += store::advance_feed(&mut *transaction, &users, now).await?;
-            transaction.commit().await?;
         }
+    } else {
+        if !due.is_empty() {
+            run.advanced += store::advance_feed(&mut *transaction, &due, now).await?;
+        }
+        transaction.commit().await?;
     }
     let mut transaction = schedule.pool.begin().await?;
     if !store::try_job_lock(&mut *transaction, FEED_LOCK).await? {

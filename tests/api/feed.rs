@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use presence::clock::{Clock, ManualClock};
+use presence::clock::{Clock, ManualClock, SystemClock};
 use presence::domain::UserId;
-use presence::jobs::{FeedSchedule, run_feed_job};
+use presence::jobs::{FEED_LOCK, FeedSchedule, run_feed_job};
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use reqwest::StatusCode;
@@ -335,6 +335,43 @@ async fn a_switched_off_feed_writes_nothing_and_catches_up_when_on_again(pool: P
         (status.as_str(), cause.as_str(), at),
         ("offline", "timed-out", ms(t0 + TimeDelta::seconds(60)))
     );
+}
+
+/// A run of an instance that does not get the job's lock reads nothing: with
+/// two instances, the other's runs cost the database a lock attempt each,
+/// not a search for the due users. (Before the lock came first, such a run
+/// read the due users and only then found the lock taken.)
+#[sqlx::test]
+async fn a_run_that_does_not_get_the_job_lock_reads_nothing(pool: PgPool) {
+    let schedule = FeedSchedule {
+        pool: pool.clone(),
+        clock: Arc::new(SystemClock),
+        every: Duration::from_millis(250),
+        retention: TimeDelta::days(1),
+        distributed: false,
+        metrics: None,
+    };
+    // Another instance's run holds the lock; the table of statuses is locked
+    // too, so that a read of it would wait until this test lets go.
+    let mut other = pool.begin().await.expect("a transaction");
+    sqlx::query("select pg_advisory_xact_lock($1)")
+        .bind(FEED_LOCK)
+        .execute(&mut *other)
+        .await
+        .expect("the job's lock");
+    sqlx::query("lock table user_status in access exclusive mode")
+        .execute(&mut *other)
+        .await
+        .expect("the table's lock");
+    let run = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_feed_job(&schedule, Utc::now(), false),
+    )
+    .await
+    .expect("the run waited to read the statuses, the job's lock taken")
+    .expect("the run");
+    assert_eq!(run, None, "the run went on without the job's lock");
+    other.rollback().await.expect("lets go");
 }
 
 /// A setting changed while the feed was off, then a heartbeat once it is on:
