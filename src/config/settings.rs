@@ -259,7 +259,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "RUST_LOG",
         default: "info",
-        meaning: "log filter; one line per request with its request id and latency",
+        meaning: "log filter; one line per request with its request id and latency (built only when the filter keeps `tracing_actix_web` at `info`)",
     },
 ];
 
