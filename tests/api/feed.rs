@@ -21,6 +21,19 @@ use crate::helpers::{
 use crate::history::service_token;
 use crate::model::{Event, Rules};
 
+/// The feed job's schedule on `pool` and `clock`, as a test runs it by hand
+/// (on plain PostgreSQL, counting nothing).
+fn job_schedule(pool: &PgPool, clock: Arc<dyn Clock>) -> FeedSchedule {
+    FeedSchedule {
+        pool: pool.clone(),
+        clock,
+        every: Duration::from_millis(250),
+        retention: TimeDelta::days(1),
+        distributed: false,
+        metrics: None,
+    }
+}
+
 /// `GET /api/admin/changes` with a service token: the status and the body.
 async fn read(app: &TestApp, query: &str) -> (StatusCode, Value) {
     let token = service_token("feed-reader");
@@ -301,14 +314,7 @@ async fn a_switched_off_feed_writes_nothing_and_catches_up_when_on_again(pool: P
         .expect("the switch");
     app.advance(TimeDelta::minutes(2));
     let before = xmin().await;
-    let schedule = FeedSchedule {
-        pool: pool.clone(),
-        clock: Arc::new(app.clock.clone()),
-        every: Duration::from_millis(250),
-        retention: TimeDelta::days(1),
-        distributed: false,
-        metrics: None,
-    };
+    let schedule = job_schedule(&pool, Arc::new(app.clock.clone()));
     for _ in 0..3 {
         let run = run_feed_job(&schedule, app.clock.now(), false)
             .await
@@ -343,14 +349,7 @@ async fn a_switched_off_feed_writes_nothing_and_catches_up_when_on_again(pool: P
 /// read the due users and only then found the lock taken.)
 #[sqlx::test]
 async fn a_run_that_does_not_get_the_job_lock_reads_nothing(pool: PgPool) {
-    let schedule = FeedSchedule {
-        pool: pool.clone(),
-        clock: Arc::new(SystemClock),
-        every: Duration::from_millis(250),
-        retention: TimeDelta::days(1),
-        distributed: false,
-        metrics: None,
-    };
+    let schedule = job_schedule(&pool, Arc::new(SystemClock));
     // Another instance's run holds the lock; the table of statuses is locked
     // too, so that a read of it would wait until this test lets go.
     let mut other = pool.begin().await.expect("a transaction");
@@ -406,14 +405,7 @@ async fn a_backlog_of_changes_is_published_without_stalling(pool: PgPool) {
     .execute(&pool)
     .await
     .expect("the backlog");
-    let schedule = FeedSchedule {
-        pool: pool.clone(),
-        clock: Arc::new(SystemClock),
-        every: Duration::from_millis(250),
-        retention: TimeDelta::days(1),
-        distributed: false,
-        metrics: None,
-    };
+    let schedule = job_schedule(&pool, Arc::new(SystemClock));
     // A generous bound: the run takes about a second; a failure here is
     // the square of the chunk, minutes.
     let run = tokio::time::timeout(
