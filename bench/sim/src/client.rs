@@ -83,6 +83,10 @@ pub struct Job {
     pub if_none_match: Option<HeaderValue>,
     /// When the client's timer fired: latency counts from here.
     pub wanted_at: Instant,
+    /// A sign-out sent before any ping of its tab was acknowledged: it may
+    /// overtake the tab's first ping (on another connection) and find no
+    /// device, a `404` the client's own race makes, not the server.
+    pub unacknowledged: bool,
 }
 
 /// One status of a poll's answer, as far as the simulator reads it.

@@ -131,6 +131,7 @@ pub async fn run(
                     authorization: tokens[member as usize].clone(),
                     if_none_match: None,
                     wanted_at: at,
+                    unacknowledged: false,
                 });
             }
             let (kind, method, path, body, etag) = match what {
@@ -166,6 +167,7 @@ pub async fn run(
                 authorization: tokens[member as usize].clone(),
                 if_none_match: etag,
                 wanted_at: at,
+                unacknowledged: false,
             });
         }
         let next = timers

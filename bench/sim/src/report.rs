@@ -1,6 +1,7 @@
 //! What a step measured, as printed tables and JSON, and the resources measured
 //! beside it: server and Postgres CPU, server memory, database writes.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -248,6 +249,10 @@ pub struct KindRow {
     pub latency: Spread,
     /// Failed answers and requests never answered.
     pub errors: u64,
+    /// The failed answers by status code (0: no answer).
+    pub failures: BTreeMap<u16, u64>,
+    /// Sign-outs that overtook their tab's first ping and found no device.
+    pub overtook: u64,
 }
 
 /// One step's figures, ready to print.
@@ -308,11 +313,17 @@ impl Step {
             rate: sent as f64 / seconds,
             latency: Spread::of(latencies, 1000.0),
             errors: errors + sent.saturating_sub(answered),
+            failures: BTreeMap::new(),
+            overtook: 0,
         };
         let kinds: Vec<KindRow> = figures
             .kinds
             .iter()
-            .map(|(kind, f)| row(kind.name(), f.sent, f.answered, f.errors, &f.latencies))
+            .map(|(kind, f)| KindRow {
+                failures: f.failures.clone(),
+                overtook: f.overtook,
+                ..row(kind.name(), f.sent, f.answered, f.errors, &f.latencies)
+            })
             .collect();
         let every: Vec<u32> = figures
             .kinds
@@ -460,6 +471,10 @@ impl Step {
             "seconds": self.seconds,
             "kinds": self.kinds.iter().map(|k| json!({
                 "kind": k.name, "perSecond": k.rate, "latencyMs": spread(&k.latency), "errors": k.errors,
+                "failedAnswers": k.failures.iter().map(|(code, n)| json!({
+                    "status": if *code == 0 { json!("no answer") } else { json!(code) }, "count": n,
+                })).collect::<Vec<_>>(),
+                "overtook": k.overtook,
             })).collect::<Vec<_>>(),
             "requestsPerSecond": self.all.rate,
             "latencyMs": spread(&self.all.latency),
@@ -508,6 +523,25 @@ impl Step {
                 "{:<20} {:>9.1} {:>8.2} {:>8.2} {:>8.1} {:>7}",
                 k.name, k.rate, k.latency.p50, k.latency.p99, k.latency.max, k.errors
             );
+        }
+        for k in &self.kinds {
+            if !k.failures.is_empty() {
+                let codes: Vec<String> = k
+                    .failures
+                    .iter()
+                    .map(|(code, n)| match code {
+                        0 => format!("{n} no answer"),
+                        code => format!("{n} x {code}"),
+                    })
+                    .collect();
+                println!("failed {}: {}", k.name, codes.join(", "));
+            }
+            if k.overtook > 0 {
+                println!(
+                    "{} {}s overtook their tab's first ping and found no device (404, the client's own race, not counted as errors)",
+                    k.overtook, k.name
+                );
+            }
         }
         println!(
             "polls answered 304: {:.1}% of the visible tab's, {:.1}% of all; {:.0} bytes per poll",

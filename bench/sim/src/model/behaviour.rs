@@ -211,6 +211,7 @@ impl Simulation {
         t.known.clear();
         t.next_change_ms = None;
         t.failures = 0;
+        t.acknowledged = false;
         t.poll_timer += 1;
         let (opened, timer) = (t.opened, t.poll_timer);
         self.update_truth(u, now, |state| {

@@ -11,6 +11,11 @@ pub struct KindFigures {
     pub sent: u64,
     pub answered: u64,
     pub errors: u64,
+    /// The failed answers by status code (0: no answer).
+    pub failures: BTreeMap<u16, u64>,
+    /// Sign-outs answered `404` because they overtook their tab's first ping
+    /// (see `Job::unacknowledged`); not errors.
+    pub overtook: u64,
     /// Polls answered `304`, and bytes of poll answers.
     pub not_modified: u64,
     pub bytes: u64,

@@ -211,6 +211,8 @@ struct Tab {
     known: Vec<(u32, Status)>,
     next_change_ms: Option<i64>,
     failures: u32,
+    /// Whether a ping of this opening has been acknowledged (its device stored).
+    acknowledged: bool,
 }
 
 struct User {

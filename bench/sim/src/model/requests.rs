@@ -85,10 +85,11 @@ impl Simulation {
             self.figures.kind(kind).sent += 1;
         }
         let user = &self.users[u as usize];
+        let t = &user.tabs[tab as usize];
         let job = Job {
             user: u,
             tab,
-            generation: user.tabs[tab as usize].opened,
+            generation: t.opened,
             kind,
             method,
             path,
@@ -96,6 +97,7 @@ impl Simulation {
             authorization: user.authorization.clone(),
             if_none_match,
             wanted_at: self.started + Duration::from_micros(now),
+            unacknowledged: kind == Kind::SignOut && !t.acknowledged,
         };
         // A closed pool means the step is over; the request is simply not made.
         let _ = self.pools[user.instance].send(job);
