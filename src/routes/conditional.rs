@@ -1,12 +1,21 @@
 //! Conditional polling: the `ETag` of a status body and `If-None-Match`.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use actix_web::http::header::{self, CacheControl, CacheDirective, ETag, EntityTag, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use crate::error::ApiError;
+
+/// How a body's tag is hashed: foldhash with a fixed seed, the same on every
+/// instance of one build. (It was the standard library's SipHash: a `304`
+/// poll of twenty users then took 11% more instructions, counted by
+/// `bench/instructions.sh`. A tag needs no secret key: it reveals nothing the
+/// body would not, and SipHash with its fixed key resisted no crafted
+/// collision either.)
+const TAGS: foldhash::quality::FixedState =
+    foldhash::quality::FixedState::with_seed(0x7072_6573_656e_6365);
 
 /// A JSON response for polling: an `ETag` over the exact body this viewer gets,
 /// `304` when `If-None-Match` already names it, and `Cache-Control: private, no-cache`.
@@ -19,7 +28,7 @@ pub fn conditional_json<T: Serialize>(
     body: &T,
 ) -> Result<HttpResponse, ApiError> {
     let bytes = serde_json::to_vec(body).map_err(|error| ApiError::Internal(Box::new(error)))?;
-    let mut hasher = DefaultHasher::new();
+    let mut hasher = TAGS.build_hasher();
     hasher.write(&bytes);
     answer(request, hasher.finish(), || Ok(bytes))
 }
@@ -32,9 +41,8 @@ pub fn conditional_view<T: Serialize + Hash>(
     request: &HttpRequest,
     body: &T,
 ) -> Result<HttpResponse, ApiError> {
-    let mut hasher = DefaultHasher::new();
-    body.hash(&mut hasher);
-    answer(request, hasher.finish(), || {
+    let hash = TAGS.hash_one(body);
+    answer(request, hash, || {
         serde_json::to_vec(body).map_err(|error| ApiError::Internal(Box::new(error)))
     })
 }
