@@ -77,7 +77,7 @@ pub struct EffectiveStatus {
     /// The status message, when this viewer may see it and it has not expired.
     pub status_message: Option<String>,
     /// The platforms of the live devices, in a fixed order.
-    pub platforms: Vec<Platform>,
+    pub platforms: &'static [Platform],
     /// When, with no further pings, this view will next change by itself.
     pub next_change_at: Option<DateTime<Utc>>,
     /// The fields only the user sees of themselves; `None` for any other viewer.
@@ -117,7 +117,7 @@ pub fn calculate_effective_status(
             status: Status::Offline,
             last_seen: None,
             status_message: None,
-            platforms: Vec::new(),
+            platforms: &[],
             next_change_at: None,
             own: None,
         };
@@ -128,7 +128,8 @@ pub fn calculate_effective_status(
         (false, Some(hidden)) => Audience::Hidden(hidden),
     };
     let is_self = audience == Audience::Owner;
-    let shape = Shape::at(row, audience, now, now, thresholds);
+    let known = Known::of(row, audience, now, thresholds);
+    let shape = Shape::at(row, &known, now, thresholds);
     let own = is_self.then(|| OwnView {
         manual_status: shape.manual_status,
         manual_status_until: row
@@ -143,11 +144,8 @@ pub fn calculate_effective_status(
         status: shape.status,
         last_seen: shape.last_seen,
         status_message: row.status_message.clone().filter(|_| shape.message_shown),
-        platforms: Platform::ALL
-            .into_iter()
-            .filter(|platform| shape.platforms & platform.bit() != 0)
-            .collect(),
-        next_change_at: next_change(row, audience, now, thresholds, &shape),
+        platforms: Platform::set(shape.platforms),
+        next_change_at: next_change(row, &known, now, thresholds, &shape),
         own,
     }
 }
@@ -170,15 +168,26 @@ struct Shape {
     manual_status: Option<ManualStatus>,
 }
 
-impl Shape {
-    /// The shape at `at`, with the devices that were live at `live_at` (a
-    /// device that keeps sending heartbeats stays live; one that stops is no
-    /// scheduled change).
-    fn at(
+/// What a view at any instant from now on starts from, computed once per
+/// view: the activity times as this audience knows them, and the platforms of
+/// the devices live now (a device that keeps sending heartbeats stays live;
+/// one that stops is no scheduled change).
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    audience: Audience,
+    /// The last activity: exact for the user, floored to the precision for others.
+    last_seen: Option<DateTime<Utc>>,
+    /// What others may know of the last activity: it stops where hiding began.
+    shown_last_seen: Option<DateTime<Utc>>,
+    /// The platforms of the devices live at the view's instant.
+    live_platforms: u8,
+}
+
+impl Known {
+    fn of(
         row: &StoredStatus,
         audience: Audience,
-        at: DateTime<Utc>,
-        live_at: DateTime<Utc>,
+        now: DateTime<Utc>,
         thresholds: &Thresholds,
     ) -> Self {
         let is_self = audience == Audience::Owner;
@@ -191,20 +200,60 @@ impl Shape {
             }
         };
         let last_seen = known(row.last_seen);
-        // What others may know of the last activity: it stops where hiding began.
         let shown_last_seen = if row.invisible {
             known(row.last_seen_before_invisible)
         } else {
             last_seen
         };
-        if let Audience::Hidden(hidden) = audience {
-            return Self::offline(known(hidden.last_seen).min(shown_last_seen), false, None);
+        // A view that shows no device skips reading them.
+        let shows_devices = match audience {
+            Audience::Owner => true,
+            Audience::Other => !row.invisible,
+            Audience::Hidden(_) => false,
+        };
+        let live_platforms = if shows_devices {
+            // Live while now < last ping + offline_after.
+            let pinged_after = now - thresholds.offline_after;
+            row.devices
+                .iter()
+                .filter(|device| device.last_ping > pinged_after)
+                .fold(0, |set, device| set | device.platform.bit())
+        } else {
+            0
+        };
+        let audience = match audience {
+            // (Floored once here, as everything else the view shows of it.)
+            Audience::Hidden(hidden) => Audience::Hidden(Hidden {
+                last_seen: known(hidden.last_seen),
+            }),
+            audience => audience,
+        };
+        Self {
+            audience,
+            last_seen,
+            shown_last_seen,
+            live_platforms,
         }
-        let live_platforms = row
-            .devices
-            .iter()
-            .filter(|device| live_at < device.last_ping + thresholds.offline_after)
-            .fold(0, |set, device| set | device.platform.bit());
+    }
+
+    /// Whether the view is the same at every instant: a hidden or invisible
+    /// user shows others offline and nothing the clock moves.
+    fn frozen(&self, row: &StoredStatus) -> bool {
+        match self.audience {
+            Audience::Owner => false,
+            Audience::Other => row.invisible,
+            Audience::Hidden(_) => true,
+        }
+    }
+}
+
+impl Shape {
+    /// The shape at `at`, from what the view starts from.
+    fn at(row: &StoredStatus, known: &Known, at: DateTime<Utc>, thresholds: &Thresholds) -> Self {
+        let is_self = known.audience == Audience::Owner;
+        if let Audience::Hidden(hidden) = known.audience {
+            return Self::offline(hidden.last_seen.min(known.shown_last_seen), false, None);
+        }
         let manual_status = row
             .manual_status
             .filter(|_| row.manual_status_until.is_none_or(|until| at < until));
@@ -213,20 +262,24 @@ impl Shape {
         let own_manual_status = manual_status.filter(|_| is_self);
 
         if row.invisible && !is_self {
-            return Self::offline(shown_last_seen, false, None);
+            return Self::offline(known.shown_last_seen, false, None);
         }
-        if live_platforms == 0 {
-            return Self::offline(last_seen, is_self && message_active, own_manual_status);
+        if known.live_platforms == 0 {
+            return Self::offline(
+                known.last_seen,
+                is_self && message_active,
+                own_manual_status,
+            );
         }
         let status = match manual_status {
             Some(ManualStatus::Away) => Status::Away,
             Some(ManualStatus::Dnd) => Status::Dnd,
-            None => status_by_activity(last_seen, at, thresholds),
+            None => status_by_activity(known.last_seen, at, thresholds),
         };
         Self {
             status,
-            last_seen,
-            platforms: live_platforms,
+            last_seen: known.last_seen,
+            platforms: known.live_platforms,
             message_shown: message_active,
             manual_status: own_manual_status,
         }
@@ -269,27 +322,28 @@ fn status_by_activity(
 /// (idle under a manual DND, say) is skipped.
 fn next_change(
     row: &StoredStatus,
-    audience: Audience,
+    known: &Known,
     now: DateTime<Utc>,
     thresholds: &Thresholds,
     current: &Shape,
 ) -> Option<DateTime<Utc>> {
+    if known.frozen(row) {
+        return None;
+    }
     // Activity ages from what this viewer knows of it (floored for others).
-    let last_seen = match audience {
-        Audience::Owner => row.last_seen,
-        _ => row.last_seen.map(|seen| thresholds.floor(seen)),
-    };
-    let mut deadlines: Vec<DateTime<Utc>> = last_seen
-        .map(|seen| seen + thresholds.idle_after)
-        .into_iter()
-        .chain(last_seen.map(|seen| seen + thresholds.away_after))
-        .chain(row.manual_status_until)
-        .chain(row.status_message_until)
-        .filter(|deadline| *deadline > now)
-        .collect();
+    let mut deadlines = [
+        known.last_seen.map(|seen| seen + thresholds.idle_after),
+        known.last_seen.map(|seen| seen + thresholds.away_after),
+        row.manual_status_until,
+        row.status_message_until,
+    ];
     deadlines.sort_unstable();
-    deadlines.dedup();
+    // (None sorts first; equal deadlines are tried once.)
+    let mut tried = None;
     deadlines
         .into_iter()
-        .find(|deadline| Shape::at(row, audience, *deadline, now, thresholds) != *current)
+        .flatten()
+        .filter(|deadline| *deadline > now)
+        .filter(|deadline| tried.replace(*deadline) != Some(*deadline))
+        .find(|deadline| Shape::at(row, known, *deadline, thresholds) != *current)
 }

@@ -269,7 +269,7 @@ pub async fn get_room(
                 status: view.status,
                 last_seen: view.last_seen.map(Timestamp),
                 status_message: view.status_message.as_deref(),
-                platforms: &view.platforms,
+                platforms: view.platforms,
                 state: member.state.as_ref(),
                 typing: member.typing,
                 joined_at: Timestamp(member.joined_at),

@@ -81,7 +81,7 @@ impl<'a> StatusBody<'a> {
             status: view.status,
             last_seen: view.last_seen.map(Timestamp),
             status_message: view.status_message.as_deref(),
-            platforms: &view.platforms,
+            platforms: view.platforms,
             next_change_at: view.next_change_at.map(Timestamp),
             manual_status: own.map(|own| own.manual_status),
             manual_status_until: own.map(|own| own.manual_status_until.map(Timestamp)),
