@@ -69,8 +69,11 @@ impl Simulation {
         let at = done.finished_at.duration_since(self.started).as_micros() as Micros;
         let measured = self.measuring(wanted);
         let code = done.answer.as_ref().map(|a| a.code);
-        let overtook = job.kind == Kind::SignOut && job.unacknowledged && code == Some(404);
-        let ok = matches!(code, Some(200..=299 | 304)) || overtook;
+        let (ok, overtook) = match outcome(job, code) {
+            Outcome::Answered => (true, false),
+            Outcome::Overtook => (true, true),
+            Outcome::Failed => (false, false),
+        };
         if measured {
             let figures = self.figures.kind(job.kind);
             figures.answered += 1;
@@ -256,5 +259,66 @@ impl Simulation {
         let timer = t.poll_timer;
         let now = self.now();
         self.at(now + wait, u, Event::Poll { tab, timer });
+    }
+}
+
+/// How an answer counts.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// A success, a `304` among them.
+    Answered,
+    /// A sign-out's `404`, sent before any ping of its tab was acknowledged:
+    /// it overtook that ping and found no device (the client's own race).
+    Overtook,
+    /// An error: any other code, or no answer at all.
+    Failed,
+}
+
+fn outcome(job: &Job, code: Option<u16>) -> Outcome {
+    match code {
+        Some(200..=299 | 304) => Outcome::Answered,
+        Some(404) if job.kind == Kind::SignOut && job.unacknowledged => Outcome::Overtook,
+        _ => Outcome::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(kind: Kind, unacknowledged: bool) -> Job {
+        Job {
+            user: 0,
+            tab: 0,
+            generation: 1,
+            kind,
+            method: Method::DELETE,
+            path: "/api/status/devices/sim-0-1".to_owned(),
+            body: None,
+            authorization: HeaderValue::from_static("Bearer x"),
+            if_none_match: None,
+            wanted_at: Instant::now(),
+            unacknowledged,
+        }
+    }
+
+    #[test]
+    fn only_a_sign_out_ahead_of_its_tabs_first_acknowledged_ping_may_find_no_device() {
+        let early = job(Kind::SignOut, true);
+        let late = job(Kind::SignOut, false);
+        assert_eq!(outcome(&early, Some(404)), Outcome::Overtook);
+        assert_eq!(outcome(&early, Some(204)), Outcome::Answered);
+        assert_eq!(outcome(&early, Some(503)), Outcome::Failed);
+        assert_eq!(outcome(&early, None), Outcome::Failed);
+        // Once a ping was acknowledged the device is stored: a 404 is an error.
+        assert_eq!(outcome(&late, Some(404)), Outcome::Failed);
+        assert_eq!(
+            outcome(&job(Kind::Heartbeat, true), Some(404)),
+            Outcome::Failed
+        );
+        assert_eq!(
+            outcome(&job(Kind::Poll, false), Some(304)),
+            Outcome::Answered
+        );
     }
 }
