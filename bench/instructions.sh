@@ -6,7 +6,10 @@
 # the noise of one run; this does not, so two builds compare in one sitting).
 #
 # Usage (from the repository root): bash bench/instructions.sh
-# Knobs: REQUESTS (400 of each kind), CONTACTS (20 users per poll).
+# Knobs: REQUESTS (400 of each kind), CONTACTS (20 users per poll),
+#        PORT (18480), PG_PORT (55433); KEEP=1 keeps the work folder (its
+#        path is the `work:` line on stderr) with callgrind's dumps, one per
+#        kind, for callgrind_annotate.
 #
 # What it models: one front end on a keep-alive connection, as the shipped
 # client polls: `POST /api/status/query` for its contacts with the ETag of
@@ -19,13 +22,13 @@
 # counters dumped; the figure is the instructions of the whole process (every
 # thread: actix, tokio, the ping writer, background jobs) divided by the
 # requests. The background jobs run on wall time, which valgrind slows, so a
-# share of a few percent is theirs (the idle line shows how much: the same
-# wait with no request).
+# share of a few percent is theirs: the script measures their rate over the
+# same wait with no request, and the `net` column subtracts it.
 source "$(dirname "$0")/lib.sh"
 
 REQUESTS=${REQUESTS:-400}
 CONTACTS=${CONTACTS:-20}
-PORT=${PORT:-18380}
+PORT=${PORT:-18480}
 PG_PORT=${PG_PORT:-55433}
 DB=presence_instructions
 URL="postgres://postgres@127.0.0.1:$PG_PORT/$DB"

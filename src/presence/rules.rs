@@ -184,6 +184,7 @@ struct Known {
 }
 
 impl Known {
+    /// What `audience` knows of `row` at `now`: times floored once, live platforms read once.
     fn of(
         row: &StoredStatus,
         audience: Audience,
