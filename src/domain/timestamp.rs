@@ -14,13 +14,14 @@ impl Hash for Timestamp {
     }
 }
 
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+impl Timestamp {
+    /// The instant as the API shows it, formatted on the stack (a poll shows
+    /// several a user); `None` for a year outside 0000 to 9999, which chrono formats.
+    fn text(&self) -> Option<[u8; 24]> {
         let year = self.0.year();
         if !(0..=9999).contains(&year) {
-            return serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true));
+            return None;
         }
-        // Formatted on the stack: a poll serializes several timestamps per user.
         let mut text = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, digits: usize, value: u32| {
             let mut value = value;
@@ -36,7 +37,35 @@ impl Serialize for Timestamp {
         put(14, 2, self.0.minute());
         put(17, 2, self.0.second());
         put(20, 3, self.0.timestamp_subsec_millis().min(999));
-        serializer.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+        Some(text)
+    }
+
+    /// Appends the instant as a JSON string, as `serde_json` writes it: the
+    /// text has nothing to escape, so it is copied as it is.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self.text() {
+            Some(text) => {
+                out.push(b'"');
+                out.extend_from_slice(&text);
+                out.push(b'"');
+            }
+            None => {
+                let text = self.0.to_rfc3339_opts(SecondsFormat::Millis, true);
+                out.push(b'"');
+                out.extend_from_slice(text.as_bytes());
+                out.push(b'"');
+            }
+        }
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.text() {
+            Some(text) => serializer
+                .serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?),
+            None => serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        }
     }
 }
 
@@ -108,6 +137,9 @@ mod tests {
             1_700_000_000_123,
             253_402_300_799_999,
             -1,
+            // Outside the four-digit years: chrono's format, both ways.
+            253_402_300_800_000,
+            -62_200_000_000_000,
         ] {
             let instant = DateTime::from_timestamp_millis(millis).expect("in range");
             let json = serde_json::to_string(&Timestamp(instant)).expect("serializes");
@@ -116,6 +148,13 @@ mod tests {
                 instant.to_rfc3339_opts(SecondsFormat::Millis, true)
             );
             assert_eq!(json, expected, "{millis}");
+            let mut written = Vec::new();
+            Timestamp(instant).write_json(&mut written);
+            assert_eq!(
+                String::from_utf8(written).expect("UTF-8"),
+                expected,
+                "{millis}"
+            );
         }
     }
 

@@ -37,14 +37,21 @@ pub fn conditional_json<T: Serialize>(
 /// (status bodies): the tag is a hash of the body's values, so a `304`, most
 /// polls' answer, costs no JSON. It changes exactly when the body does, as
 /// the other's, and is the same on every instance of one build.
-pub fn conditional_view<T: Serialize + Hash>(
+pub fn conditional_view<T: ViewJson + Hash>(
     request: &HttpRequest,
     body: &T,
 ) -> Result<HttpResponse, ApiError> {
     let hash = TAGS.hash_one(body);
     answer(request, hash, || {
-        serde_json::to_vec(body).map_err(|error| ApiError::Internal(Box::new(error)))
+        body.to_json()
+            .map_err(|error| ApiError::Internal(Box::new(error)))
     })
+}
+
+/// A status body that writes its own JSON, the same bytes `serde_json` writes from its `Serialize`.
+pub trait ViewJson {
+    /// The body as JSON.
+    fn to_json(&self) -> serde_json::Result<Vec<u8>>;
 }
 
 /// `304` when `If-None-Match` names the tag of `hash`, else `200` with the body `bytes` makes.

@@ -1,11 +1,11 @@
 //! Statuses: the ping (`PUT /api/status`) and the reads, single, batch and query.
 
-use actix_web::http::header::{CacheControl, CacheDirective};
+use actix_web::http::header::{CacheControl, CacheDirective, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::conditional::conditional_view;
+use super::conditional::{ViewJson, conditional_view};
 use super::responses::{BodyErrors, CommonErrors, LimitErrors};
 use super::status_body::{StatusBody, StatusesBody};
 use crate::auth::Viewer;
@@ -44,12 +44,17 @@ pub async fn put_status(
     }
     let row = state.statuses.ping(viewer, &ping, now).await?;
     let view = calculate_effective_status(viewer, Some(&row), viewer, None, now, &state.thresholds);
+    let body = StatusBody::new(&view)
+        .with_ping_interval(state.ping_interval_seconds)
+        .to_json()
+        .map_err(|error| ApiError::Internal(Box::new(error)))?;
     Ok(HttpResponse::Ok()
         .insert_header(CacheControl(vec![
             CacheDirective::Private,
             CacheDirective::NoCache,
         ]))
-        .json(StatusBody::new(&view).with_ping_interval(state.ping_interval_seconds)))
+        .content_type(ContentType::json())
+        .body(body))
 }
 
 /// `GET /api/status/{userId}`: one user's effective status as the caller is allowed to see it.
