@@ -40,22 +40,20 @@ impl Timestamp {
         Some(text)
     }
 
+    /// The instant as the API shows it, by chrono: for a year outside 0000 to 9999.
+    fn text_by_chrono(&self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
     /// Appends the instant as a JSON string, as `serde_json` writes it: the
     /// text has nothing to escape, so it is copied as it is.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'"');
         match self.text() {
-            Some(text) => {
-                out.push(b'"');
-                out.extend_from_slice(&text);
-                out.push(b'"');
-            }
-            None => {
-                let text = self.0.to_rfc3339_opts(SecondsFormat::Millis, true);
-                out.push(b'"');
-                out.extend_from_slice(text.as_bytes());
-                out.push(b'"');
-            }
+            Some(text) => out.extend_from_slice(&text),
+            None => out.extend_from_slice(self.text_by_chrono().as_bytes()),
         }
+        out.push(b'"');
     }
 }
 
@@ -64,7 +62,7 @@ impl Serialize for Timestamp {
         match self.text() {
             Some(text) => serializer
                 .serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?),
-            None => serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            None => serializer.serialize_str(&self.text_by_chrono()),
         }
     }
 }
