@@ -1,0 +1,11 @@
+-- Autovacuum visits user_status once a minute (every ping is an update, so
+-- the dead versions pass its threshold within seconds) and reads the whole
+-- table and its indexes each time: heartbeats touch every live user's page
+-- twice a minute. At PostgreSQL's default pace (a 2 ms pause per 200 units
+-- of work) that visit took half a core for most of a second at 20,000 users,
+-- on a machine already two-thirds busy: one of the seconds in which requests
+-- waited (bench/NOTES.md, "The turn of each minute"). A 10 ms pause spreads
+-- the same work over five times as long. Dead versions still do not pile up:
+-- most are removed as updates come, by the page pruning HOT updates do, and
+-- the pace still covers a thousand dirtied pages a second.
+alter table user_status set (autovacuum_vacuum_cost_delay = 10);
