@@ -10,8 +10,8 @@
 --   write makes, at the write's instant. They are staged in feed_staged, and
 --   the row keeps what the feed said (feed_status, feed_public_status,
 --   feed_as_of) and its next change by the clock (next_change_at, and the
---   minute of it, indexed). A ping writes no other row unless it changes a
---   status.
+--   minute of it on the user's own clock, user_minute, indexed). A ping
+--   writes no other row unless it changes a status.
 -- - The feed job (src/jobs/feed.rs, every 250 ms, one instance at a time)
 --   finds the users whose next change is due through that index, and
 --   advances their feed_as_of to now (feed_advance): the same trigger stages
@@ -233,7 +233,7 @@ begin
             new.next_change_at := feed_next_change(new.last_ping, new.last_seen, new_shown_seen,
                                                    new.manual_status_until, settings,
                                                    new.feed_as_of);
-            new.next_change_minute := date_trunc('minute', new.next_change_at);
+            new.next_change_minute := user_minute(new.user_id, new.next_change_at);
         end if;
         return new;
     end if;
@@ -331,7 +331,7 @@ begin
     new.feed_as_of := at;
     new.next_change_at := feed_next_change(new_last_ping, new.last_seen, new_shown_seen,
                                            new.manual_status_until, settings, at);
-    new.next_change_minute := date_trunc('minute', new.next_change_at);
+    new.next_change_minute := user_minute(new.user_id, new.next_change_at);
     return new;
 end
 $function$;

@@ -38,7 +38,7 @@ begin
             select s.user_id
             from user_status as s
             where (
-                    s.oldest_ping_minute <= date_trunc('minute', $1)
+                    s.oldest_ping_minute < $1
                     and exists (
                         select 1
                         from jsonb_array_elements(s.devices) as e(device)

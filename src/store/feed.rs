@@ -71,7 +71,8 @@ pub async fn set_feed_enabled(
 }
 
 /// Up to `limit` users whose next change by the clock is due at `now`,
-/// found through the index on its minute; none while the feed is switched
+/// found through the index on its minute (the user's own, see
+/// `user_minute`, which starts no later than the change); none while the feed is switched
 /// off (advancing them would write their rows and stage nothing, on every
 /// run: they are advanced once it is on again, their changes at their instants).
 pub async fn users_due(
@@ -81,7 +82,7 @@ pub async fn users_due(
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar!(
         "select user_id from user_status
-         where next_change_minute <= date_trunc('minute', $1::timestamptz)
+         where next_change_minute <= $1
            and next_change_at <= $1
            and (select f.enabled from feed_settings as f)
          order by next_change_minute

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::{
-    TestApp, error_code, new_user, spawn_app_on_clock, spawn_app_with, start_time, token_for,
+    TestApp, error_code, new_user, new_user_ending_in, spawn_app_on_clock, spawn_app_with,
+    start_time, token_for, users_minute,
 };
 use crate::history::service_token;
 use crate::model::{Event, Rules};
@@ -289,6 +290,59 @@ async fn changes_by_the_clock_are_stamped_with_the_instant_the_rules_say(pool: P
             ("offline", "offline", "timed-out", minutes(6)),
         ],
     );
+}
+
+/// The feed job finds a user the instant their next change is due, not a
+/// microsecond before, wherever in the wall clock's minute their own minute
+/// starts; a heartbeat moves both indexed minutes of the row (the feed's and
+/// the prune job's) to the user's minute of its instant.
+#[sqlx::test]
+async fn a_user_is_due_the_instant_their_change_is_wherever_their_minute_starts(pool: PgPool) {
+    let settings = [
+        ("PRESENCE_OFFLINE_AFTER", "1m"),
+        ("PRESENCE_PRUNE_AFTER", "5m"),
+    ];
+    let app = spawn_app_with(pool.clone(), &settings).await;
+    // Minutes that start with the wall clock's, half a minute later (at the
+    // device's timeout exactly), just after it, and last of all.
+    let users = [0x00, 0x80, 0x81, 0xff].map(new_user_ending_in);
+    app.advance(TimeDelta::seconds(30));
+    let pinged = app.clock.now();
+    for user in users {
+        app.ping_ok(user, json!({"deviceId": "tab"})).await;
+    }
+    let timeout = pinged + TimeDelta::minutes(1);
+    for user in users {
+        let (feed_minute, prune_minute): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+            "select next_change_minute, oldest_ping_minute from user_status where user_id = $1",
+        )
+        .bind(user.as_uuid())
+        .fetch_one(&pool)
+        .await
+        .expect("reads the row");
+        assert_eq!(
+            (feed_minute, prune_minute),
+            (users_minute(user, timeout), users_minute(user, pinged)),
+            "{user}"
+        );
+    }
+    let due = |at: DateTime<Utc>| {
+        let pool = pool.clone();
+        async move {
+            let mut due = presence::store::users_due(&pool, at, 100)
+                .await
+                .expect("reads the due users");
+            due.sort();
+            due
+        }
+    };
+    assert_eq!(
+        due(timeout - TimeDelta::microseconds(1)).await,
+        Vec::<uuid::Uuid>::new()
+    );
+    let mut expected: Vec<_> = users.iter().map(UserId::as_uuid).collect();
+    expected.sort();
+    assert_eq!(due(timeout).await, expected);
 }
 
 #[sqlx::test]

@@ -37,6 +37,24 @@ pub fn new_user() -> UserId {
     UserId::from(Uuid::new_v4())
 }
 
+/// A fresh random user id whose last byte is `last`: the byte that sets
+/// where the user's own minute starts (256ths of a minute after the wall clock's).
+pub fn new_user_ending_in(last: u8) -> UserId {
+    let mut bytes = *Uuid::new_v4().as_bytes();
+    bytes[15] = last;
+    UserId::from(Uuid::from_bytes(bytes))
+}
+
+/// The start of the minute holding `at` on `user`'s own clock, worked out
+/// here apart from the database's `user_minute`: the wall clock's minutes,
+/// each starting later by the user id's last byte times 234,375 µs.
+pub fn users_minute(user: UserId, at: DateTime<Utc>) -> DateTime<Utc> {
+    let offset = TimeDelta::microseconds(i64::from(user.as_uuid().as_bytes()[15]) * 234_375);
+    let shifted = (at - offset).timestamp_micros();
+    let minute = 60_000_000;
+    DateTime::from_timestamp_micros(shifted.div_euclid(minute) * minute).expect("in range") + offset
+}
+
 /// Starts the app with test settings: default thresholds, a generous rate limit, no prune schedule.
 pub async fn spawn_app(pool: PgPool) -> TestApp {
     spawn_app_with(pool, &[]).await

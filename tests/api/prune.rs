@@ -12,7 +12,10 @@ use presence::store;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{new_user, spawn_app, spawn_app_on_clock, spawn_app_with, start_time};
+use crate::helpers::{
+    new_user, new_user_ending_in, spawn_app, spawn_app_on_clock, spawn_app_with, start_time,
+    users_minute,
+};
 use crate::process::{database_url_of, presence};
 
 fn device_ids(me: &Value) -> Vec<String> {
@@ -402,14 +405,21 @@ async fn a_run_prunes_every_stale_user_in_chunks_of_short_transactions(pool: PgP
 /// The device summary the prune job finds its candidates by (and the feed's
 /// latest ping) follows every shape of list a write leaves: empty, one
 /// device, several out of order, one without a ping, set by any statement.
+/// The oldest ping's minute is the user's own: users whose minutes start at
+/// the wall clock's, half a minute later, just after, and last of all.
 #[sqlx::test]
 async fn the_device_summary_follows_every_write_of_the_list(pool: PgPool) {
-    let user = new_user();
+    for user in [0x00, 0x80, 0x81, 0xff].map(new_user_ending_in) {
+        summary_follows_every_write_of_the_list(&pool, user).await;
+    }
+}
+
+async fn summary_follows_every_write_of_the_list(pool: &PgPool, user: UserId) {
     sqlx::query(
         "insert into user_status (user_id, last_seen, updated_at) values ($1, now(), now())",
     )
     .bind(user.as_uuid())
-    .execute(&pool)
+    .execute(pool)
     .await
     .expect("inserts a row without devices");
     let lists = [
@@ -421,6 +431,7 @@ async fn the_device_summary_follows_every_write_of_the_list(pool: PgPool) {
             {"id": "c", "platform": "web", "lastPing": "2026-01-01T10:07:00Z"}
         ]),
         json!([{"id": "a", "platform": "web"}, {"id": "b", "platform": "web", "lastPing": "2026-01-01T11:00:00Z"}]),
+        json!([{"id": "a", "platform": "web", "lastPing": "2026-01-01T10:00:30.233Z"}]),
         json!([{"id": "a", "platform": "web"}]),
         json!([]),
     ];
@@ -429,11 +440,11 @@ async fn the_device_summary_follows_every_write_of_the_list(pool: PgPool) {
             "update user_status set devices = $2 where user_id = $1
                  returning device_count,
                            to_char(last_ping at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'),
-                           to_char(oldest_ping_minute at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS')",
+                           to_char(oldest_ping_minute at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
         )
         .bind(user.as_uuid())
         .bind(&list)
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .expect("writes the list");
         let pings: Vec<chrono::DateTime<Utc>> = list
@@ -447,10 +458,11 @@ async fn the_device_summary_follows_every_write_of_the_list(pool: PgPool) {
             .iter()
             .max()
             .map(|at| at.format("%Y-%m-%d %H:%M:%S%.3f").to_string());
-        let expected_oldest = pings
-            .iter()
-            .min()
-            .map(|at| at.format("%Y-%m-%d %H:%M:00").to_string());
+        let expected_oldest = pings.iter().min().map(|at| {
+            users_minute(user, *at)
+                .format("%Y-%m-%d %H:%M:%S%.6f")
+                .to_string()
+        });
         assert_eq!(
             (count, latest, oldest_minute),
             (
@@ -458,7 +470,7 @@ async fn the_device_summary_follows_every_write_of_the_list(pool: PgPool) {
                 expected_latest,
                 expected_oldest
             ),
-            "{list}"
+            "{list} of {user}"
         );
     }
 }
