@@ -154,6 +154,11 @@ impl Simulation {
         let (session, burst) = (user.session, user.burst);
         for tab in 0..tabs {
             self.open_tab(u, tab, now);
+            let t = &mut self.users[u as usize].tabs[tab as usize];
+            if initial && t.hidden {
+                t.ramp_heartbeat = true;
+                t.ramp_poll = true;
+            }
         }
         for tab in tabs..3 {
             let next = self.after(model.tab_mean, true);
@@ -212,6 +217,8 @@ impl Simulation {
         t.next_change_ms = None;
         t.failures = 0;
         t.acknowledged = false;
+        t.ramp_heartbeat = false;
+        t.ramp_poll = false;
         t.poll_timer += 1;
         let (opened, timer) = (t.opened, t.poll_timer);
         self.update_truth(u, now, |state| {

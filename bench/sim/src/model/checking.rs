@@ -222,6 +222,7 @@ impl Simulation {
         let elapsed = self.now().saturating_sub(sent);
         let mut wait = model.after_poll(model.poll_interval, self.rng.f64(), elapsed);
         let spread = (self.rng.f64() * CHANGE_SPREAD as f64) as Micros;
+        let ramp_random = self.rng.f64();
         let user = &mut self.users[u as usize];
         let t = &mut user.tabs[tab as usize];
         t.known = known;
@@ -231,7 +232,7 @@ impl Simulation {
             wait = wait.min(due + spread);
         }
         if t.hidden {
-            wait = wait.max(model.hidden_timer);
+            wait = model.background_wait(wait, std::mem::take(&mut t.ramp_poll), ramp_random);
         }
         t.poll_timer += 1;
         let timer = t.poll_timer;

@@ -75,6 +75,23 @@ impl Model {
         let interval = (interval as f64 * (1.0 - 0.1 * random)) as Micros;
         interval.saturating_sub(elapsed).max(interval / 2)
     }
+
+    /// The wait of a background tab's timer: `wait`, but at least the
+    /// browser's minute (`hidden_timer`). The first timer of a tab opened in
+    /// the ramp falls anywhere in that wait (`random` uniform in 0..1): the
+    /// ramp's users stand for people who opened their tabs at any time
+    /// before, so their once-a-minute timers are spread over the minute. (A
+    /// ramp shorter than the minute otherwise leaves them all in one part of
+    /// it for the whole step: a wave of heartbeats and background polls
+    /// half of each minute, and none the other half.)
+    pub fn background_wait(&self, wait: Micros, opened_in_ramp: bool, random: f64) -> Micros {
+        let wait = wait.max(self.hidden_timer);
+        if opened_in_ramp {
+            (wait as f64 * random) as Micros
+        } else {
+            wait
+        }
+    }
 }
 
 impl Default for Model {
@@ -213,6 +230,10 @@ struct Tab {
     failures: u32,
     /// Whether a ping of this opening has been acknowledged (its device stored).
     acknowledged: bool,
+    /// A background tab opened in the ramp whose first heartbeat, and first
+    /// poll, are still to be scheduled (see [`Model::background_wait`]).
+    ramp_heartbeat: bool,
+    ramp_poll: bool,
 }
 
 struct User {
@@ -469,5 +490,34 @@ impl Simulation {
         };
         let wait = -mean * (1.0 - self.rng.f64()).ln();
         self.now() + wait as Micros
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn background_tabs_opened_in_the_ramp_spread_their_timers_over_the_minute() {
+        let model = Model::default();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let ramp = 30 * SECOND;
+        let tabs: Micros = 6_000;
+        let mut sixths = [0_u32; 6];
+        for tab in 0..tabs {
+            let opened = ramp * tab / tabs;
+            // The second timer, the first's minute later: where in the minute the tab's timers fall.
+            let first = model.background_wait(30 * SECOND, true, rng.f64());
+            let second = model.background_wait(30 * SECOND, false, rng.f64());
+            let fires = opened + first + second;
+            sixths[((fires % (60 * SECOND)) / (10 * SECOND)) as usize] += 1;
+        }
+        // A thousand in each sixth of the minute, give or take the draw.
+        for count in sixths {
+            assert!(
+                (850..=1150).contains(&count),
+                "timers in each sixth of the minute: {sixths:?}"
+            );
+        }
     }
 }

@@ -29,14 +29,15 @@ impl Simulation {
     /// The shipped client's heartbeat: `pingIntervalSeconds` after the last
     /// ping (sent or answered); a background tab's timer waits at least a minute.
     pub(super) fn schedule_heartbeat(&mut self, u: u32, tab: u8) {
-        let hidden_timer = self.setup.model.hidden_timer;
+        let model = self.setup.model;
         let now = self.now();
+        let random = self.rng.f64();
         let user = &mut self.users[u as usize];
         let interval = user.ping_interval;
         let t = &mut user.tabs[tab as usize];
         t.heartbeat_timer += 1;
         let wait = if t.hidden {
-            interval.max(hidden_timer)
+            model.background_wait(interval, std::mem::take(&mut t.ramp_heartbeat), random)
         } else {
             interval
         };
