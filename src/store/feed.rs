@@ -71,8 +71,8 @@ pub async fn set_feed_enabled(
 }
 
 /// Up to `limit` users whose next change by the clock is due at `now`,
-/// found through the index on its minute (the user's own, see
-/// `user_minute`, which starts no later than the change); none while the feed is switched
+/// found through the index on its minute (the user's own, `user_minute`,
+/// which starts no later than the change); none while the feed is switched
 /// off (advancing them would write their rows and stage nothing, on every
 /// run: they are advanced once it is on again, their changes at their instants).
 pub async fn users_due(
