@@ -136,21 +136,22 @@ export class PresenceClient {
      */
     nextPollIn(statuses: UserStatus[], elapsedMs?: number): number;
     /**
-     * The wait before the next regular poll, counted from when the last one was
-     * sent, not answered: a slow answer (the server paused) then does not set
-     * every client that waited on it polling at the same moment from then on.
-     * At least half the interval, so that a client of an overloaded server
-     * does not poll again at once.
+     * The wait before the next regular poll or heartbeat, counted from when the
+     * last one was sent, not answered: a slow answer (the server paused) then
+     * does not set every client that waited on it polling (or pinging) at the
+     * same moment from then on. At least half the interval, so that a client
+     * of an overloaded server does not send again at once.
      * @param {number} intervalMs
-     * @param {number} elapsedMs how long the last poll took
+     * @param {number} elapsedMs how long the last request took
      * @returns {number} milliseconds
      */
     afterPoll(intervalMs: number, elapsedMs: number): number;
     /**
-     * A poll interval, up to a tenth shorter at random (never longer, so that a
-     * change still shows within the interval): clients that once polled together
-     * (after a burst, or a `nextChangeAt` they shared) drift apart instead of
-     * polling in step for ever.
+     * A poll or heartbeat interval, up to a tenth shorter at random (never
+     * longer, so that a change still shows within the interval and a device
+     * is not late): clients that once polled or pinged together (after a
+     * burst, or a `nextChangeAt` they shared) drift apart instead of staying
+     * in step for ever.
      * @param {number} ms
      * @returns {number} milliseconds
      */
@@ -161,8 +162,11 @@ export class PresenceClient {
      * @returns {number} milliseconds
      */
     backoff(failures: number): number;
-    /** (Re)arms the heartbeat timer while started. */
-    scheduleHeartbeat(): void;
+    /**
+     * (Re)arms the heartbeat timer while started.
+     * @param {number} [waitMs] the wait; by default the ping interval, up to a tenth shorter at random
+     */
+    scheduleHeartbeat(waitMs?: number): void;
     /**
      * One request to the service with the token; notes the server's clock from `Date`.
      * @param {string} method
@@ -238,7 +242,8 @@ export class RoomHandle {
      */
     join(state: Record<string, unknown> | null | undefined): Promise<RoomPresence>;
     /**
-     * One room ping with `fields`; reschedules the renewal from its answer.
+     * One room ping with `fields`; reschedules the renewal when it is answered,
+     * counted from when it was sent (as heartbeats are).
      * @param {{ state?: Record<string, unknown> | null, typing?: boolean }} fields
      * @returns {Promise<RoomPresence>}
      */
@@ -246,8 +251,11 @@ export class RoomHandle {
         state?: Record<string, unknown> | null;
         typing?: boolean;
     }): Promise<RoomPresence>;
-    /** (Re)arms the renewal timer until the room is left. */
-    scheduleRenewal(): void;
+    /**
+     * (Re)arms the renewal timer until the room is left.
+     * @param {number} [waitMs] the wait; by default the interval, up to a tenth shorter at random
+     */
+    scheduleRenewal(waitMs?: number): void;
     /** @param {number} ms */
     schedulePoll(ms: number): void;
     /** Polls at once (after a change of this device's own). */

@@ -179,8 +179,9 @@ export class PresenceClient {
    * @returns {Promise<UserStatus>}
    */
   async ping(fields) {
-    if (fields.active !== false) this.lastActivityAt = this.now();
-    this.scheduleHeartbeat();
+    const sentAt = this.now();
+    if (fields.active !== false) this.lastActivityAt = sentAt;
+    this.scheduleHeartbeat(this.jittered(this.pingIntervalMs));
     const response = await this.request("PUT", "/api/status", {
       deviceId: this.deviceId,
       platform: this.platform,
@@ -189,7 +190,9 @@ export class PresenceClient {
     if (!response.ok) throw await apiError(response);
     const self = await response.json();
     if (self.pingIntervalSeconds) this.pingIntervalMs = self.pingIntervalSeconds * 1000;
-    this.scheduleHeartbeat();
+    // Counted from when the ping was sent, as polls are: tabs whose pings a
+    // paused server answered together do not go on heartbeating together.
+    this.scheduleHeartbeat(this.afterPoll(this.pingIntervalMs, this.now() - sentAt));
     return self;
   }
 
@@ -322,13 +325,13 @@ export class PresenceClient {
   }
 
   /**
-   * The wait before the next regular poll, counted from when the last one was
-   * sent, not answered: a slow answer (the server paused) then does not set
-   * every client that waited on it polling at the same moment from then on.
-   * At least half the interval, so that a client of an overloaded server
-   * does not poll again at once.
+   * The wait before the next regular poll or heartbeat, counted from when the
+   * last one was sent, not answered: a slow answer (the server paused) then
+   * does not set every client that waited on it polling (or pinging) at the
+   * same moment from then on. At least half the interval, so that a client
+   * of an overloaded server does not send again at once.
    * @param {number} intervalMs
-   * @param {number} elapsedMs how long the last poll took
+   * @param {number} elapsedMs how long the last request took
    * @returns {number} milliseconds
    */
   afterPoll(intervalMs, elapsedMs) {
@@ -337,10 +340,11 @@ export class PresenceClient {
   }
 
   /**
-   * A poll interval, up to a tenth shorter at random (never longer, so that a
-   * change still shows within the interval): clients that once polled together
-   * (after a burst, or a `nextChangeAt` they shared) drift apart instead of
-   * polling in step for ever.
+   * A poll or heartbeat interval, up to a tenth shorter at random (never
+   * longer, so that a change still shows within the interval and a device
+   * is not late): clients that once polled or pinged together (after a
+   * burst, or a `nextChangeAt` they shared) drift apart instead of staying
+   * in step for ever.
    * @param {number} ms
    * @returns {number} milliseconds
    */
@@ -358,14 +362,17 @@ export class PresenceClient {
     return base * (0.5 + this.random());
   }
 
-  /** (Re)arms the heartbeat timer while started. */
-  scheduleHeartbeat() {
+  /**
+   * (Re)arms the heartbeat timer while started.
+   * @param {number} [waitMs] the wait; by default the ping interval, up to a tenth shorter at random
+   */
+  scheduleHeartbeat(waitMs = this.jittered(this.pingIntervalMs)) {
     if (!this.started) return;
     if (this.heartbeatTimer !== null) this.clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = this.setTimeout(() => {
       this.heartbeatTimer = null;
       this.ping({ active: false }).catch(() => this.scheduleHeartbeat());
-    }, this.pingIntervalMs);
+    }, waitMs);
   }
 
   /**
@@ -504,12 +511,14 @@ export class RoomHandle {
   }
 
   /**
-   * One room ping with `fields`; reschedules the renewal from its answer.
+   * One room ping with `fields`; reschedules the renewal when it is answered,
+   * counted from when it was sent (as heartbeats are).
    * @param {{ state?: Record<string, unknown> | null, typing?: boolean }} fields
    * @returns {Promise<RoomPresence>}
    */
   async send(fields) {
     if (this.left) throw Object.assign(new Error("the room was left"), { status: 0, code: undefined });
+    const sentAt = this.client.now();
     const response = await this.client.request("PUT", `${this.path}/presence`, {
       deviceId: this.client.deviceId,
       ...fields,
@@ -518,18 +527,21 @@ export class RoomHandle {
     /** @type {RoomPresence} */
     const presence = await response.json();
     this.renewIntervalMs = presence.heartbeatIntervalSeconds * 1000;
-    this.scheduleRenewal();
+    this.scheduleRenewal(this.client.afterPoll(this.renewIntervalMs, this.client.now() - sentAt));
     return presence;
   }
 
-  /** (Re)arms the renewal timer until the room is left. */
-  scheduleRenewal() {
+  /**
+   * (Re)arms the renewal timer until the room is left.
+   * @param {number} [waitMs] the wait; by default the interval, up to a tenth shorter at random
+   */
+  scheduleRenewal(waitMs = this.client.jittered(this.renewIntervalMs)) {
     if (this.left) return;
     if (this.renewTimer !== null) this.client.clearTimeout(this.renewTimer);
     this.renewTimer = this.client.setTimeout(() => {
       this.renewTimer = null;
       this.send({}).catch(() => this.scheduleRenewal());
-    }, this.renewIntervalMs);
+    }, waitMs);
   }
 
   /** @param {number} ms */

@@ -134,6 +134,28 @@ test("the next poll counts from when the last was sent, so a slow answer does no
   assert.equal(presence.afterPoll(3_000, 10_000), 1_425);
 });
 
+test("a heartbeat counts from when the last ping was sent, up to a tenth sooner at random, so tabs a paused server answered together do not stay in step", async () => {
+  const waits = [];
+  for (const random of [0.1, 0.9]) {
+    const time = fakeTime();
+    // Each answer comes 4 s after its ping: the server paused.
+    let lag = 0;
+    const presence = new PresenceClient({
+      token: "t0ken", deviceId: "tab-1", now: () => time.now() + lag, setTimeout: time.setTimeout,
+      clearTimeout: time.clearTimeout, random: () => random,
+      fetch: async () => {
+        lag += 4_000;
+        return response(200, { pingIntervalSeconds: 30 });
+      },
+    });
+    presence.start();
+    await new Promise((resolve) => setImmediate(resolve));
+    waits.push(await time.next(), await time.next());
+    presence.stop();
+  }
+  assert.deepEqual(waits, [25_700, 25_700, 23_300, 23_300], "30 s less a tenth of random(), less the 4 s the ping took");
+});
+
 test("regular polls drift apart, so clients that polled together do not stay in step", () => {
   const clients = [1, 2].map((seed) => new PresenceClient({
     token: "t0ken", deviceId: `tab-${seed}`, fetch: async () => response(304), now: () => 0, random: seeded(seed),
@@ -214,7 +236,7 @@ test("pings: an activity ping at start, heartbeats at the server's interval, inp
   listeners.pointerdown();
   assert.equal(requests.length, 1, "input within the throttle window sends nothing");
   const waited = await time.next();
-  assert.equal(waited, 20_000, "heartbeat after pingIntervalSeconds");
+  assert.equal(waited, 19_000, "heartbeat after pingIntervalSeconds, a twentieth less (random() being 0.5)");
   assert.equal(JSON.parse(requests[1].body).active, false);
 
   listeners.keydown();
@@ -388,11 +410,31 @@ test("a room is joined, renewed on the server's interval and polled with its ETa
   assert.equal(requests.at(-1).headers["If-None-Match"], '"r1"');
   assert.equal(changes.length, 1);
 
-  // The renewal comes 20 s after the join, with no state: the stored one stays.
+  // The renewal comes 20 s after the join (or up to a tenth sooner), with no state: the stored one stays.
   await time.advance(20_000);
   const renewals = requests.filter((r) => r.method === "PUT");
   assert.equal(renewals.length, 2);
   assert.deepEqual(JSON.parse(renewals[1].body), { deviceId: "tab-1" });
+});
+
+test("a room's renewal counts from when the last was sent, up to a tenth sooner at random", async () => {
+  const time = fakeTime();
+  // Each join or renewal is answered 2 s after it was sent: the server paused.
+  let lag = 0;
+  const renewals = [];
+  const { presence } = routedClient(time, (request) => {
+    if (request === "PUT /api/rooms/doc%3A42/presence") {
+      renewals.push(time.now());
+      lag += 2_000;
+      return response(200, joined());
+    }
+    return response(304);
+  }, { now: () => time.now() + lag });
+  const handle = presence.joinRoom("doc:42");
+  await handle.joined;
+  await time.advance(40_000);
+  assert.deepEqual(renewals.map((at) => at - renewals[0]), [0, 17_000, 34_000], "20 s less a twentieth (random() being 0.5), less the 2 s each took");
+  handle.leave();
 });
 
 test("typing is sent at most every half TTL, and leaving stops everything", async () => {

@@ -121,7 +121,7 @@ impl Simulation {
                 if let Some(seconds) = done.answer.as_ref().and_then(|a| a.ping_interval_seconds) {
                     user.ping_interval = seconds.max(1) * SECOND;
                 }
-                self.schedule_heartbeat(u, tab);
+                self.schedule_heartbeat(u, tab, wanted);
             }
             Kind::Poll | Kind::HiddenPoll => self.poll_answered(done, at, measured),
             Kind::RoomPoll => self.room_poll_answered(done, at, measured),

@@ -68,9 +68,9 @@ pub struct Model {
 
 impl Model {
     /// The shipped client's `afterPoll`: the wait before the next regular
-    /// poll, `interval` or up to a tenth less by `random` (uniform in 0..1),
-    /// so that clients do not poll in step, counted from when the last poll
-    /// was sent (`elapsed` ago), but at least half of it.
+    /// poll or heartbeat, `interval` or up to a tenth less by `random`
+    /// (uniform in 0..1), so that clients do not send in step, counted from
+    /// when the last one was sent (`elapsed` ago), but at least half of it.
     pub fn after_poll(&self, interval: Micros, random: f64, elapsed: Micros) -> Micros {
         let interval = (interval as f64 * (1.0 - 0.1 * random)) as Micros;
         interval.saturating_sub(elapsed).max(interval / 2)

@@ -13,7 +13,8 @@ impl Simulation {
     pub(super) fn ping(&mut self, u: u32, tab: u8, kind: Kind, mut fields: serde_json::Value) {
         fields["deviceId"] = json!(self.device(u, tab));
         fields["platform"] = json!("web");
-        self.schedule_heartbeat(u, tab);
+        let now = self.now();
+        self.schedule_heartbeat(u, tab, now);
         let body = Bytes::from(fields.to_string());
         self.send(
             u,
@@ -26,20 +27,23 @@ impl Simulation {
         );
     }
 
-    /// The shipped client's heartbeat: `pingIntervalSeconds` after the last
-    /// ping (sent or answered); a background tab's timer waits at least a minute.
-    pub(super) fn schedule_heartbeat(&mut self, u: u32, tab: u8) {
+    /// The shipped client's heartbeat, armed when a ping is sent and again
+    /// when it is answered: `pingIntervalSeconds` or up to a tenth less, at
+    /// random, counted from when the last ping was `sent` (`afterPoll`); a
+    /// background tab's timer waits at least a minute.
+    pub(super) fn schedule_heartbeat(&mut self, u: u32, tab: u8, sent: Micros) {
         let model = self.setup.model;
         let now = self.now();
-        let random = self.rng.f64();
+        let (jitter, ramp_random) = (self.rng.f64(), self.rng.f64());
         let user = &mut self.users[u as usize];
         let interval = user.ping_interval;
         let t = &mut user.tabs[tab as usize];
         t.heartbeat_timer += 1;
+        let wait = model.after_poll(interval, jitter, now.saturating_sub(sent));
         let wait = if t.hidden {
-            model.background_wait(interval, std::mem::take(&mut t.ramp_heartbeat), random)
+            model.background_wait(wait, std::mem::take(&mut t.ramp_heartbeat), ramp_random)
         } else {
-            interval
+            wait
         };
         let timer = t.heartbeat_timer;
         self.at(now + wait, u, Event::Heartbeat { tab, timer });

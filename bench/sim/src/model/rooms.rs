@@ -26,7 +26,15 @@ impl Simulation {
             user.room_renew_every,
         );
         self.at(now, u, Event::RoomPoll { timer: poll });
-        self.at(now + every, u, Event::RoomRenew { timer: renew });
+        let wait = self.room_renew_wait(every);
+        self.at(now + wait, u, Event::RoomRenew { timer: renew });
+    }
+
+    /// The shipped client's wait between a room's renewals: the server's
+    /// interval or up to a tenth less, at random, counted from the last
+    /// renewal's send (`afterPoll`).
+    fn room_renew_wait(&mut self, every: Micros) -> Micros {
+        self.setup.model.after_poll(every, self.rng.f64(), 0)
     }
 
     /// The visible tab closed (its sign-out takes the device out of its rooms).
@@ -79,8 +87,8 @@ impl Simulation {
                     let room = self.users[u as usize].rooms[index];
                     self.room_ping(u, room, Kind::RoomPing, json!({}));
                 }
-                let every = self.users[u as usize].room_renew_every;
-                self.at(now + every, u, Event::RoomRenew { timer });
+                let wait = self.room_renew_wait(self.users[u as usize].room_renew_every);
+                self.at(now + wait, u, Event::RoomRenew { timer });
             }
             Event::TypingStart { session } if user.session == session && user.present() => {
                 if user.bursting && !user.typing {
