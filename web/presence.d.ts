@@ -139,8 +139,11 @@ export class PresenceClient {
      * The wait before the next regular poll or heartbeat, counted from when the
      * last one was sent, not answered: a slow answer (the server paused) then
      * does not set every client that waited on it polling (or pinging) at the
-     * same moment from then on. At least half the interval, so that a client
-     * of an overloaded server does not send again at once.
+     * same moment from then on. After an answer that took so long that less
+     * than half the interval is left, anywhere from half the interval to the
+     * whole of it, at random: a client of an overloaded server does not send
+     * again at once, and the many clients a pause answered in the same moment
+     * do not send again together.
      * @param {number} intervalMs
      * @param {number} elapsedMs how long the last request took
      * @returns {number} milliseconds

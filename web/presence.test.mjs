@@ -131,7 +131,22 @@ test("the next poll counts from when the last was sent, so a slow answer does no
   const waited = await time.next();
   assert.equal(waited, 1_850, "the interval (2,850 ms with random() at 0.5) less the second the poll took");
   // Never less than half the interval, however slow: an overloaded server is not polled at once.
-  assert.equal(presence.afterPoll(3_000, 10_000), 1_425);
+  assert.equal(presence.afterPoll(3_000, 10_000), 2_250, "half the interval and half of the rest (random() being 0.5)");
+});
+
+test("clients a paused server answered in the same moment poll again anywhere from half the interval to the whole of it", () => {
+  const client = new PresenceClient({ token: "t0ken", deviceId: "tab-1", fetch: async () => response(304), now: () => 0, random: seeded(3) });
+  // A thousand clients whose polls all waited 10 s on a pause, answered together.
+  const waits = Array.from({ length: 1_000 }, () => client.afterPoll(3_000, 10_000));
+  const tenths = new Array(10).fill(0);
+  for (const wait of waits) {
+    assert.ok(wait >= 1_500 && wait <= 3_000, `a wait of ${wait} ms: between half the interval and the whole`);
+    tenths[Math.min(9, Math.floor((wait - 1_500) / 150))] += 1;
+  }
+  // Spread evenly over those 1.5 s: no tenth of them takes more than twice its share.
+  assert.ok(Math.max(...tenths) <= 200, `polls per tenth of the 1.5 s: ${tenths}`);
+  // An answer that leaves half the interval or more keeps the interval counted from the send.
+  assert.equal(new PresenceClient({ token: "t", deviceId: "d", fetch: async () => response(304), random: () => 0 }).afterPoll(3_000, 1_500), 1_500);
 });
 
 test("a heartbeat counts from when the last ping was sent, up to a tenth sooner at random, so tabs a paused server answered together do not stay in step", async () => {

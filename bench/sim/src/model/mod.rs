@@ -70,10 +70,17 @@ impl Model {
     /// The shipped client's `afterPoll`: the wait before the next regular
     /// poll or heartbeat, `interval` or up to a tenth less by `random`
     /// (uniform in 0..1), so that clients do not send in step, counted from
-    /// when the last one was sent (`elapsed` ago), but at least half of it.
+    /// when the last one was sent (`elapsed` ago); when that leaves less
+    /// than half the interval, anywhere from half the interval to the whole
+    /// of it, by `random` again (the client draws a second number; the wait
+    /// is as uniform), so that clients a pause answered together spread out.
     pub fn after_poll(&self, interval: Micros, random: f64, elapsed: Micros) -> Micros {
-        let interval = (interval as f64 * (1.0 - 0.1 * random)) as Micros;
-        interval.saturating_sub(elapsed).max(interval / 2)
+        let left = ((interval as f64 * (1.0 - 0.1 * random)) as Micros).saturating_sub(elapsed);
+        if left >= interval / 2 {
+            left
+        } else {
+            (interval as f64 / 2.0 * (1.0 + random)) as Micros
+        }
     }
 
     /// The wait of a background tab's timer: `wait`, but at least the
@@ -496,6 +503,30 @@ impl Simulation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_a_pause_answered_together_poll_again_over_half_an_interval() {
+        let model = Model::default();
+        let mut rng = fastrand::Rng::with_seed(11);
+        let interval = 3 * SECOND;
+        // Answered in time: the interval (or up to a tenth less) counted from the send.
+        assert_eq!(model.after_poll(interval, 0.0, SECOND), 2 * SECOND);
+        assert_eq!(model.after_poll(interval, 1.0, SECOND), 1_700_000);
+        // 1,000 polls that all waited 10 s on a pause: spread from 1.5 to 3 s.
+        let mut tenths = [0_u32; 10];
+        for _ in 0..1_000 {
+            let wait = model.after_poll(interval, rng.f64(), 10 * SECOND);
+            assert!(
+                (interval / 2..=interval).contains(&wait),
+                "a wait of {wait} µs"
+            );
+            tenths[(((wait - interval / 2) * 10 / (interval / 2)) as usize).min(9)] += 1;
+        }
+        assert!(
+            tenths.iter().all(|&count| (60..=140).contains(&count)),
+            "waits in each tenth of the half interval: {tenths:?}"
+        );
+    }
 
     #[test]
     fn background_tabs_opened_in_the_ramp_spread_their_timers_over_the_minute() {
