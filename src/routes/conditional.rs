@@ -2,7 +2,7 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use actix_web::http::header::{self, CacheControl, CacheDirective, ETag, EntityTag, HeaderValue};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
 
@@ -55,22 +55,27 @@ pub trait ViewJson {
 }
 
 /// `304` when `If-None-Match` names the tag of `hash`, else `200` with the body `bytes` makes.
+///
+/// The headers are written as bytes, not through actix's typed headers: on a
+/// `304` poll those formatted, allocated and parsed the tag several times.
 fn answer(
     request: &HttpRequest,
     hash: u64,
     bytes: impl FnOnce() -> Result<Vec<u8>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let tag = EntityTag::new_strong(format!("{hash:016x}"));
-    let cache_control = CacheControl(vec![CacheDirective::Private, CacheDirective::NoCache]);
+    let tag = entity_tag(hash);
+    let etag =
+        HeaderValue::from_bytes(&tag).map_err(|error| ApiError::Internal(Box::new(error)))?;
+    let cache_control = HeaderValue::from_static("private, no-cache");
     if already_has(request, &tag) {
         return Ok(HttpResponse::NotModified()
-            .insert_header(ETag(tag))
-            .insert_header(cache_control)
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, cache_control))
             .finish());
     }
     Ok(HttpResponse::Ok()
-        .insert_header(ETag(tag))
-        .insert_header(cache_control)
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, cache_control))
         .insert_header((
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -78,18 +83,58 @@ fn answer(
         .body(bytes()?))
 }
 
+/// The strong entity tag of `hash`, quotes included: sixteen hex digits.
+fn entity_tag(hash: u64) -> [u8; 18] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut tag = [b'"'; 18];
+    for (index, byte) in tag[1..17].iter_mut().enumerate() {
+        *byte = DIGITS[usize::try_from((hash >> (60 - 4 * index)) & 0xf).unwrap_or_default()];
+    }
+    tag
+}
+
 /// Whether `If-None-Match` lists `tag` (weakly compared, as RFC 9110 asks) or is `*`.
-fn already_has(request: &HttpRequest, tag: &EntityTag) -> bool {
+fn already_has(request: &HttpRequest, tag: &[u8]) -> bool {
     request
         .headers()
         .get_all(header::IF_NONE_MATCH)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .map(<[u8]>::trim_ascii)
         .any(|candidate| {
-            candidate == "*"
-                || candidate
-                    .parse::<EntityTag>()
-                    .is_ok_and(|candidate| candidate.weak_eq(tag))
+            candidate == b"*" || candidate.strip_prefix(b"W/").unwrap_or(candidate) == tag
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn the_tag_is_the_hash_in_sixteen_hex_digits_and_is_named_weakly_or_strongly() {
+        let tag = entity_tag(0x0123_4567_89ab_cdef);
+        assert_eq!(&tag, br#""0123456789abcdef""#);
+        assert_eq!(&entity_tag(0xf), br#""000000000000000f""#);
+        let asking = |value: &str| {
+            TestRequest::default()
+                .insert_header((header::IF_NONE_MATCH, value))
+                .to_http_request()
+        };
+        for named in [
+            r#""0123456789abcdef""#,
+            r#"W/"0123456789abcdef""#,
+            r#""other", W/"0123456789abcdef""#,
+            "*",
+        ] {
+            assert!(already_has(&asking(named), &tag), "{named}");
+        }
+        for other in [r#""0123456789abcde""#, r#"0123456789abcdef"#, "", r#""x""#] {
+            assert!(!already_has(&asking(other), &tag), "{other}");
+        }
+        assert!(!already_has(
+            &TestRequest::default().to_http_request(),
+            &tag
+        ));
+    }
 }

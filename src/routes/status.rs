@@ -126,7 +126,11 @@ pub async fn get_statuses(
     } else {
         ids.split(',').collect()
     };
-    let users = parse_ids(&requested, MAX_IDS_IN_QUERY, "the ids query parameter")?;
+    let users = distinct_ids(
+        requested.iter().map(|id| UserId::parse(id)),
+        MAX_IDS_IN_QUERY,
+        "the ids query parameter",
+    )?;
     batch_response(&request, &state, viewer, &users).await
 }
 
@@ -136,8 +140,29 @@ pub async fn get_statuses(
 #[schema(as = QueryRequest)]
 pub struct QueryBody {
     /// Up to 1000 user ids.
-    #[schema(max_items = 1000)]
-    user_ids: Vec<String>,
+    #[schema(max_items = 1000, value_type = Vec<String>)]
+    user_ids: Vec<RequestedId>,
+}
+
+/// One id of a query body, parsed as it is read: no copy of its text is
+/// made (a poll's twenty ids were twenty strings allocated, then parsed).
+#[derive(Debug)]
+struct RequestedId(Result<UserId, String>);
+
+impl<'de> Deserialize<'de> for RequestedId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = RequestedId;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RequestedId, E> {
+                Ok(RequestedId(UserId::parse(text)))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
 }
 
 /// `POST /api/status/query`: up to 1000 users at once.
@@ -161,13 +186,20 @@ pub async fn query_statuses(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let requested: Vec<&str> = body.user_ids.iter().map(String::as_str).collect();
-    let users = parse_ids(&requested, MAX_IDS_IN_BODY, "userIds")?;
+    let users = distinct_ids(
+        body.into_inner().user_ids.into_iter().map(|id| id.0),
+        MAX_IDS_IN_BODY,
+        "userIds",
+    )?;
     batch_response(&request, &state, viewer, &users).await
 }
 
-/// Checks the count as sent, parses every id, and keeps the first of each.
-fn parse_ids(requested: &[&str], limit: usize, field: &str) -> Result<Vec<UserId>, ApiError> {
+/// Checks the count as sent, then every id in order, and keeps the first of each.
+fn distinct_ids(
+    requested: impl ExactSizeIterator<Item = Result<UserId, String>>,
+    limit: usize,
+    field: &str,
+) -> Result<Vec<UserId>, ApiError> {
     if requested.len() > limit {
         return Err(ApiError::TooManyIds(format!(
             "{field} holds {} ids; at most {limit} are allowed",
@@ -176,7 +208,7 @@ fn parse_ids(requested: &[&str], limit: usize, field: &str) -> Result<Vec<UserId
     }
     let mut users = Vec::with_capacity(requested.len());
     for id in requested {
-        let user = UserId::parse(id).map_err(ApiError::InvalidUserId)?;
+        let user = id.map_err(ApiError::InvalidUserId)?;
         if !users.contains(&user) {
             users.push(user);
         }
