@@ -15,6 +15,7 @@ use foldhash::fast::RandomState;
 use moka::sync::Cache;
 
 use super::freshness::Freshness;
+use super::sharded::ShardedMap;
 use crate::domain::UserId;
 use crate::presence::Hidden;
 
@@ -23,8 +24,11 @@ pub struct PairCache {
     freshness: Arc<Freshness>,
     /// What was read, and when (on the freshness clock).
     pairs: Cache<(UserId, UserId), (Option<Hidden>, u64), RandomState>,
-    /// Per user: whether they are in any block (either way), and when that was read.
-    in_a_block: Cache<UserId, (bool, u64), RandomState>,
+    /// Per user: whether they are in any block (either way), and when that was
+    /// read. Looked up once per request: a sharded map, whose read takes one
+    /// lock and records nothing (moka's was about 3% of the server's CPU at
+    /// 20,000 simulated users).
+    in_a_block: ShardedMap<UserId, (bool, u64)>,
     /// Bumped by every change of a block, before its pairs are dropped.
     changes: AtomicU64,
 }
@@ -37,9 +41,7 @@ impl PairCache {
             pairs: Cache::builder()
                 .max_capacity(capacity)
                 .build_with_hasher(RandomState::default()),
-            in_a_block: Cache::builder()
-                .max_capacity(capacity)
-                .build_with_hasher(RandomState::default()),
+            in_a_block: ShardedMap::new(capacity),
             changes: AtomicU64::new(0),
         }
     }
@@ -67,9 +69,11 @@ impl PairCache {
     /// Keeps whether `user` is in any block, as read at `mark` and `read_at`,
     /// unless a block changed since.
     pub fn offer_in_a_block(&self, user: UserId, in_a_block: bool, mark: u64, read_at: u64) {
-        self.in_a_block.insert(user, (in_a_block, read_at));
+        self.in_a_block
+            .update(user, |_| Some((in_a_block, read_at)));
+        // Checked after inserting: a change that raced with the insert undoes it.
         if self.changes.load(Ordering::Acquire) != mark {
-            self.in_a_block.invalidate(&user);
+            self.in_a_block.remove(&user);
         }
     }
 
@@ -102,15 +106,15 @@ impl PairCache {
         self.changes.fetch_add(1, Ordering::AcqRel);
         self.pairs.invalidate(&(first, second));
         self.pairs.invalidate(&(second, first));
-        self.in_a_block.invalidate(&first);
-        self.in_a_block.invalidate(&second);
+        self.in_a_block.remove(&first);
+        self.in_a_block.remove(&second);
     }
 
     /// Forgets everything (the notifications may have missed changes).
     pub fn clear(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
         self.pairs.invalidate_all();
-        self.in_a_block.invalidate_all();
+        self.in_a_block.clear();
     }
 }
 

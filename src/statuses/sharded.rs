@@ -125,6 +125,18 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         }
     }
 
+    /// Forgets the entry of `key`, if any.
+    pub fn remove(&self, key: &K) {
+        let removed = self
+            .shard(key)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+        if removed.is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Forgets every entry.
     pub fn clear(&self) {
         for shard in &self.shards {
@@ -168,6 +180,10 @@ mod tests {
         assert_eq!(map.get(&1), Some(11));
         assert!(map.contains_key(&1) && !map.contains_key(&2));
         assert_eq!(map.len(), 1);
+        map.update(2, |_| Some(20));
+        map.remove(&2);
+        map.remove(&3);
+        assert_eq!((map.get(&2), map.len()), (None, 1));
         map.clear();
         assert_eq!((map.get(&1), map.len()), (None, 0));
     }
