@@ -172,8 +172,9 @@ struct Shape {
 
 /// An instant (since the Unix epoch) or a span of time, in whole nanoseconds:
 /// what the rules add and compare. Exact for every `DateTime<Utc>`, and a few
-/// instructions where chrono's calendar arithmetic took a hundred or more (a
-/// quarter of a `304` poll's instructions went to it: `bench/instructions.sh`).
+/// instructions where chrono's calendar arithmetic took a hundred or more (the
+/// rules were a quarter of a `304` poll's instructions, most of it chrono's:
+/// `bench/instructions.sh`).
 type Nanos = i128;
 
 const NANOS_PER_SECOND: Nanos = 1_000_000_000;
