@@ -7,7 +7,7 @@
 #
 # Usage (from the repository root): bash bench/instructions.sh
 # Knobs: REQUESTS (400 of each kind), CONTACTS (20 users per poll),
-#        PORT (18480), PG_PORT (55433); KEEP=1 keeps the work folder (its
+#        PORT (18480), PG_PORT (25433); KEEP=1 keeps the work folder (its
 #        path is the `work:` line on stderr) with callgrind's dumps, one per
 #        kind, for callgrind_annotate.
 #
@@ -29,7 +29,7 @@ source "$(dirname "$0")/lib.sh"
 REQUESTS=${REQUESTS:-400}
 CONTACTS=${CONTACTS:-20}
 PORT=${PORT:-18480}
-PG_PORT=${PG_PORT:-55433}
+PG_PORT=${PG_PORT:-25433}
 DB=presence_instructions
 URL="postgres://postgres@127.0.0.1:$PG_PORT/$DB"
 BASE="http://127.0.0.1:$PORT"

@@ -40,7 +40,9 @@ wait_until_ready() {
 
 # private_postgres DIR PORT: a throwaway PostgreSQL cluster in DIR (initdb's
 # defaults: fsync and autovacuum on) listening on 127.0.0.1:PORT; stop it with
-# stop_private_postgres DIR.
+# stop_private_postgres DIR. Keep PORT below the kernel's ephemeral range
+# (32768 and up on Linux): a port in it can be the local end of any outgoing
+# connection, and PostgreSQL then fails to start with "Address already in use".
 private_postgres() {
     [ "$(id -u)" = 0 ] && chown postgres:postgres "$1"
     as_postgres "$PG_BIN/initdb" -D "$1" -A trust -U postgres >/dev/null

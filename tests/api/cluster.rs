@@ -1,11 +1,12 @@
 //! Private throwaway PostgreSQL clusters (initdb + pg_ctl on a free port), for
 //! the tests that must stop a database or load an extension.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use uuid::Uuid;
+
+use crate::helpers::free_port;
 
 /// A PostgreSQL cluster in a temporary folder, stopped and removed on drop.
 pub struct Cluster {
@@ -50,11 +51,7 @@ impl Cluster {
     /// A cluster not created yet: a free port, and an empty data folder the
     /// server's user owns (mode 700, as the server demands).
     fn unstarted(bin: PathBuf) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let data = std::env::temp_dir().join(format!("presence-pg-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&data).expect("creates the folder");
         std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -264,4 +261,27 @@ fn as_postgres(program: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("the program runs")
+}
+
+/// The ports private clusters and test servers listen on are ones no outgoing
+/// connection can hold, and each is handed out once: a cluster stopped and
+/// started again, or started after a slow initdb, finds its port free.
+#[test]
+fn test_servers_get_ports_outside_the_ones_connections_take() {
+    let (_, ephemeral_low) = crate::helpers::below_ephemeral_ports();
+    let ports: Vec<u16> = (0..64).map(|_| free_port()).collect();
+    let inside: Vec<&u16> = ports
+        .iter()
+        .filter(|&&port| port >= ephemeral_low)
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "ports from {ephemeral_low} up are the kernel's for outgoing connections: {inside:?}"
+    );
+    let distinct: std::collections::HashSet<&u16> = ports.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        ports.len(),
+        "a port handed out twice: {ports:?}"
+    );
 }

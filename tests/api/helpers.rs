@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use presence::auth::issue_token;
@@ -331,12 +332,42 @@ pub fn iso(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a server a test starts itself.
+///
+/// It is below the kernel's ephemeral range, and no two calls in a run give the
+/// same one. A port the kernel picks for `127.0.0.1:0` is one it also gives to
+/// outgoing connections: between this call and the server's bind (an initdb
+/// for a private PostgreSQL, or the time a stopped cluster is down), any of the
+/// suite's connections can take it, and the server fails to start with
+/// "Address already in use".
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = below_ephemeral_ports();
+    let span = u32::from(high - low);
+    // Apart from other runs on the machine, which probe from their own offsets.
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low + u16::try_from((offset + step) % span).expect("within the span");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
+/// The ports `free_port` takes from: from 20000 up to where the kernel's
+/// ephemeral range starts (32768 on Linux by default).
+pub fn below_ephemeral_ports() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    assert!(
+        ephemeral_low > 21000,
+        "the ephemeral range starts at {ephemeral_low}: too low to keep test servers out of it"
+    );
+    (20000, ephemeral_low)
 }
 
 /// Waits (up to 10 s) until a server at `base` answers `/healthz`; whether it did.
