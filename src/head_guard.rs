@@ -250,25 +250,21 @@ fn check_head(bytes: &[u8], max_ids_in_query: usize, http: &ServiceConfig) -> He
             // HTTP/1.1 without Host, repeated Host...), by its own parser on a
             // copy; unless the head is plainly one it takes, as nearly every
             // head is (its parse was a third of a `/healthz` request's instructions).
-            if plainly_sound(&request) {
-                return match framing(request.headers) {
-                    Some(body) => HeadCheck::Sound { length, body },
-                    None => HeadCheck::Refused(Refusal::Malformed),
-                };
-            }
-            let mut codec = Codec::new(http.clone());
-            if !matches!(
-                codec.decode(&mut BytesMut::from(&bytes[..length])),
-                Ok(Some(_))
-            ) {
-                return HeadCheck::Refused(Refusal::Malformed);
-            }
-            if codec.message_type() == MessageType::Stream {
-                // CONNECT, or an upgrade: the body runs to the end of the connection.
-                return HeadCheck::Sound {
-                    length,
-                    body: Framing::Chunked,
-                };
+            if !plainly_sound(&request) {
+                let mut codec = Codec::new(http.clone());
+                if !matches!(
+                    codec.decode(&mut BytesMut::from(&bytes[..length])),
+                    Ok(Some(_))
+                ) {
+                    return HeadCheck::Refused(Refusal::Malformed);
+                }
+                if codec.message_type() == MessageType::Stream {
+                    // CONNECT, or an upgrade: the body runs to the end of the connection.
+                    return HeadCheck::Sound {
+                        length,
+                        body: Framing::Chunked,
+                    };
+                }
             }
             match framing(request.headers) {
                 Some(body) => HeadCheck::Sound { length, body },
