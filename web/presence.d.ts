@@ -34,8 +34,6 @@ export class PresenceClient {
     /** @type {unknown} */
     heartbeatTimer: unknown;
     started: boolean;
-    /** The server's clock minus this browser's, from the `Date` of the last answer. */
-    clockOffsetMs: number;
     /** @type {Set<() => void>} Each watch's "poll now", to catch up after a back/forward-cache restore. */
     watchers: Set<() => void>;
     onInput: () => Promise<{
@@ -107,8 +105,11 @@ export class PresenceClient {
     signOut(): Promise<Response | undefined>;
     /**
      * Polls the statuses of `userIds` and calls `onChange(changed, all)` when any changes.
-     * Conditional requests (ETag) make unchanged polls cheap; a poll comes sooner when a
-     * `nextChangeAt` is near; `Retry-After` is honoured; errors back off with jitter.
+     * Conditional requests (ETag) make unchanged polls cheap; `Retry-After` is honoured;
+     * errors back off with jitter. A status that changes by the clock (`nextChangeAt`)
+     * shows at the next regular poll, within the interval as any other change: no poll
+     * is brought forward for it, since others see activity floored to the minute and
+     * such polls of nearly every watcher would fall in the second after each minute's turn.
      * Returns a function that stops watching.
      * @param {string[]} userIds
      * @param {(changed: UserStatus[], all: UserStatus[]) => void} onChange
@@ -126,15 +127,6 @@ export class PresenceClient {
      * @returns {RoomHandle}
      */
     joinRoom(roomId: string, options?: RoomOptions): RoomHandle;
-    /**
-     * How long until the next poll: the interval (jittered), or sooner when a status will
-     * change by itself, within a second after its `nextChangeAt`. `nextChangeAt` is judged
-     * on the server's clock, so a browser clock that is off neither polls too often nor too late.
-     * @param {UserStatus[]} statuses
-     * @param {number} [elapsedMs] how long the poll that answered them took
-     * @returns {number} milliseconds
-     */
-    nextPollIn(statuses: UserStatus[], elapsedMs?: number): number;
     /**
      * The wait before the next regular poll or heartbeat, counted from when the
      * last one was sent, not answered: a slow answer (the server paused) then

@@ -52,8 +52,6 @@
  */
 
 const STORAGE_KEY = "presence.deviceId";
-// How long after a `nextChangeAt` the poll it brings forward may come (see nextPollIn).
-const CHANGE_SPREAD_MS = 1_000;
 // Interactions; the frequent ones (pointermove, wheel, touchstart) cost nothing
 // between pings: activity() returns at once within the throttle window.
 const INPUT_EVENTS = ["pointerdown", "keydown", "focus", "pointermove", "wheel", "touchstart"];
@@ -99,8 +97,6 @@ export class PresenceClient {
     /** @type {unknown} */
     this.heartbeatTimer = null;
     this.started = false;
-    /** The server's clock minus this browser's, from the `Date` of the last answer. */
-    this.clockOffsetMs = 0;
     /** @type {Set<() => void>} Each watch's "poll now", to catch up after a back/forward-cache restore. */
     this.watchers = new Set();
     this.onInput = () => this.activity();
@@ -225,8 +221,11 @@ export class PresenceClient {
 
   /**
    * Polls the statuses of `userIds` and calls `onChange(changed, all)` when any changes.
-   * Conditional requests (ETag) make unchanged polls cheap; a poll comes sooner when a
-   * `nextChangeAt` is near; `Retry-After` is honoured; errors back off with jitter.
+   * Conditional requests (ETag) make unchanged polls cheap; `Retry-After` is honoured;
+   * errors back off with jitter. A status that changes by the clock (`nextChangeAt`)
+   * shows at the next regular poll, within the interval as any other change: no poll
+   * is brought forward for it, since others see activity floored to the minute and
+   * such polls of nearly every watcher would fall in the second after each minute's turn.
    * Returns a function that stops watching.
    * @param {string[]} userIds
    * @param {(changed: UserStatus[], all: UserStatus[]) => void} onChange
@@ -258,7 +257,7 @@ export class PresenceClient {
       }
       if (response.status === 304) {
         failures = 0;
-        return schedule(this.nextPollIn([...known.values()], this.now() - sentAt));
+        return schedule(this.afterPoll(this.pollIntervalMs, this.now() - sentAt));
       }
       if (!response.ok) {
         failures += 1;
@@ -272,7 +271,7 @@ export class PresenceClient {
       const changed = statuses.filter((status) => JSON.stringify(known.get(status.userId)) !== JSON.stringify(status));
       known = new Map(statuses.map((status) => [status.userId, status]));
       if (changed.length > 0 && !stopped) onChange(changed, statuses);
-      schedule(this.nextPollIn(statuses, this.now() - sentAt));
+      schedule(this.afterPoll(this.pollIntervalMs, this.now() - sentAt));
     };
     const pollNow = () => {
       if (timer !== null) this.clearTimeout(timer);
@@ -299,29 +298,6 @@ export class PresenceClient {
    */
   joinRoom(roomId, options = {}) {
     return new RoomHandle(this, roomId, options);
-  }
-
-  /**
-   * How long until the next poll: the interval (jittered), or sooner when a status will
-   * change by itself, within a second after its `nextChangeAt`. `nextChangeAt` is judged
-   * on the server's clock, so a browser clock that is off neither polls too often nor too late.
-   * @param {UserStatus[]} statuses
-   * @param {number} [elapsedMs] how long the poll that answered them took
-   * @returns {number} milliseconds
-   */
-  nextPollIn(statuses, elapsedMs = 0) {
-    const serverNow = this.now() + this.clockOffsetMs;
-    let soonest = Infinity;
-    for (const status of statuses) {
-      if (!status.nextChangeAt) continue;
-      const due = Date.parse(status.nextChangeAt) - serverNow + 50;
-      // A time the browser cannot read (NaN) schedules nothing.
-      if (Number.isFinite(due)) soonest = Math.min(soonest, Math.max(due, 250));
-    }
-    // Spread over the second after the instant: others see activity floored
-    // to the minute, so everyone who paused in one minute goes idle at the
-    // same instant, and every watcher of each of them would poll at once.
-    return Math.min(this.afterPoll(this.pollIntervalMs, elapsedMs), soonest + this.random() * CHANGE_SPREAD_MS);
   }
 
   /**
@@ -399,11 +375,6 @@ export class PresenceClient {
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       ...init,
-    }).then((response) => {
-      // `Date` has whole seconds: the middle of that second is the best guess.
-      const date = Date.parse(response.headers?.get("Date") ?? "");
-      if (Number.isFinite(date)) this.clockOffsetMs = date + 500 - this.now();
-      return response;
     });
   }
 }

@@ -95,7 +95,6 @@ pub struct Job {
 pub struct Entry {
     pub user_id: Uuid,
     pub status: String,
-    pub next_change_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -133,8 +132,6 @@ pub struct Answer {
     pub code: u16,
     pub etag: Option<HeaderValue>,
     pub retry_after: Option<u64>,
-    /// The server's clock from `Date`, in Unix milliseconds (whole seconds + 500).
-    pub server_date_ms: Option<i64>,
     pub statuses: Option<Vec<Entry>>,
     /// A room poll's answer: the members it shows typing.
     pub typing: Option<Vec<Uuid>>,
@@ -263,11 +260,6 @@ async fn exchange(
         ),
         _ => None,
     };
-    let server_date_ms = headers
-        .get(header::DATE)
-        .and_then(|date| date.to_str().ok())
-        .and_then(|date| chrono::DateTime::parse_from_rfc2822(date).ok())
-        .map(|date| date.timestamp_millis() + 500);
     Some(Answer {
         code,
         etag: headers.get(header::ETAG).cloned(),
@@ -275,7 +267,6 @@ async fn exchange(
             .get(header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse().ok()),
-        server_date_ms,
         statuses,
         typing,
         ping_interval_seconds,

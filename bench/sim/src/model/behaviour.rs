@@ -214,7 +214,6 @@ impl Simulation {
         t.opened += 1;
         t.etag = None;
         t.known.clear();
-        t.next_change_ms = None;
         t.failures = 0;
         t.acknowledged = false;
         t.ramp_heartbeat = false;

@@ -113,9 +113,6 @@ impl Simulation {
         if !t.open || t.opened != job.generation {
             return;
         }
-        if let Some(date) = done.answer.as_ref().and_then(|a| a.server_date_ms) {
-            user.clock_offset_ms = date - chrono::Utc::now().timestamp_millis();
-        }
         match job.kind {
             Kind::Heartbeat | Kind::Activity | Kind::Setting => {
                 if let Some(seconds) = done.answer.as_ref().and_then(|a| a.ping_interval_seconds) {
@@ -157,10 +154,6 @@ impl Simulation {
                 let statuses = answer.statuses.unwrap_or_default();
                 let t = &mut self.users[u as usize].tabs[tab as usize];
                 t.etag = answer.etag;
-                t.next_change_ms = statuses
-                    .iter()
-                    .filter_map(|s| s.next_change_at.map(|n| n.timestamp_millis()))
-                    .min();
                 t.known = statuses
                     .iter()
                     .filter_map(|s| Some((*self.index.get(&s.user_id)?, Status::parse(&s.status)?)))
@@ -215,22 +208,15 @@ impl Simulation {
                 self.figures.propagation_missed += u64::from(settled.missed);
             }
         }
-        // The shipped client's nextPollIn: the interval or up to a tenth
-        // less, at random, counted from when the poll was sent (afterPoll),
-        // or within the second after the next scheduled change (on the
-        // server's clock), but not within 250 ms.
+        // The shipped client's watch: the interval or up to a tenth less, at
+        // random, counted from when the poll was sent (afterPoll); a status
+        // that changes by the clock (nextChangeAt) brings no poll forward.
         let elapsed = self.now().saturating_sub(sent);
         let mut wait = model.after_poll(model.poll_interval, self.rng.f64(), elapsed);
-        let spread = (self.rng.f64() * CHANGE_SPREAD as f64) as Micros;
         let ramp_random = self.rng.f64();
         let user = &mut self.users[u as usize];
         let t = &mut user.tabs[tab as usize];
         t.known = known;
-        if let Some(next) = t.next_change_ms {
-            let server_now = chrono::Utc::now().timestamp_millis() + user.clock_offset_ms;
-            let due = (next - server_now + 50).max(250) as Micros * 1000;
-            wait = wait.min(due + spread);
-        }
         if t.hidden {
             wait = model.background_wait(wait, std::mem::take(&mut t.ramp_poll), ramp_random);
         }

@@ -27,10 +27,6 @@ pub use figures::{Figures, KindFigures, SLOW_MICROS};
 
 const SECOND: Micros = 1_000_000;
 
-/// How long after a `nextChangeAt` the poll it brings forward may come, at
-/// random (the shipped client's `CHANGE_SPREAD_MS`).
-const CHANGE_SPREAD: Micros = SECOND;
-
 /// How simulated people use the app. Means of exponential waits; the rare
 /// events (sessions, tabs, settings, blocks) are sped up by `churn`.
 #[derive(Clone, Copy, Debug)]
@@ -231,9 +227,8 @@ struct Tab {
     heartbeat_timer: u32,
     poll_timer: u32,
     etag: Option<HeaderValue>,
-    /// What the last full answer showed, with the earliest `nextChangeAt` (Unix ms).
+    /// What the last full answer showed.
     known: Vec<(u32, Status)>,
-    next_change_ms: Option<i64>,
     failures: u32,
     /// Whether a ping of this opening has been acknowledged (its device stored).
     acknowledged: bool,
@@ -261,7 +256,6 @@ struct User {
     change: u32,
     /// Changes of contacts this user's visible tab should come to see.
     pending: Vec<Expectation>,
-    clock_offset_ms: i64,
     ping_interval: Micros,
     /// The rooms the user is in (indices into the simulation's rooms); the first is on screen.
     rooms: Vec<u32>,
@@ -348,7 +342,6 @@ impl Simulation {
                 truth: Timeline::default(),
                 change: 0,
                 pending: Vec::new(),
-                clock_offset_ms: 0,
                 ping_interval: 30 * SECOND,
                 rooms: Vec::new(),
                 room_poll_timer: 0,
