@@ -3,6 +3,9 @@
 # server on 127.0.0.1, with its default settings, at growing numbers of
 # simulated users, then two instances on one database with users spread over
 # both. Simulator, server and PostgreSQL share the machine's cores.
+# Each server's metrics listener is on (as by default), at its port + 100: the
+# simulator reads the servers' own request durations from it once a second, to
+# tell a slow second of the servers' from one of its own.
 # PostgreSQL is a private throwaway cluster with initdb's defaults (autovacuum
 # on, fsync on), as a production server would run, whatever the shared
 # server's settings are; its data lives in a temporary folder.
@@ -39,6 +42,7 @@ export PRESENCE_JWT_SECRET=$SECRET
 build
 PG_DATA=$(mktemp -d)
 PIDS=()
+METRICS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     if [ "${DIAGNOSE:-}" = 1 ]; then diagnosis >&2 || true; fi
@@ -75,20 +79,23 @@ psql -q "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -c "create database $D
 if [ "${DIAGNOSE:-}" = 1 ]; then psql -q "$URL" -c "create extension pg_stat_statements"; fi
 DATABASE_URL="$URL" RUST_LOG=warn "$BIN" migrate
 
-# start PORT: a server with the default settings; its pid is appended to PIDS.
+# start PORT: a server with the default settings, its metrics listener on
+# PORT + 100; its pid is appended to PIDS, that listener to METRICS.
 start() {
-    env DATABASE_URL="$URL" PRESENCE_ADDR="127.0.0.1:$1" PRESENCE_METRICS_ADDR= RUST_LOG=warn \
-        "$BIN" serve &
+    env DATABASE_URL="$URL" PRESENCE_ADDR="127.0.0.1:$1" \
+        PRESENCE_METRICS_ADDR="127.0.0.1:$(($1 + 100))" RUST_LOG=warn "$BIN" serve &
     PIDS+=($!)
+    METRICS+=("--metrics-url=http://127.0.0.1:$(($1 + 100))")
     wait_until_ready "http://127.0.0.1:$1/readyz"
 }
 stop_all() {
     for pid in "${PIDS[@]}"; do kill -TERM "$pid"; wait "$pid" || true; done
     PIDS=()
+    METRICS=()
 }
 simulate() {
     "$SIM" --ramp "$RAMP" --warmup "$WARMUP" --duration "$DURATION" \
-        --connections "$CONNECTIONS" --database-url "$URL" "$@"
+        --connections "$CONNECTIONS" --database-url "$URL" "${METRICS[@]}" "$@"
 }
 
 # The postmaster's pid of the PostgreSQL server in folder $1.

@@ -145,6 +145,9 @@ pub struct Answer {
 /// A job and its answer (`None` when the connection failed).
 pub struct Done {
     pub job: Job,
+    /// When a connection took the job: the time before it was spent
+    /// queueing for a free connection of the pool.
+    pub picked_at: Instant,
     pub finished_at: Instant,
     pub answer: Option<Answer>,
 }
@@ -165,6 +168,7 @@ async fn connection(address: SocketAddr, jobs: flume::Receiver<Job>, done: Unbou
     let host = HeaderValue::from_str(&address.to_string()).expect("an address is a valid header");
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     while let Ok(job) = jobs.recv_async().await {
+        let picked_at = Instant::now();
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
             sender = connect(address).await;
         }
@@ -179,6 +183,7 @@ async fn connection(address: SocketAddr, jobs: flume::Receiver<Job>, done: Unbou
         if done
             .send(Done {
                 job,
+                picked_at,
                 finished_at,
                 answer,
             })

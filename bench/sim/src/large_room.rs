@@ -177,7 +177,7 @@ pub async fn run(
         tokio::select! {
             biased;
             Some(done) = done_rx.recv() => {
-                let Done { job, finished_at, answer } = done;
+                let Done { job, finished_at, answer, .. } = done;
                 let measured = job.wanted_at >= window.0 && job.wanted_at < window.1;
                 let code = answer.as_ref().map(|a| a.code);
                 if job.kind == Kind::Activity {

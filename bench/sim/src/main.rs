@@ -26,6 +26,7 @@ mod feed;
 mod large_room;
 mod model;
 mod report;
+mod seconds;
 mod truth;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -101,6 +102,11 @@ struct Args {
     /// (repeat per server: a Citus cluster's coordinator and workers).
     #[arg(long = "postgres-node", value_parser = node)]
     postgres_nodes: Vec<(String, u32)>,
+    /// A server's metrics listener (its `PRESENCE_METRICS_ADDR`), to read
+    /// how many requests the server itself took over the slow bound in each
+    /// second (repeat per instance).
+    #[arg(long = "metrics-url")]
+    metrics_urls: Vec<String>,
     /// The servers' database, to count row writes and commits.
     #[arg(long)]
     database_url: Option<String>,
@@ -153,6 +159,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let addresses = args
         .urls
+        .iter()
+        .map(|url| address(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let metrics = args
+        .metrics_urls
         .iter()
         .map(|url| address(url))
         .collect::<Result<Vec<_>, _>>()?;
@@ -248,13 +259,29 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             args.postgres_nodes.clone(),
             args.database_url.clone(),
         ));
+        let seconds = seconds::sample(
+            started + from,
+            started + to,
+            args.server_pids.clone(),
+            metrics.clone(),
+            f64::from(model::SLOW_MICROS) / 1e6,
+        );
         let figures = simulation.run(&mut done_rx, started).await;
         // Whatever is still queued is dropped: the next step starts clean.
         for jobs in &receivers {
             jobs.drain().for_each(drop);
         }
         let resources = resources.await.unwrap_or_default();
-        let step = Step::new(*users, addresses.len(), args.duration, &figures, resources);
+        let seconds = seconds.join().unwrap_or_default();
+        let step = Step::new(
+            *users,
+            addresses.len(),
+            args.connections,
+            args.duration,
+            &figures,
+            resources,
+            seconds,
+        );
         // The window's changes by the clock are due within a second of its
         // end; the follower has them a moment later.
         let feed = match &follower {

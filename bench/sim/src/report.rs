@@ -9,6 +9,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::client::Kind;
 use crate::model::Figures;
+use crate::seconds::Second;
 
 /// Server-side usage over the measured window.
 #[derive(Clone, Debug, Default)]
@@ -43,7 +44,7 @@ struct Sample {
 }
 
 /// Clock ticks per second in `/proc` (`USER_HZ`, 100 on Linux).
-const TICKS: f64 = 100.0;
+pub(crate) const TICKS: f64 = 100.0;
 
 impl Sample {
     async fn take(
@@ -126,7 +127,7 @@ impl Resources {
 }
 
 /// `(command, utime + stime)` of a process, from its `stat` file.
-fn cpu_ticks(path: &str) -> Option<(String, u64)> {
+pub(crate) fn cpu_ticks(path: &str) -> Option<(String, u64)> {
     let stat = std::fs::read_to_string(path).ok()?;
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
@@ -146,7 +147,7 @@ fn server_ticks(pid: u32) -> u64 {
         .sum()
 }
 
-fn postgres_ticks() -> u64 {
+pub(crate) fn postgres_ticks() -> u64 {
     process_stat_files()
         .filter_map(|path| cpu_ticks(&path))
         .filter(|(command, _)| command == "postgres")
@@ -181,7 +182,7 @@ fn parent_of(path: &str) -> Option<u32> {
 }
 
 /// `(busy, total)` ticks of all cores, from `/proc/stat`.
-fn machine_ticks() -> Option<(u64, u64)> {
+pub(crate) fn machine_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?;
     let values: Vec<u64> = line
@@ -283,6 +284,16 @@ pub struct Step {
     pub slow: u64,
     pub slow_in_seconds: usize,
     pub slowest_seconds: Vec<(i64, u64, f64)>,
+    /// Each second of the window from outside the simulator's loop (CPU, the
+    /// servers' own slow requests), and the latest timer of each second (ms).
+    pub by_second: BTreeMap<i64, Second>,
+    pub late_seconds: BTreeMap<i64, f64>,
+    /// The longest a slow request of each second queued for a connection (ms).
+    pub queued_seconds: BTreeMap<i64, f64>,
+    /// Connections of the simulator's pools busy on average, and how many
+    /// there are: near all of them, requests queue for one.
+    pub pool_busy: f64,
+    pub pool: usize,
     /// The seconds in which clients wanted the most requests (Unix second,
     /// how many, of them polls answered in full), most first, and the mean
     /// of a second: a bunch of timers firing together shows here.
@@ -303,9 +314,11 @@ impl Step {
     pub fn new(
         users: usize,
         instances: usize,
+        connections: usize,
         duration: Duration,
         figures: &Figures,
         resources: Resources,
+        by_second: BTreeMap<i64, Second>,
     ) -> Self {
         let seconds = duration.as_secs_f64();
         let row = |name, sent: u64, answered: u64, errors: u64, latencies: &[u32]| KindRow {
@@ -396,6 +409,19 @@ impl Step {
             slow: figures.slow_seconds.values().map(|(count, _)| count).sum(),
             slow_in_seconds: figures.slow_seconds.len(),
             slowest_seconds,
+            by_second,
+            late_seconds: figures
+                .late_seconds
+                .iter()
+                .map(|(second, late)| (*second, f64::from(*late) / 1000.0))
+                .collect(),
+            queued_seconds: figures
+                .queued_seconds
+                .iter()
+                .map(|(second, queued)| (*second, f64::from(*queued) / 1000.0))
+                .collect(),
+            pool_busy: figures.held_micros as f64 / 1e6 / seconds,
+            pool: connections * instances,
             busiest_seconds,
             wanted_per_second,
             not_modified_rooms: {
@@ -450,6 +476,46 @@ impl Step {
         )
     }
 
+    /// Requests the servers themselves took over the slow bound, of all
+    /// they answered in the window, by their own histograms (when read).
+    pub fn servers_own_slow(&self) -> Option<(u64, u64)> {
+        self.by_second
+            .values()
+            .map(|second| second.served)
+            .try_fold((0, 0), |(n, slow), one| one.map(|(a, b)| (n + a, slow + b)))
+            .filter(|_| !self.by_second.is_empty())
+    }
+
+    /// One of the slowest seconds, told: what the simulator saw, what the
+    /// servers' own histograms saw, how late the simulator's timers ran and
+    /// who used the CPU.
+    fn slow_second(&self, (second, count, max): (i64, u64, f64)) -> String {
+        let at = chrono::DateTime::from_timestamp(second, 0).map_or_else(
+            || second.to_string(),
+            |at| at.format("%H:%M:%S").to_string(),
+        );
+        let mut told = format!("{at}: {count} (max {max:.0} ms)");
+        if let Some(queued) = self.queued_seconds.get(&second) {
+            told += &format!(", up to {queued:.0} ms of it queued for a connection");
+        }
+        if let Some(late) = self.late_seconds.get(&second) {
+            told += &format!("; timers up to {late:.0} ms late");
+        }
+        if let Some(s) = self.by_second.get(&second) {
+            if let Some((answered, slow)) = s.served {
+                told += &format!("; the servers' own: {slow} of {answered} over the bound");
+            }
+            told += &format!(
+                "; CPU simulator {:.2}, servers {:.2}, PostgreSQL {:.2}, machine {:.0}% busy",
+                s.simulator,
+                s.servers,
+                s.postgres,
+                s.machine_busy * 100.0
+            );
+        }
+        told
+    }
+
     fn writes_per_user_minute(&self) -> Option<f64> {
         Some(self.resources.row_writes? as f64 / self.users.max(1) as f64 / (self.seconds / 60.0))
     }
@@ -490,6 +556,22 @@ impl Step {
             "wrongExamples": self.wrong_examples,
             "accuracy": self.accuracy(),
             "timerLatenessMs": spread(&self.lateness),
+            "poolBusy": self.pool_busy,
+            "poolConnections": self.pool,
+            "serversOwnSlow": self.servers_own_slow().map(|(answered, slow)| json!({ "answered": answered, "slow": slow })),
+            "slowestSeconds": self.slowest_seconds.iter().map(|(second, count, max)| {
+                let s = self.by_second.get(second);
+                json!({
+                    "second": second, "slow": count, "maxMs": max,
+                    "timersLateMs": self.late_seconds.get(second),
+                    "queuedMs": self.queued_seconds.get(second),
+                    "serversOwnSlow": s.and_then(|s| s.served).map(|(_, slow)| slow),
+                    "simulatorCpuCores": s.map(|s| s.simulator),
+                    "serverCpuCores": s.map(|s| s.servers),
+                    "postgresCpuCores": s.map(|s| s.postgres),
+                    "machineBusy": s.map(|s| s.machine_busy),
+                })
+            }).collect::<Vec<_>>(),
             "rowWritesPerUserMinute": self.writes_per_user_minute(),
             "commitsPerSecond": r.commits.map(|c| c as f64 / self.seconds),
             "serverCpuCores": r.server_cpu,
@@ -609,23 +691,24 @@ impl Step {
             );
         }
         if self.slow > 0 {
-            let seconds: Vec<String> = self
-                .slowest_seconds
-                .iter()
-                .map(|(second, count, max)| {
-                    let at = chrono::DateTime::from_timestamp(*second, 0).map_or_else(
-                        || second.to_string(),
-                        |at| at.format("%H:%M:%S").to_string(),
-                    );
-                    format!("{at} {count} (max {max:.0} ms)")
-                })
-                .collect();
             println!(
-                "requests over {} ms: {} in {} s; most in (UTC): {}",
+                "requests over {} ms: {} in {} s; most in (UTC):",
                 crate::model::SLOW_MICROS / 1000,
                 self.slow,
                 self.slow_in_seconds,
-                seconds.join(", ")
+            );
+            for second in &self.slowest_seconds {
+                println!("  {}", self.slow_second(*second));
+            }
+        }
+        println!(
+            "the simulator's pool: {:.1} of its {} connections busy on average",
+            self.pool_busy, self.pool
+        );
+        if let Some((answered, slow)) = self.servers_own_slow() {
+            println!(
+                "the servers' own histograms: {slow} of {answered} requests over {} ms",
+                crate::model::SLOW_MICROS / 1000
             );
         }
         if !self.busiest_seconds.is_empty() {
@@ -693,7 +776,10 @@ pub fn summary(steps: &[Step], max_p99_ms: f64, poll_interval: Duration) {
             s.all.latency.p50,
             s.all.latency.p99,
             s.all.errors,
-            s.slow,
+            match s.servers_own_slow() {
+                Some((_, own)) => format!("{} ({own} in the servers)", s.slow),
+                None => s.slow.to_string(),
+            },
             s.not_modified_visible * 100.0,
             show(s.writes_per_user_minute(), 2),
             show(r.server_cpu, 2),

@@ -75,6 +75,10 @@ impl Simulation {
             Outcome::Failed => (false, false),
         };
         if measured {
+            self.figures.held_micros += done
+                .finished_at
+                .saturating_duration_since(done.picked_at)
+                .as_micros() as u64;
             let figures = self.figures.kind(job.kind);
             figures.answered += 1;
             figures.errors += u64::from(!ok);
@@ -99,6 +103,9 @@ impl Simulation {
                 let slow = self.figures.slow_seconds.entry(second).or_default();
                 slow.0 += 1;
                 slow.1 = slow.1.max(latency);
+                let queued = done.picked_at.saturating_duration_since(job.wanted_at);
+                let longest = self.figures.queued_seconds.entry(second).or_default();
+                *longest = (*longest).max(queued.as_micros().min(u32::MAX as u128) as u32);
             }
         }
         let (u, tab) = (job.user, job.tab);

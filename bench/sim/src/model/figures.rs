@@ -37,6 +37,9 @@ pub struct Figures {
     pub wrong_examples: Vec<String>,
     /// How late the simulator ran its timers (µs): it must keep up for the figures to hold.
     pub timer_lateness: Vec<u32>,
+    /// The latest a timer ran (µs) by the Unix second it ran in: a slow
+    /// second whose timers ran late was the simulator's own.
+    pub late_seconds: BTreeMap<i64, u32>,
     /// Users present (with the app open) at the end.
     pub present: usize,
     /// Typing start to its first showing in a member's poll of the room (µs),
@@ -47,6 +50,12 @@ pub struct Figures {
     /// they were answered in: (how many, the slowest µs). Shows whether slow
     /// answers are spread out or come in stalls, and when.
     pub slow_seconds: BTreeMap<i64, (u64, u32)>,
+    /// Of those, the longest a slow request queued for a free connection
+    /// of the simulator's pool (µs), by the same second.
+    pub queued_seconds: BTreeMap<i64, u32>,
+    /// The time measured requests held a connection of the pool, from when
+    /// one took the request to the whole answer (µs, summed).
+    pub held_micros: u64,
     /// Measured requests by the Unix second their client wanted them in:
     /// (how many, how many were polls answered in full, not `304`). Shows
     /// whether clients' timers bunch up, as before a stall.

@@ -432,10 +432,11 @@ impl Simulation {
                     break;
                 };
                 if self.measuring(timer.at) {
-                    let late = now.saturating_sub(timer.at);
-                    self.figures
-                        .timer_lateness
-                        .push(late.min(u32::MAX as u64) as u32);
+                    let late = now.saturating_sub(timer.at).min(u32::MAX as u64) as u32;
+                    self.figures.timer_lateness.push(late);
+                    let second = chrono::Utc::now().timestamp();
+                    let latest = self.figures.late_seconds.entry(second).or_default();
+                    *latest = (*latest).max(late);
                 }
                 self.fire(timer.user, timer.event);
             }
