@@ -52,14 +52,9 @@ impl Sample {
         nodes: &[(String, u32)],
         database: Option<&mut PgConnection>,
     ) -> Self {
-        let server = pids
-            .iter()
-            .map(|pid| cpu_ticks(&format!("/proc/{pid}/stat")).map(|(_, t)| t))
-            .sum::<Option<u64>>()
-            .filter(|_| !pids.is_empty());
         Self {
             at: Instant::now(),
-            server,
+            server: processes_ticks(pids),
             postgres: postgres_ticks(),
             nodes: nodes.iter().map(|(_, pid)| server_ticks(*pid)).collect(),
             simulator: cpu_ticks("/proc/self/stat").map(|(_, t)| t),
@@ -136,6 +131,15 @@ pub(crate) fn cpu_ticks(path: &str) -> Option<(String, u64)> {
     let user: u64 = fields.get(11)?.parse().ok()?;
     let system: u64 = fields.get(12)?.parse().ok()?;
     Some((command, user + system))
+}
+
+/// The ticks of the processes `pids` together (`None` when there are none,
+/// or one is gone).
+pub(crate) fn processes_ticks(pids: &[u32]) -> Option<u64> {
+    pids.iter()
+        .map(|pid| cpu_ticks(&format!("/proc/{pid}/stat")).map(|(_, t)| t))
+        .sum::<Option<u64>>()
+        .filter(|_| !pids.is_empty())
 }
 
 /// The ticks of one PostgreSQL server: its postmaster `pid` and every child of it.
@@ -285,8 +289,9 @@ pub struct Step {
     pub slow_in_seconds: usize,
     pub slowest_seconds: Vec<(i64, u64, f64)>,
     /// Each second of the window from outside the simulator's loop (CPU, the
-    /// servers' own slow requests), and the latest timer of each second (ms).
+    /// servers' own slow requests).
     pub by_second: BTreeMap<i64, Second>,
+    /// How late the latest timer of each second ran (ms).
     pub late_seconds: BTreeMap<i64, f64>,
     /// The longest a slow request of each second queued for a connection (ms).
     pub queued_seconds: BTreeMap<i64, f64>,

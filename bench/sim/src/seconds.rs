@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::report::{cpu_ticks, machine_ticks, postgres_ticks};
+use crate::report::{cpu_ticks, machine_ticks, postgres_ticks, processes_ticks};
 
 /// One second of the window.
 #[derive(Clone, Copy, Debug, Default)]
@@ -52,11 +52,7 @@ pub fn sample(
         let read = || Reading {
             at: Instant::now(),
             simulator: cpu_ticks("/proc/self/stat").map_or(0, |(_, t)| t),
-            servers: server_pids
-                .iter()
-                .filter_map(|pid| cpu_ticks(&format!("/proc/{pid}/stat")))
-                .map(|(_, t)| t)
-                .sum(),
+            servers: processes_ticks(&server_pids).unwrap_or_default(),
             postgres: postgres_ticks(),
             machine: machine_ticks().unwrap_or_default(),
             histogram: (!metrics.is_empty())

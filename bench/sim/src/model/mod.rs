@@ -427,6 +427,7 @@ impl Simulation {
             if now >= end {
                 break;
             }
+            let wall_second = chrono::Utc::now().timestamp();
             while self.timers.peek().is_some_and(|timer| timer.at <= now) {
                 let Some(timer) = self.timers.pop() else {
                     break;
@@ -434,8 +435,7 @@ impl Simulation {
                 if self.measuring(timer.at) {
                     let late = now.saturating_sub(timer.at).min(u32::MAX as u64) as u32;
                     self.figures.timer_lateness.push(late);
-                    let second = chrono::Utc::now().timestamp();
-                    let latest = self.figures.late_seconds.entry(second).or_default();
+                    let latest = self.figures.late_seconds.entry(wall_second).or_default();
                     *latest = (*latest).max(late);
                 }
                 self.fire(timer.user, timer.event);
