@@ -119,6 +119,27 @@ as $function$
              then p_last_ping + p_settings.offline_after end)
 $function$;
 
+-- The minute the feed job's search finds a row by (next_change_minute,
+-- indexed) when a write at `p_at` sets its next change to `p_next`: the
+-- user's own minute of the change (user_minute), which a heartbeat's next
+-- change keeps for half a minute, so that most heartbeats leave the index
+-- alone; but always after the write's instant. If the change is so near that
+-- its minute has started, the change's instant itself. So a write puts the
+-- row's minute ahead of the clock, and the job finds the row when the clock
+-- passes that minute, reading only the rows whose minute passed since its
+-- last search (src/jobs/feed.rs), not every row whose minute has started.
+create or replace function feed_search_minute(
+    p_user uuid,
+    p_next timestamptz,
+    p_at timestamptz
+) returns timestamptz
+language sql
+stable
+as $function$
+    select case when user_minute(p_user, p_next) > p_at then user_minute(p_user, p_next)
+                else p_next end
+$function$;
+
 -- The feed's settings as the triggers read them on every write: a constant
 -- the planner inlines, written again from feed_settings by this function
 -- whenever sql/ is applied or the settings change (configure_feed,
@@ -233,7 +254,8 @@ begin
             new.next_change_at := feed_next_change(new.last_ping, new.last_seen, new_shown_seen,
                                                    new.manual_status_until, settings,
                                                    new.feed_as_of);
-            new.next_change_minute := user_minute(new.user_id, new.next_change_at);
+            new.next_change_minute := feed_search_minute(new.user_id, new.next_change_at,
+                                                         new.feed_as_of);
         end if;
         return new;
     end if;
@@ -331,7 +353,7 @@ begin
     new.feed_as_of := at;
     new.next_change_at := feed_next_change(new_last_ping, new.last_seen, new_shown_seen,
                                            new.manual_status_until, settings, at);
-    new.next_change_minute := user_minute(new.user_id, new.next_change_at);
+    new.next_change_minute := feed_search_minute(new.user_id, new.next_change_at, at);
     return new;
 end
 $function$;

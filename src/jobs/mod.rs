@@ -6,7 +6,7 @@ mod prune;
 mod statistics;
 mod user_counts;
 
-pub use feed::{FEED_EVERY, FEED_LOCK, FeedRun, FeedSchedule, run_feed_job};
+pub use feed::{FEED_EVERY, FEED_LOCK, FeedRun, FeedSchedule, FeedSearch, run_feed_job};
 pub use prune::{
     PRUNE_CHUNK, PRUNE_JOB, PruneSchedule, RETENTION_CHUNK, enforce_history_retention,
     run_scheduled_prune,

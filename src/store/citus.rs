@@ -55,10 +55,11 @@ pub const COORDINATOR_TABLES: [&str; 3] = ["status_feed", "feed_numbers", "webho
 /// co-located history tables, so it stays on that worker; the feed's stage
 /// the changes in the co-located `feed_staged`, with the functions they call),
 /// and `ping_users`, whose distribution carries the type `ping_input` of the
-/// ping statements to the workers; `user_minute`, which the device summary
-/// and the feed compute their indexed minutes with.
-pub const WORKER_FUNCTIONS: [&str; 12] = [
+/// ping statements to the workers; `user_minute` and `feed_search_minute`,
+/// which the device summary and the feed compute their indexed minutes with.
+pub const WORKER_FUNCTIONS: [&str; 13] = [
     "user_minute(uuid, timestamptz)",
+    "feed_search_minute(uuid, timestamptz, timestamptz)",
     "user_status_summarize_devices()",
     "user_status_bump_version()",
     "user_status_track_history()",

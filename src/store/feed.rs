@@ -70,11 +70,21 @@ pub async fn set_feed_enabled(
         .map(|_| ())
 }
 
+/// Whether the feed is switched on.
+pub async fn feed_enabled(executor: impl PgExecutor<'_>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select coalesce((select f.enabled from feed_settings as f), false) as "enabled!""#
+    )
+    .fetch_one(executor)
+    .await
+}
+
 /// Up to `limit` users whose next change by the clock is due at `now`,
-/// found through the index on its minute (the user's own, `user_minute`,
-/// which starts no later than the change); none while the feed is switched
-/// off (advancing them would write their rows and stage nothing, on every
-/// run: they are advanced once it is on again, their changes at their instants).
+/// found through the index on its minute (`next_change_minute`, which
+/// starts no later than the change): every row whose minute has started is
+/// read. None while the feed is switched off (advancing them would write
+/// their rows and stage nothing, on every run: they are advanced once it is
+/// on again, their changes at their instants).
 pub async fn users_due(
     executor: impl PgExecutor<'_>,
     now: DateTime<Utc>,
@@ -89,6 +99,41 @@ pub async fn users_due(
          limit $2",
         now,
         limit,
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// A row the feed job's search read: whose, and when its next change by the clock is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedCandidate {
+    /// Whose row.
+    pub user_id: Uuid,
+    /// The instant of the row's next change by the clock.
+    pub next_change_at: DateTime<Utc>,
+    /// The minute the row is indexed by (no later than `next_change_at`).
+    pub minute: DateTime<Utc>,
+}
+
+/// The rows whose minute (`next_change_minute`) lies in `(after, through]`,
+/// and the rows of `users`, whatever their minute, due or not: the feed
+/// job's search between two runs. None while the feed is switched off.
+pub async fn feed_candidates(
+    executor: impl PgExecutor<'_>,
+    after: DateTime<Utc>,
+    through: DateTime<Utc>,
+    users: &[Uuid],
+) -> Result<Vec<FeedCandidate>, sqlx::Error> {
+    sqlx::query_as!(
+        FeedCandidate,
+        r#"select user_id, next_change_at as "next_change_at!", next_change_minute as "minute!"
+           from user_status
+           where ((next_change_minute > $1 and next_change_minute <= $2)
+                  or (user_id = any($3) and next_change_minute is not null))
+             and (select f.enabled from feed_settings as f)"#,
+        after,
+        through,
+        users,
     )
     .fetch_all(executor)
     .await

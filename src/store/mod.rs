@@ -16,9 +16,9 @@ pub use blocks::{
     BlockError, MAX_BLOCKS_PER_USER, add_block, in_any_block, list_blocks, remove_block,
 };
 pub use feed::{
-    FeedBounds, StoredChange, advance_feed, configure_feed, delete_expired_changes,
-    newest_change_at, publish_changes, read_changes, record_webhook_position, set_feed_enabled,
-    users_due, webhook_position,
+    FeedBounds, FeedCandidate, StoredChange, advance_feed, configure_feed, delete_expired_changes,
+    feed_candidates, feed_enabled, newest_change_at, publish_changes, read_changes,
+    record_webhook_position, set_feed_enabled, users_due, webhook_position,
 };
 pub use history::{
     BucketStats, HistoryDeleted, HistorySettings, active_since, compute_bucket_stats,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use presence::clock::{Clock, ManualClock, SystemClock};
 use presence::domain::UserId;
-use presence::jobs::{FEED_LOCK, FeedSchedule, run_feed_job};
+use presence::jobs::{FEED_LOCK, FeedSchedule, FeedSearch, run_feed_job};
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use reqwest::StatusCode;
@@ -343,6 +343,208 @@ async fn a_user_is_due_the_instant_their_change_is_wherever_their_minute_starts(
     let mut expected: Vec<_> = users.iter().map(UserId::as_uuid).collect();
     expected.sort();
     assert_eq!(due(timeout).await, expected);
+}
+
+/// The feed job's schedule on a pool of one connection that holds the job's
+/// lock for its session: the app's own job then never gets the lock, and
+/// only the test's runs (on that connection) account for the clock's changes.
+async fn job_alone(pool: &PgPool, clock: ManualClock) -> FeedSchedule {
+    let single = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .expect("a pool of one connection");
+    sqlx::query("select pg_advisory_lock($1)")
+        .bind(FEED_LOCK)
+        .execute(&single)
+        .await
+        .expect("the job's lock");
+    FeedSchedule {
+        distributed: crate::citus::distributed(pool).await,
+        ..job_schedule(&single, Arc::new(clock))
+    }
+}
+
+/// How many rows are due at `at` (their next change by the clock has come):
+/// none, right after a run of the job at `at`.
+async fn rows_due(pool: &PgPool, at: DateTime<Utc>) -> i64 {
+    sqlx::query_scalar("select count(*) from user_status where next_change_at <= $1")
+        .bind(at)
+        .fetch_one(pool)
+        .await
+        .expect("counts the due rows")
+}
+
+/// A write whose next change is so near that the user's own minute of it
+/// has already started (a manual status ending ten seconds on) indexes the
+/// row by the change's instant instead: a write always puts the row's minute
+/// after its own instant, so the job, which reads each run only the minutes
+/// the clock passed since its last, finds the row when its change comes.
+#[sqlx::test]
+async fn a_write_puts_the_rows_minute_after_its_own_instant(pool: PgPool) {
+    let app = spawn_app_with(pool.clone(), &[]).await;
+    // The wall clock's minute, which started at 10:00:00.
+    let user = new_user_ending_in(0x00);
+    app.advance(TimeDelta::seconds(30));
+    let at = app.clock.now();
+    let until = at + TimeDelta::seconds(10);
+    app.ping_ok(
+        user,
+        json!({"deviceId": "tab", "manualStatus": "dnd", "manualStatusUntil": crate::helpers::iso(until)}),
+    )
+    .await;
+    let (next_change_at, minute): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+        "select next_change_at, next_change_minute from user_status where user_id = $1",
+    )
+    .bind(user.as_uuid())
+    .fetch_one(&pool)
+    .await
+    .expect("reads the row");
+    assert_eq!(next_change_at, until, "the manual status's end is next");
+    assert!(
+        users_minute(user, until) <= at,
+        "the user's minute of it has started"
+    );
+    assert_eq!(minute, until, "the row is indexed by the change's instant");
+}
+
+/// The job as it runs in a server: each run searches on from where the last
+/// left off (the minutes the clock passed since, the rows it watches whose
+/// change has come, a full search every few seconds). Users of every minute
+/// heartbeat, act, set manual statuses that end within seconds, and sign
+/// out, at random; after every run, a quarter second apart, no row is left
+/// due. A row missed by the search would be due until the next full search.
+#[sqlx::test]
+async fn a_job_searching_on_from_its_last_run_leaves_no_change_behind(pool: PgPool) {
+    let settings = [
+        ("PRESENCE_IDLE_AFTER", "20s"),
+        ("PRESENCE_AWAY_AFTER", "40s"),
+        ("PRESENCE_LAST_SEEN_PRECISION", "10s"),
+    ];
+    let app = spawn_app_with(pool.clone(), &settings).await;
+    let schedule = job_alone(&pool, app.clock.clone()).await;
+    let users: Vec<UserId> = (0..48u8)
+        .map(|i| new_user_ending_in(i.wrapping_mul(37)))
+        .collect();
+    let mut rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+    let mut search = FeedSearch::default();
+    let (mut advanced, mut watched) = (0, 0);
+    // Three minutes in quarter seconds; at half time the search starts
+    // afresh, as on an instance that has just taken the job over.
+    for step in 0..720 {
+        app.advance(TimeDelta::milliseconds(250));
+        let now = app.clock.now();
+        for user in &users {
+            let roll: f64 = rng.random();
+            if roll < 0.03 {
+                app.ping_ok(*user, json!({"deviceId": "tab", "active": false}))
+                    .await;
+            } else if roll < 0.036 {
+                app.ping_ok(*user, json!({"deviceId": "tab"})).await;
+            } else if roll < 0.04 {
+                let until = now + TimeDelta::milliseconds(rng.random_range(500..30_000));
+                app.ping_ok(
+                    *user,
+                    json!({"deviceId": "tab", "manualStatus": "dnd",
+                           "manualStatusUntil": crate::helpers::iso(until)}),
+                )
+                .await;
+            } else if roll < 0.041 {
+                app.delete_device(*user, "tab").await;
+            }
+        }
+        if step == 360 {
+            search = FeedSearch::default();
+        }
+        let run = search
+            .run(&schedule, now, false)
+            .await
+            .expect("the job runs")
+            .expect("it holds the lock");
+        advanced += run.advanced;
+        watched = watched.max(search.watched());
+        assert_eq!(
+            rows_due(&pool, now).await,
+            0,
+            "rows left due after the run at {now}"
+        );
+    }
+    assert!(advanced > 100, "the clock made {advanced} changes");
+    assert!(watched > 0, "no row was watched");
+}
+
+/// A write that commits long after its instant (here a manual status whose
+/// end comes two seconds on, committed four seconds after it was stamped),
+/// when the clock has passed its minute by more than each search reads
+/// again: the full search, every few seconds, finds the row, and its change
+/// is in the feed at its instant.
+#[sqlx::test]
+async fn a_write_that_commits_long_after_its_instant_is_found_by_the_full_search(pool: PgPool) {
+    let app = spawn_app_with(pool.clone(), &[]).await;
+    let schedule = job_alone(&pool, app.clock.clone()).await;
+    let user = new_user_ending_in(0x00);
+    app.ping_ok(user, json!({"deviceId": "tab"})).await;
+    let mut search = FeedSearch::default();
+    let run_at_next_quarter = async |search: &mut FeedSearch| {
+        app.advance(TimeDelta::milliseconds(250));
+        let now = app.clock.now();
+        let run = search
+            .run(&schedule, now, false)
+            .await
+            .expect("the job runs")
+            .expect("it holds the lock");
+        (now, run.advanced)
+    };
+    for _ in 0..4 {
+        run_at_next_quarter(&mut search).await;
+    }
+    // Stamped at 10:00:01, ending at 10:00:03: its minute is the instant
+    // of its change (the user's minute of it started at 10:00:00).
+    let stamped = app.clock.now();
+    let until = stamped + TimeDelta::seconds(2);
+    let mut late = pool.begin().await.expect("a transaction");
+    sqlx::query(
+        "update user_status set manual_status = 'dnd', manual_status_until = $2, updated_at = $3
+         where user_id = $1",
+    )
+    .bind(user.as_uuid())
+    .bind(until)
+    .bind(stamped)
+    .execute(&mut *late)
+    .await
+    .expect("the write");
+    // The runs meanwhile read the row as it stood: nothing due.
+    for _ in 0..16 {
+        let (_, advanced) = run_at_next_quarter(&mut search).await;
+        assert_eq!(advanced, 0);
+    }
+    late.commit().await.expect("commits four seconds late");
+    let committed = app.clock.now();
+    let found = loop {
+        let (now, advanced) = run_at_next_quarter(&mut search).await;
+        if advanced > 0 {
+            break now;
+        }
+        assert!(
+            now - committed <= TimeDelta::seconds(6),
+            "the row was not found by {now}"
+        );
+    };
+    assert!(found > committed, "found at {found}");
+    let (status, cause, at): (String, String, DateTime<Utc>) = sqlx::query_as(
+        "select status, cause, at from status_feed where user_id = $1 order by id desc limit 1",
+    )
+    .bind(user.as_uuid())
+    .fetch_one(&pool)
+    .await
+    .expect("the change is in the feed");
+    assert_eq!(
+        (status.as_str(), cause.as_str(), at),
+        ("online", "manual-expired", until)
+    );
 }
 
 #[sqlx::test]
