@@ -51,6 +51,8 @@ pub struct Metrics {
     pub feed_publish_delay: Histogram,
     /// Seconds from the instant of the newest change in the feed to now, as the feed job last saw it.
     pub feed_lag_seconds: prometheus::Gauge,
+    /// Due users the feed job's search every 5 s found that its quarter-second search had passed over (writes committed late).
+    pub feed_found_late: IntCounter,
     /// Changes sent by webhook, by outcome: `delivered` (acknowledged) or `dropped` (past the maximum age).
     pub webhook_changes: IntCounterVec,
     /// Webhook POSTs that failed (an answer other than 2xx, or none in time).
@@ -159,6 +161,11 @@ impl Metrics {
                 "Seconds from the instant of the newest change in the feed to now",
             )
             .expect("a valid metric definition"),
+            feed_found_late: IntCounter::new(
+                "feed_found_late_total",
+                "Due users the feed job's full search found that its quarter-second search had passed over",
+            )
+            .expect("a valid metric definition"),
             webhook_changes: IntCounterVec::new(
                 Opts::new("webhook_changes_total", "Changes sent by webhook, by outcome"),
                 &["outcome"],
@@ -176,7 +183,7 @@ impl Metrics {
             .expect("a valid metric definition"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_duration.clone()),
             Box::new(metrics.pings.clone()),
@@ -194,6 +201,7 @@ impl Metrics {
             Box::new(metrics.feed_changes_published.clone()),
             Box::new(metrics.feed_publish_delay.clone()),
             Box::new(metrics.feed_lag_seconds.clone()),
+            Box::new(metrics.feed_found_late.clone()),
             Box::new(metrics.webhook_changes.clone()),
             Box::new(metrics.webhook_failures.clone()),
             Box::new(metrics.webhook_lag_seconds.clone()),

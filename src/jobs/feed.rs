@@ -8,7 +8,8 @@
 //! minute the clock passed since its last run, and remembers those whose
 //! change is still ahead, to read them again at its instant. (Every row whose
 //! minute had started, a quarter of the live users, read four times a
-//! second, was a tenth of PostgreSQL's time at 20,000 users.) A write always
+//! second, took PostgreSQL 13 s in a 20,000-user benchmark step whose ping
+//! batches took 59 s: bench/NOTES.md.) A write always
 //! puts a row's minute after its own instant (`feed_search_minute`), so no
 //! row is passed over; every few seconds a full search of the due users
 //! catches a write that committed too long after its instant to be among
@@ -77,6 +78,9 @@ pub struct FeedRun {
     pub published: Vec<DateTime<Utc>>,
     /// Changes it deleted for the retention.
     pub deleted: u64,
+    /// Due users that only the full search found (see [`FeedSearch`]):
+    /// rows whose writes committed more than the overlap after their instant.
+    pub found_late: u64,
 }
 
 impl FeedSchedule {
@@ -112,9 +116,17 @@ impl FeedSchedule {
                 "deleted expired changes from the feed"
             );
         }
+        if run.found_late > 0 {
+            tracing::warn!(
+                users = run.found_late,
+                "the feed job's full search found due users its quarter-second search had passed over \
+                 (their writes committed over half a second late): their changes reach the feed late"
+            );
+        }
         let Some(metrics) = &self.metrics else {
             return;
         };
+        metrics.feed_found_late.inc_by(run.found_late);
         metrics
             .feed_changes_published
             .inc_by(run.published.len() as u64);
@@ -181,7 +193,9 @@ impl FeedSearch {
             return Ok(None);
         }
         let due = if store::feed_enabled(&mut *transaction).await? {
-            self.due(&mut transaction, now).await?
+            let (due, found_late) = self.due(&mut transaction, now).await?;
+            run.found_late = found_late;
+            due
         } else {
             // Switched off: nothing is due, and the rows written meanwhile
             // are read afresh once it is on again.
@@ -224,7 +238,8 @@ impl FeedSearch {
         Ok(Some(run))
     }
 
-    /// Up to [`DUE_CHUNK`] users whose change is due at `now`, in id order:
+    /// Up to [`DUE_CHUNK`] users whose change is due at `now`, in id order,
+    /// and how many of them only the full search found:
     /// among the rows whose minute the clock passed since the last search
     /// (all whose minute has started, the first time) and the watched rows
     /// whose instant has come; every [`FULL_SEARCH_EVERY`], among all rows
@@ -236,7 +251,7 @@ impl FeedSearch {
         &mut self,
         connection: &mut PgConnection,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>, sqlx::Error> {
+    ) -> Result<(Vec<Uuid>, u64), sqlx::Error> {
         let chunk = usize::try_from(DUE_CHUNK).unwrap_or(usize::MAX);
         let after = self
             .through
@@ -267,8 +282,16 @@ impl FeedSearch {
             (Some(_), Some(at)) => now - at >= FULL_SEARCH_EVERY,
             (Some(_), None) => true,
         };
+        let mut found_late = 0;
         if full {
-            due.extend(store::users_due(&mut *connection, now, DUE_CHUNK).await?);
+            // (With watched rows due still waiting, a backlog, the full
+            // search's finds may be among them: none is counted late.)
+            let backlog = self.watched.first().is_some_and(|&(at, _)| at <= now);
+            for user in store::users_due(&mut *connection, now, DUE_CHUNK).await? {
+                if due.insert(user) && !backlog {
+                    found_late += 1;
+                }
+            }
             self.full_at = Some(now);
         }
         self.through = Some(now);
@@ -277,7 +300,7 @@ impl FeedSearch {
         for user in due.split_off(due.len().min(chunk)) {
             self.watched.insert((now, user));
         }
-        Ok(due)
+        Ok((due, found_late))
     }
 }
 

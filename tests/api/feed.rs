@@ -431,7 +431,7 @@ async fn a_job_searching_on_from_its_last_run_leaves_no_change_behind(pool: PgPo
         .collect();
     let mut rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
     let mut search = FeedSearch::default();
-    let (mut advanced, mut watched) = (0, 0);
+    let (mut advanced, mut watched, mut found_late) = (0, 0, 0);
     // Three minutes in quarter seconds; at half time the search starts
     // afresh, as on an instance that has just taken the job over.
     for step in 0..720 {
@@ -465,6 +465,7 @@ async fn a_job_searching_on_from_its_last_run_leaves_no_change_behind(pool: PgPo
             .expect("the job runs")
             .expect("it holds the lock");
         advanced += run.advanced;
+        found_late += run.found_late;
         watched = watched.max(search.watched());
         assert_eq!(
             rows_due(&pool, now).await,
@@ -474,6 +475,10 @@ async fn a_job_searching_on_from_its_last_run_leaves_no_change_behind(pool: PgPo
     }
     assert!(advanced > 100, "the clock made {advanced} changes");
     assert!(watched > 0, "no row was watched");
+    assert_eq!(
+        found_late, 0,
+        "rows only the full search found, every write committed in time"
+    );
 }
 
 /// A write that commits long after its instant (here a manual status whose
@@ -496,7 +501,7 @@ async fn a_write_that_commits_long_after_its_instant_is_found_by_the_full_search
             .await
             .expect("the job runs")
             .expect("it holds the lock");
-        (now, run.advanced)
+        (now, run.advanced, run.found_late)
     };
     for _ in 0..4 {
         run_at_next_quarter(&mut search).await;
@@ -518,14 +523,15 @@ async fn a_write_that_commits_long_after_its_instant_is_found_by_the_full_search
     .expect("the write");
     // The runs meanwhile read the row as it stood: nothing due.
     for _ in 0..16 {
-        let (_, advanced) = run_at_next_quarter(&mut search).await;
+        let (_, advanced, _) = run_at_next_quarter(&mut search).await;
         assert_eq!(advanced, 0);
     }
     late.commit().await.expect("commits four seconds late");
     let committed = app.clock.now();
     let found = loop {
-        let (now, advanced) = run_at_next_quarter(&mut search).await;
+        let (now, advanced, found_late) = run_at_next_quarter(&mut search).await;
         if advanced > 0 {
+            assert_eq!(found_late, 1, "counted as found late");
             break now;
         }
         assert!(
