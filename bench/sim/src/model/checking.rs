@@ -74,11 +74,12 @@ impl Simulation {
             Outcome::Overtook => (true, true),
             Outcome::Failed => (false, false),
         };
+        let picked = done
+            .picked_at
+            .saturating_duration_since(self.started)
+            .as_micros() as Micros;
+        self.figures.held_micros += held_within(picked, at, self.window);
         if measured {
-            self.figures.held_micros += done
-                .finished_at
-                .saturating_duration_since(done.picked_at)
-                .as_micros() as u64;
             let figures = self.figures.kind(job.kind);
             figures.answered += 1;
             figures.errors += u64::from(!ok);
@@ -268,6 +269,15 @@ enum Outcome {
     Failed,
 }
 
+/// How long of `window` a connection was held from `picked` to `finished`:
+/// summed over every request, the pool's busy connections times the window.
+/// (A request wanted in the window but answered after it held its
+/// connection partly outside: counted whole, a collapsed step showed more
+/// connections busy than the pool has.)
+fn held_within(picked: Micros, finished: Micros, window: (Micros, Micros)) -> Micros {
+    finished.min(window.1).saturating_sub(picked.max(window.0))
+}
+
 fn outcome(job: &Job, code: Option<u16>) -> Outcome {
     match code {
         Some(200..=299 | 304) => Outcome::Answered,
@@ -294,6 +304,17 @@ mod tests {
             wanted_at: Instant::now(),
             unacknowledged,
         }
+    }
+
+    #[test]
+    fn a_connection_counts_as_busy_only_within_the_window() {
+        let window = (10_000_000, 70_000_000);
+        assert_eq!(held_within(20_000_000, 20_500_000, window), 500_000);
+        // Wanted and picked before the window, answered inside it.
+        assert_eq!(held_within(9_000_000, 11_000_000, window), 1_000_000);
+        // Wanted in the window, answered seconds after it.
+        assert_eq!(held_within(69_000_000, 75_000_000, window), 1_000_000);
+        assert_eq!(held_within(71_000_000, 72_000_000, window), 0);
     }
 
     #[test]
