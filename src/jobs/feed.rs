@@ -239,14 +239,14 @@ impl FeedSearch {
     }
 
     /// Up to [`DUE_CHUNK`] users whose change is due at `now`, in id order,
-    /// and how many of them only the full search found:
+    /// and how many of them only the full search found. They are looked for
     /// among the rows whose minute the clock passed since the last search
     /// (all whose minute has started, the first time) and the watched rows
     /// whose instant has come; every [`FULL_SEARCH_EVERY`], among all rows
     /// whose minute has started too. The rows read whose change is ahead are
-    /// watched; a watched row whose change moved later than its minute's
-    /// start is one a write moved ahead of the clock, found again when the
-    /// clock passes its new minute.
+    /// watched. A watched row read again whose minute now lies ahead is one
+    /// a write moved ahead of the clock: it is dropped, and found again when
+    /// the clock passes its new minute.
     async fn due(
         &mut self,
         connection: &mut PgConnection,

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::{
-    TestApp, error_code, new_user, new_user_ending_in, spawn_app_on_clock, spawn_app_with,
+    TestApp, error_code, iso, new_user, new_user_ending_in, spawn_app_on_clock, spawn_app_with,
     start_time, token_for, users_minute,
 };
 use crate::history::service_token;
@@ -393,7 +393,7 @@ async fn a_write_puts_the_rows_minute_after_its_own_instant(pool: PgPool) {
     let until = at + TimeDelta::seconds(10);
     app.ping_ok(
         user,
-        json!({"deviceId": "tab", "manualStatus": "dnd", "manualStatusUntil": crate::helpers::iso(until)}),
+        json!({"deviceId": "tab", "manualStatus": "dnd", "manualStatusUntil": iso(until)}),
     )
     .await;
     let (next_change_at, minute): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
@@ -449,7 +449,7 @@ async fn a_job_searching_on_from_its_last_run_leaves_no_change_behind(pool: PgPo
                 app.ping_ok(
                     *user,
                     json!({"deviceId": "tab", "manualStatus": "dnd",
-                           "manualStatusUntil": crate::helpers::iso(until)}),
+                           "manualStatusUntil": iso(until)}),
                 )
                 .await;
             } else if roll < 0.041 {
